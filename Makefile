@@ -1,0 +1,110 @@
+# gpt2d — hand-written Makefile.
+#   make            build every binary into build/
+#   make test       build and run the whole test suite (ends with "N passed, N failed")
+#   make test SAN=1 the same with AddressSanitizer + UndefinedBehaviorSanitizer (into build/san/)
+#   make run        start the service on the default model (models/gpt2, made by `make model`)
+#   make bench      benchmarks on the 124M-shaped model
+#   make model      fetch HF gpt2 where there is internet, else make a random 124M-shaped model
+# Missing Debian packages are installed by tools/deps.sh (run once, as root) before the first build.
+
+CC      ?= gcc
+SAN     ?= 0
+BUILD   ?= build
+ifeq ($(SAN),1)
+BUILD   := build/san
+endif
+
+# Where gpt2-tool mkmodel finds the tokenizer files (install overrides it).
+DATADIR ?= $(CURDIR)/data
+
+# The kernels use AVX2 + FMA + F16C (checked at start-up with a clear error).
+# -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf16c \
+           -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
+           -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
+LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
+LDFLAGS :=
+ifeq ($(SAN),1)
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+DEPS_OK := build/.deps-ok
+
+ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
+PROTO_SRC  := $(wildcard proto/*.c)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
+PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
+
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC  := $(wildcard bench/bench_*.c)
+BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+BINS := $(BUILD)/gpt2-tool
+ifneq ($(wildcard daemon/*.c),)
+BINS += $(BUILD)/gpt2d
+endif
+ifneq ($(wildcard worker/worker_main.c),)
+BINS += $(BUILD)/gpt2d-worker
+endif
+ifneq ($(wildcard client/*.c),)
+BINS += $(BUILD)/gpt2c
+endif
+
+.PHONY: all deps test bench run model clean fuzz
+all: $(BINS)
+
+deps: $(DEPS_OK)
+$(DEPS_OK): tools/deps.sh
+	@sh tools/deps.sh
+	@mkdir -p build && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libengine.a: $(ENGINE_OBJ)
+	@rm -f $@ && ar rcs $@ $^
+$(BUILD)/libproto.a: $(PROTO_OBJ)
+	@rm -f $@ && ar rcs $@ $^ && true
+
+LIB_ENGINE := $(BUILD)/libengine.a
+LIB_PROTO  := $(if $(PROTO_SRC),$(BUILD)/libproto.a,)
+
+$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/gpt2d-worker: $(BUILD)/obj/worker/worker_main.o $(LIB_ENGINE) $(LIB_PROTO)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/gpt2d: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard daemon/*.c)) $(LIB_PROTO)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/gpt2c: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/*.c)) $(LIB_PROTO)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The suite: every tests/test_*.c binary plus tests/*.sh, run by tests/run.sh,
+# which ends with the total "N passed, N failed" line and fails on any failure.
+test: all $(TEST_BIN)
+	@BUILD=$(BUILD) SAN=$(SAN) sh tests/run.sh $(TEST_BIN)
+
+bench: all $(BENCH_BIN)
+	@BUILD=$(BUILD) sh bench/run.sh
+
+# The default model: HF gpt2 where there is internet, else a random 124M-shaped one.
+model: all
+	@BUILD=$(BUILD) sh tools/model.sh models/gpt2
+
+run: all
+	@test -f models/gpt2/config.json || BUILD=$(BUILD) sh tools/model.sh models/gpt2
+	@BUILD=$(BUILD) sh tools/run.sh models/gpt2
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

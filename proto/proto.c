@@ -1,0 +1,1023 @@
+/* proto.c — the message table and the table-driven msgpack encoder and strict decoder.
+ *
+ * Each field is described once (key, kind, where it lives in proto_msg, its range); each message
+ * type lists its fields with a presence rule. The encoder packs exactly those fields; the decoder
+ * accepts exactly those keys, converts each value with a type check, then applies the same range
+ * check the encoder applies, so what one side sends the other side accepts. */
+#include "proto.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proto_scan.h"
+
+/* ============================================================================================== */
+/* field descriptions                                                                              */
+/* ============================================================================================== */
+
+typedef enum {
+    K_U64,      /* uint64_t; positive integer */
+    K_I32,      /* int32_t in [lo, hi] */
+    K_F32,      /* float, finite, in [lo, hi] (lo exclusive with F_LO_OPEN); integers accepted */
+    K_F64,      /* double, finite, in [lo, hi] */
+    K_BOOL,     /* uint8_t */
+    K_STR,      /* proto_str, UTF-8, length in [lo, hi] */
+    K_TEXT,     /* proto_str, raw bytes (str or bin), length <= hi */
+    K_CID,      /* proto_cid: u64 or 1..PROTO_MAX_ID_BYTES UTF-8 */
+    K_IDS,      /* const int32_t * at off, uint32_t count at off2; <= hi ids in [0, PROTO_MAX_TOKEN_ID] */
+    K_STOPS,    /* proto_str[PROTO_MAX_STOPS] at off, count at off2 */
+    K_BIAS,     /* const proto_bias * at off, count at off2: [[id, bias], ...] */
+    K_FINISH,   /* proto_finish as its name */
+    K_CODE,     /* int32_t error code: any known proto_code */
+    K_MAP,      /* nested map: sub-fields relative to base + off */
+    K_MAPARRAY, /* array of maps: elements of sub_size bytes, pointer at off, count at off2 */
+} pkind;
+
+enum { F_LO_OPEN = 1 };
+
+typedef struct pfield {
+    const char *key;
+    uint8_t kind;
+    uint8_t flags;
+    uint16_t off, off2;
+    double lo, hi;
+    const struct pfield *sub; /* K_MAP, K_MAPARRAY */
+    uint8_t n_sub;
+    uint16_t sub_size;
+} pfield;
+
+#define M(f) offsetof(proto_msg, f)
+#define W(f) offsetof(proto_worker_info, f)
+#define P(f) offsetof(proto_pct, f)
+#define I32MAX 2147483647.0
+
+static const pfield usage_fields[] = {
+    {"prompt_tokens", K_I32, 0, M(prompt_tokens), 0, 0, I32MAX, NULL, 0, 0},
+    {"completion_tokens", K_I32, 0, M(completion_tokens), 0, 0, I32MAX, NULL, 0, 0},
+};
+static const pfield timing_fields[] = {
+    {"queue_ms", K_F64, 0, M(queue_ms), 0, 0, 1e12, NULL, 0, 0},
+    {"ttft_ms", K_F64, 0, M(ttft_ms), 0, 0, 1e12, NULL, 0, 0},
+    {"total_ms", K_F64, 0, M(total_ms), 0, 0, 1e12, NULL, 0, 0},
+};
+static const pfield pct_fields[] = {
+    {"p50", K_F64, 0, P(p50), 0, 0, 1e12, NULL, 0, 0},
+    {"p90", K_F64, 0, P(p90), 0, 0, 1e12, NULL, 0, 0},
+    {"p99", K_F64, 0, P(p99), 0, 0, 1e12, NULL, 0, 0},
+};
+static const pfield worker_fields[] = {
+    {"name", K_STR, 0, W(name), 0, 0, PROTO_MAX_NAME_BYTES, NULL, 0, 0},
+    {"pid", K_I32, 0, W(pid), 0, 0, I32MAX, NULL, 0, 0},
+    {"slots", K_I32, 0, W(slots), 0, 0, PROTO_MAX_SLOTS, NULL, 0, 0},
+    {"credit", K_I32, 0, W(credit), 0, 0, PROTO_MAX_SLOTS, NULL, 0, 0},
+    {"running", K_I32, 0, W(running), 0, 0, I32MAX, NULL, 0, 0},
+    {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
+    {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
+};
+#define NSUB(a) (uint8_t)(sizeof(a) / sizeof((a)[0]))
+
+/* Indexed by proto_field_id. */
+static const pfield fields[PF_COUNT] = {
+    [PF_ID] = {"id", K_CID, 0, M(id), 0, 0, 0, NULL, 0, 0},
+    [PF_RID] = {"rid", K_U64, 0, M(rid), 0, 0, 0, NULL, 0, 0},
+    [PF_PROMPT] = {"prompt", K_STR, 0, M(prompt), 0, 0, PROTO_MAX_PROMPT_BYTES, NULL, 0, 0},
+    [PF_PROMPT_IDS] = {"prompt_ids", K_IDS, 0, M(prompt_ids), M(n_prompt_ids), 0, PROTO_MAX_IDS, NULL, 0, 0},
+    [PF_RESUME_IDS] = {"resume_ids", K_IDS, 0, M(resume_ids), M(n_resume_ids), 0, PROTO_MAX_IDS, NULL, 0, 0},
+    [PF_MAX_TOKENS] = {"max_tokens", K_I32, 0, M(max_tokens), 0, 1, PROTO_MAX_MAX_TOKENS, NULL, 0, 0},
+    [PF_TEMPERATURE] = {"temperature", K_F32, 0, M(temperature), 0, 0, 100, NULL, 0, 0},
+    [PF_TOP_K] = {"top_k", K_I32, 0, M(top_k), 0, 0, PROTO_MAX_TOKEN_ID + 1, NULL, 0, 0},
+    [PF_TOP_P] = {"top_p", K_F32, F_LO_OPEN, M(top_p), 0, 0, 1, NULL, 0, 0},
+    [PF_MIN_P] = {"min_p", K_F32, 0, M(min_p), 0, 0, 1, NULL, 0, 0},
+    [PF_REPETITION_PENALTY] = {"repetition_penalty", K_F32, F_LO_OPEN, M(repetition_penalty), 0, 0, 100, NULL, 0, 0},
+    [PF_PRESENCE_PENALTY] = {"presence_penalty", K_F32, 0, M(presence_penalty), 0, -100, 100, NULL, 0, 0},
+    [PF_FREQUENCY_PENALTY] = {"frequency_penalty", K_F32, 0, M(frequency_penalty), 0, -100, 100, NULL, 0, 0},
+    [PF_SEED] = {"seed", K_U64, 0, M(seed), 0, 0, 0, NULL, 0, 0},
+    [PF_LOGIT_BIAS] = {"logit_bias", K_BIAS, 0, M(logit_bias), M(n_logit_bias), -100, 100, NULL, 0, 0},
+    [PF_STOP] = {"stop", K_STOPS, 0, M(stop), M(n_stop), 1, PROTO_MAX_STOP_BYTES, NULL, 0, 0},
+    [PF_STREAM] = {"stream", K_BOOL, 0, M(stream), 0, 0, 0, NULL, 0, 0},
+    [PF_LOGPROBS] = {"logprobs", K_BOOL, 0, M(logprobs), 0, 0, 0, NULL, 0, 0},
+    [PF_IGNORE_EOS] = {"ignore_eos", K_BOOL, 0, M(ignore_eos), 0, 0, 0, NULL, 0, 0},
+    [PF_ALLOW_SPECIAL] = {"allow_special", K_BOOL, 0, M(allow_special), 0, 0, 0, NULL, 0, 0},
+    [PF_INDEX] = {"index", K_I32, 0, M(index), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_TOKEN] = {"token", K_I32, 0, M(token), 0, 0, PROTO_MAX_TOKEN_ID, NULL, 0, 0},
+    [PF_TEXT] = {"text", K_TEXT, 0, M(text), 0, 0, PROTO_MAX_TEXT_BYTES, NULL, 0, 0},
+    [PF_LOGPROB] = {"logprob", K_F32, 0, M(logprob), 0, -1e30, 1, NULL, 0, 0},
+    [PF_FINISH] = {"finish", K_FINISH, 0, M(finish), 0, 0, 0, NULL, 0, 0},
+    [PF_TOKENS] = {"tokens", K_IDS, 0, M(tokens), M(n_tokens), 0, PROTO_MAX_IDS, NULL, 0, 0},
+    [PF_USAGE] = {"usage", K_MAP, 0, 0, 0, 0, 0, usage_fields, NSUB(usage_fields), 0},
+    [PF_TIMINGS] = {"timings", K_MAP, 0, 0, 0, 0, 0, timing_fields, NSUB(timing_fields), 0},
+    [PF_CODE] = {"code", K_CODE, 0, M(code), 0, 0, 0, NULL, 0, 0},
+    [PF_MESSAGE] = {"message", K_STR, 0, M(message), 0, 0, PROTO_MAX_MESSAGE_BYTES, NULL, 0, 0},
+    [PF_NAME] = {"name", K_STR, 0, M(name), 0, 0, PROTO_MAX_NAME_BYTES, NULL, 0, 0},
+    [PF_PID] = {"pid", K_I32, 0, M(pid), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_SLOTS] = {"slots", K_I32, 0, M(slots), 0, 1, PROTO_MAX_SLOTS, NULL, 0, 0},
+    [PF_N_CTX] = {"n_ctx", K_I32, 0, M(n_ctx), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_CREDIT] = {"credit", K_I32, 0, M(credit), 0, 1, PROTO_MAX_SLOTS, NULL, 0, 0},
+    [PF_RUNNING] = {"running", K_I32, 0, M(running), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_WAITING] = {"waiting", K_I32, 0, M(waiting), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_STEPS] = {"steps", K_U64, 0, M(steps), 0, 0, 0, NULL, 0, 0},
+    [PF_TOKENS_GENERATED] = {"tokens_generated", K_U64, 0, M(tokens_generated), 0, 0, 0, NULL, 0, 0},
+    [PF_WORKERS] = {"workers", K_I32, 0, M(workers), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_MAX_QUEUE] = {"max_queue", K_I32, 0, M(max_queue), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_QUEUE] = {"queue", K_I32, 0, M(queue), 0, 0, I32MAX, NULL, 0, 0},
+    [PF_REQUESTS_TOTAL] = {"requests_total", K_U64, 0, M(requests_total), 0, 0, 0, NULL, 0, 0},
+    [PF_TOKENS_TOTAL] = {"tokens_total", K_U64, 0, M(tokens_total), 0, 0, 0, NULL, 0, 0},
+    [PF_ERRORS_TOTAL] = {"errors_total", K_U64, 0, M(errors_total), 0, 0, 0, NULL, 0, 0},
+    [PF_OVERLOADED_TOTAL] = {"overloaded_total", K_U64, 0, M(overloaded_total), 0, 0, 0, NULL, 0, 0},
+    [PF_TOKENS_PER_S] = {"tokens_per_s", K_F64, 0, M(tokens_per_s), 0, 0, 1e12, NULL, 0, 0},
+    [PF_TTFT_MS] = {"ttft_ms", K_MAP, 0, M(ttft_pct), 0, 0, 0, pct_fields, NSUB(pct_fields), 0},
+    [PF_ITL_MS] = {"itl_ms", K_MAP, 0, M(itl_pct), 0, 0, 0, pct_fields, NSUB(pct_fields), 0},
+    [PF_UPTIME_S] = {"uptime_s", K_F64, 0, M(uptime_s), 0, 0, 1e12, NULL, 0, 0},
+    [PF_WORKER_LIST] = {"worker_list", K_MAPARRAY, 0, M(worker_list), M(n_worker_list), 0,
+                        PROTO_MAX_WORKERS, worker_fields, NSUB(worker_fields),
+                        sizeof(proto_worker_info)},
+};
+
+/* ============================================================================================== */
+/* message types                                                                                   */
+/* ============================================================================================== */
+
+/* Presence rules of a field within a type:
+ *   R  required: always sent; missing on decode is an error;
+ *   D  defaulted: always sent; missing on decode leaves proto_msg_init()'s default;
+ *   O  optional: sent only if its PROTO_HAS() bit is set. */
+enum { R = 0x80, D = 0x40, O = 0x00 };
+#define FLD(rule, f) ((uint8_t)(rule)), ((uint8_t)(f))
+
+typedef struct {
+    const char *name;
+    const uint8_t *f; /* pairs: rule, proto_field_id */
+    int n;
+} ptype;
+
+#define SAMPLING                                                                              \
+    FLD(D, PF_MAX_TOKENS), FLD(D, PF_TEMPERATURE), FLD(D, PF_TOP_K), FLD(D, PF_TOP_P),           \
+        FLD(D, PF_MIN_P), FLD(D, PF_REPETITION_PENALTY), FLD(D, PF_PRESENCE_PENALTY),            \
+        FLD(D, PF_FREQUENCY_PENALTY), FLD(D, PF_SEED), FLD(D, PF_LOGIT_BIAS), FLD(D, PF_STOP),   \
+        FLD(D, PF_LOGPROBS), FLD(D, PF_IGNORE_EOS), FLD(D, PF_ALLOW_SPECIAL)
+
+static const uint8_t t_hello[] = {FLD(O, PF_NAME)};
+static const uint8_t t_welcome[] = {FLD(D, PF_NAME), FLD(D, PF_WORKERS), FLD(D, PF_MAX_QUEUE)};
+static const uint8_t t_submit[] = {FLD(R, PF_ID), FLD(O, PF_PROMPT), FLD(O, PF_PROMPT_IDS), SAMPLING,
+                                   FLD(D, PF_STREAM)};
+static const uint8_t t_request[] = {FLD(R, PF_RID), FLD(O, PF_PROMPT), FLD(O, PF_PROMPT_IDS),
+                                    FLD(O, PF_RESUME_IDS), SAMPLING};
+static const uint8_t t_cancel[] = {FLD(O, PF_ID), FLD(O, PF_RID)};
+static const uint8_t t_stats[] = {0, 0};
+static const uint8_t t_stats_reply[] = {
+    FLD(D, PF_NAME), FLD(D, PF_UPTIME_S), FLD(D, PF_QUEUE), FLD(D, PF_MAX_QUEUE), FLD(D, PF_RUNNING),
+    FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
+    FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
+    FLD(D, PF_WORKER_LIST)};
+static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
+                                  FLD(R, PF_TEXT), FLD(O, PF_LOGPROB)};
+static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH), FLD(D, PF_TEXT),
+                                 FLD(D, PF_TOKENS), FLD(D, PF_USAGE), FLD(D, PF_TIMINGS),
+                                 FLD(O, PF_MESSAGE), FLD(O, PF_NAME)};
+static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE)};
+static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
+                               FLD(O, PF_TOKENS_GENERATED)};
+static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX)};
+static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
+static const uint8_t t_disconnect[] = {FLD(O, PF_MESSAGE)};
+
+#define T(name, arr) {name, arr, (int)(sizeof(arr) / 2)}
+static const ptype types[PROTO_T_COUNT] = {
+    [PROTO_T_NONE] = {"?", NULL, 0},
+    [PROTO_T_HELLO] = T("hello", t_hello),
+    [PROTO_T_WELCOME] = T("welcome", t_welcome),
+    [PROTO_T_SUBMIT] = T("submit", t_submit),
+    [PROTO_T_CANCEL] = T("cancel", t_cancel),
+    [PROTO_T_STATS] = {"stats", t_stats, 0},
+    [PROTO_T_STATS_REPLY] = T("stats_reply", t_stats_reply),
+    [PROTO_T_TOKEN] = T("token", t_token),
+    [PROTO_T_DONE] = T("done", t_done),
+    [PROTO_T_ERROR] = T("error", t_error),
+    [PROTO_T_HB] = T("hb", t_hb),
+    [PROTO_T_READY] = T("ready", t_ready),
+    [PROTO_T_CREDIT] = T("credit", t_credit),
+    [PROTO_T_REQUEST] = T("request", t_request),
+    [PROTO_T_DISCONNECT] = T("disconnect", t_disconnect),
+};
+
+/* ============================================================================================== */
+/* names                                                                                           */
+/* ============================================================================================== */
+
+static const char *const finish_names[PROTO_FINISH_COUNT] = {"length", "stop", "eos", "cancelled",
+                                                             "error"};
+
+static const struct {
+    int code;
+    const char *name;
+} code_names[] = {
+    {PROTO_CODE_BAD_REQUEST, "bad_request"},
+    {PROTO_CODE_DUPLICATE_ID, "duplicate_id"},
+    {PROTO_CODE_TOO_LARGE, "too_large"},
+    {PROTO_CODE_INVALID_REQUEST, "invalid_request"},
+    {PROTO_CODE_UNSUPPORTED_VERSION, "unsupported_version"},
+    {PROTO_CODE_OVERLOADED, "overloaded"},
+    {PROTO_CODE_INTERNAL, "internal"},
+    {PROTO_CODE_WORKER_LOST, "worker_lost"},
+    {PROTO_CODE_SHUTTING_DOWN, "shutting_down"},
+};
+
+const char *proto_type_name(proto_type t) {
+    return (t > PROTO_T_NONE && t < PROTO_T_COUNT) ? types[t].name : "?";
+}
+
+const char *proto_finish_name(proto_finish f) {
+    return ((unsigned)f < PROTO_FINISH_COUNT) ? finish_names[f] : "?";
+}
+
+const char *proto_code_name(int code) {
+    for (size_t i = 0; i < sizeof(code_names) / sizeof(code_names[0]); i++)
+        if (code_names[i].code == code) return code_names[i].name;
+    return "?";
+}
+
+const char *proto_status_name(int status) {
+    switch (status) {
+    case PROTO_OK: return "ok";
+    case PROTO_E_TOO_LARGE: return "too_large";
+    case PROTO_E_MALFORMED: return "malformed";
+    case PROTO_E_NOT_MAP: return "not_map";
+    case PROTO_E_VERSION: return "version";
+    case PROTO_E_TYPE: return "type";
+    case PROTO_E_FIELD: return "field";
+    case PROTO_E_NOMEM: return "nomem";
+    default: return "?";
+    }
+}
+
+int proto_status_code(int status) {
+    switch (status) {
+    case PROTO_E_TOO_LARGE: return PROTO_CODE_TOO_LARGE;
+    case PROTO_E_VERSION: return PROTO_CODE_UNSUPPORTED_VERSION;
+    case PROTO_E_NOMEM: return PROTO_CODE_INTERNAL;
+    default: return PROTO_CODE_BAD_REQUEST;
+    }
+}
+
+/* ============================================================================================== */
+/* small helpers                                                                                   */
+/* ============================================================================================== */
+
+int proto_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n;
+        unsigned min;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xc2 && c <= 0xdf) { n = 1; min = 0x80; c &= 0x1f; }
+        else if (c >= 0xe0 && c <= 0xef) { n = 2; min = 0x800; c &= 0x0f; }
+        else if (c >= 0xf0 && c <= 0xf4) { n = 3; min = 0x10000; c &= 0x07; }
+        else return 0;
+        if (len - i - 1 < n) return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return 0;
+            c = (c << 6) | (p[i + k] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap) {
+    if (cap == 0) return buf;
+    if (id->is_str)
+        snprintf(buf, cap, "%.*s", (int)id->str.len, id->str.ptr ? id->str.ptr : "");
+    else
+        snprintf(buf, cap, "%llu", (unsigned long long)id->num);
+    return buf;
+}
+
+int proto_cid_equal(const proto_cid *a, const proto_cid *b) {
+    if (a->is_str != b->is_str) return 0;
+    if (!a->is_str) return a->num == b->num;
+    return a->str.len == b->str.len && (a->str.len == 0 || memcmp(a->str.ptr, b->str.ptr, a->str.len) == 0);
+}
+
+const char *proto_default_endpoint(int worker_side, char *buf, size_t cap, char *dir, size_t dircap) {
+    char d[512];
+    const char *env = getenv("GPT2D_RUNTIME_DIR");
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (env && *env)
+        n = snprintf(d, sizeof(d), "%s", env);
+    else if (xdg && *xdg)
+        n = snprintf(d, sizeof(d), "%s/gpt2d", xdg);
+    else
+        n = snprintf(d, sizeof(d), "/tmp/gpt2d-%u", (unsigned)getuid());
+    if (n < 0 || (size_t)n >= sizeof(d)) return NULL;
+    if (dir) {
+        if ((size_t)n >= dircap) return NULL;
+        memcpy(dir, d, (size_t)n + 1);
+    }
+    n = snprintf(buf, cap, "ipc://%s/%s.sock", d, worker_side ? "worker" : "client");
+    return (n < 0 || (size_t)n >= cap) ? NULL : buf;
+}
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ============================================================================================== */
+/* init / destroy                                                                                  */
+/* ============================================================================================== */
+
+void proto_msg_init(proto_msg *m, proto_type type) {
+    memset(m, 0, sizeof(*m));
+    m->type = type;
+    m->v = PROTO_VERSION;
+    m->max_tokens = PROTO_DEFAULT_MAX_TOKENS;
+    m->temperature = PROTO_DEFAULT_TEMPERATURE;
+    m->top_p = 1.0f;
+    m->repetition_penalty = 1.0f;
+    m->stream = 1;
+}
+
+void proto_msg_destroy(proto_msg *m) {
+    if (m->zone) msgpack_zone_free(m->zone);
+    m->zone = NULL;
+}
+
+/* ============================================================================================== */
+/* range checks shared by encoder and decoder                                                      */
+/* ============================================================================================== */
+
+static int check_number(const pfield *f, double x, char *err, size_t errlen) {
+    bool lo_ok = (f->flags & F_LO_OPEN) ? x > f->lo : x >= f->lo;
+    if (!isfinite(x) || !lo_ok || x > f->hi) {
+        seterr(err, errlen, "field '%s': %g out of range %s%g, %g]", f->key, x,
+               (f->flags & F_LO_OPEN) ? "(" : "[", f->lo, f->hi);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_str(const pfield *f, const proto_str *s, bool utf8, char *err, size_t errlen) {
+    if (s->len < f->lo || s->len > f->hi) {
+        seterr(err, errlen, "field '%s': length %u out of range [%g, %g]", f->key, s->len, f->lo, f->hi);
+        return -1;
+    }
+    if (s->len && !s->ptr) {
+        seterr(err, errlen, "field '%s': NULL string", f->key);
+        return -1;
+    }
+    if (utf8 && !proto_utf8_valid(s->ptr, s->len)) {
+        seterr(err, errlen, "field '%s': not valid UTF-8", f->key);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_cid(const pfield *f, const proto_cid *id, char *err, size_t errlen) {
+    if (!id->is_str) return 0;
+    if (id->str.len < 1 || id->str.len > PROTO_MAX_ID_BYTES || !id->str.ptr ||
+        !proto_utf8_valid(id->str.ptr, id->str.len)) {
+        seterr(err, errlen, "field '%s': a string id must be 1..%d bytes of UTF-8", f->key,
+               PROTO_MAX_ID_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_ids(const pfield *f, const int32_t *ids, uint32_t n, char *err, size_t errlen) {
+    if (n > f->hi || (n && !ids)) {
+        seterr(err, errlen, "field '%s': %u ids, at most %g", f->key, n, f->hi);
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] > PROTO_MAX_TOKEN_ID) {
+            seterr(err, errlen, "field '%s': id %d at %u out of range [0, %d]", f->key, (int)ids[i], i,
+                   PROTO_MAX_TOKEN_ID);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *err, size_t errlen) {
+    if (n > PROTO_MAX_BIAS || (n && !b)) {
+        seterr(err, errlen, "field '%s': %u entries, at most %d", f->key, n, PROTO_MAX_BIAS);
+        return -1;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        bool ban = isinf(b[i].bias) && b[i].bias < 0;
+        if (b[i].id < 0 || b[i].id > PROTO_MAX_TOKEN_ID ||
+            (!ban && (!isfinite(b[i].bias) || b[i].bias < f->lo || b[i].bias > f->hi))) {
+            seterr(err, errlen, "field '%s': entry %u: id in [0, %d] and bias in [%g, %g] or -inf",
+                   f->key, i, PROTO_MAX_TOKEN_ID, f->lo, f->hi);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int check_code(const pfield *f, int32_t code, char *err, size_t errlen) {
+    if (strcmp(proto_code_name(code), "?") == 0) {
+        seterr(err, errlen, "field '%s': unknown error code %d", f->key, (int)code);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_sub(const pfield *sub, int n, const char *base, char *err, size_t errlen);
+
+/* Checks the C value of field f stored at base. 0 or -1 with err. */
+static int check_field(const pfield *f, const char *base, char *err, size_t errlen) {
+    const char *p = base + f->off;
+    switch (f->kind) {
+    case K_U64: case K_BOOL: return 0;
+    case K_I32: return check_number(f, *(const int32_t *)p, err, errlen);
+    case K_F32: return check_number(f, *(const float *)p, err, errlen);
+    case K_F64: return check_number(f, *(const double *)p, err, errlen);
+    case K_STR: return check_str(f, (const proto_str *)p, true, err, errlen);
+    case K_TEXT: return check_str(f, (const proto_str *)p, false, err, errlen);
+    case K_CID: return check_cid(f, (const proto_cid *)p, err, errlen);
+    case K_IDS:
+        return check_ids(f, *(const int32_t *const *)p, *(const uint32_t *)(base + f->off2), err, errlen);
+    case K_BIAS:
+        return check_bias(f, *(const proto_bias *const *)p, *(const uint32_t *)(base + f->off2), err,
+                          errlen);
+    case K_STOPS: {
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        if (n > PROTO_MAX_STOPS) {
+            seterr(err, errlen, "field '%s': %u strings, at most %d", f->key, n, PROTO_MAX_STOPS);
+            return -1;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            if (check_str(f, (const proto_str *)p + i, true, err, errlen) < 0) return -1;
+        return 0;
+    }
+    case K_FINISH:
+        if ((unsigned)*(const proto_finish *)p >= PROTO_FINISH_COUNT) {
+            seterr(err, errlen, "field '%s': unknown finish reason", f->key);
+            return -1;
+        }
+        return 0;
+    case K_CODE: return check_code(f, *(const int32_t *)p, err, errlen);
+    case K_MAP: return check_sub(f->sub, f->n_sub, p, err, errlen);
+    case K_MAPARRAY: {
+        const char *arr = *(const char *const *)p;
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        if (n > f->hi || (n && !arr)) {
+            seterr(err, errlen, "field '%s': %u entries, at most %g", f->key, n, f->hi);
+            return -1;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            if (check_sub(f->sub, f->n_sub, arr + (size_t)i * f->sub_size, err, errlen) < 0) return -1;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+static int check_sub(const pfield *sub, int n, const char *base, char *err, size_t errlen) {
+    for (int i = 0; i < n; i++)
+        if (check_field(&sub[i], base, err, errlen) < 0) return -1;
+    return 0;
+}
+
+/* Cross-field rules, after every field passed its own check. */
+static int check_message(const proto_msg *m, char *err, size_t errlen) {
+    uint64_t ids = m->has & (PROTO_HAS(PF_ID) | PROTO_HAS(PF_RID));
+    uint64_t prompts = m->has & (PROTO_HAS(PF_PROMPT) | PROTO_HAS(PF_PROMPT_IDS));
+    switch (m->type) {
+    case PROTO_T_SUBMIT:
+    case PROTO_T_REQUEST:
+        if (prompts == 0 || prompts == (PROTO_HAS(PF_PROMPT) | PROTO_HAS(PF_PROMPT_IDS))) {
+            seterr(err, errlen, "%s: exactly one of 'prompt' and 'prompt_ids' is required",
+                   proto_type_name(m->type));
+            return -1;
+        }
+        return 0;
+    case PROTO_T_CANCEL:
+    case PROTO_T_TOKEN:
+    case PROTO_T_DONE:
+        if (ids == 0 || ids == (PROTO_HAS(PF_ID) | PROTO_HAS(PF_RID))) {
+            seterr(err, errlen, "%s: exactly one of 'id' and 'rid' is required", proto_type_name(m->type));
+            return -1;
+        }
+        return 0;
+    case PROTO_T_ERROR:
+        if (ids == (PROTO_HAS(PF_ID) | PROTO_HAS(PF_RID))) {
+            seterr(err, errlen, "error: at most one of 'id' and 'rid'");
+            return -1;
+        }
+        return 0;
+    default: return 0;
+    }
+}
+
+/* ============================================================================================== */
+/* encoder                                                                                         */
+/* ============================================================================================== */
+
+static void pack_key(msgpack_packer *pk, const char *key) {
+    size_t n = strlen(key);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, key, n);
+}
+
+static void pack_strv(msgpack_packer *pk, const proto_str *s, bool raw) {
+    if (raw && !proto_utf8_valid(s->ptr, s->len)) {
+        msgpack_pack_bin(pk, s->len);
+        msgpack_pack_bin_body(pk, s->ptr, s->len);
+    } else {
+        msgpack_pack_str(pk, s->len);
+        msgpack_pack_str_body(pk, s->ptr, s->len);
+    }
+}
+
+static void pack_sub(msgpack_packer *pk, const pfield *sub, int n, const char *base);
+
+static void pack_value(msgpack_packer *pk, const pfield *f, const char *base) {
+    const char *p = base + f->off;
+    switch (f->kind) {
+    case K_U64: msgpack_pack_uint64(pk, *(const uint64_t *)p); break;
+    case K_I32: case K_CODE: msgpack_pack_int32(pk, *(const int32_t *)p); break;
+    case K_F32: msgpack_pack_float(pk, *(const float *)p); break;
+    case K_F64: msgpack_pack_double(pk, *(const double *)p); break;
+    case K_BOOL: if (*(const uint8_t *)p) msgpack_pack_true(pk); else msgpack_pack_false(pk); break;
+    case K_STR: pack_strv(pk, (const proto_str *)p, false); break;
+    case K_TEXT: pack_strv(pk, (const proto_str *)p, true); break;
+    case K_CID: {
+        const proto_cid *id = (const proto_cid *)p;
+        if (id->is_str) pack_strv(pk, &id->str, false);
+        else msgpack_pack_uint64(pk, id->num);
+        break;
+    }
+    case K_IDS: {
+        const int32_t *ids = *(const int32_t *const *)p;
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) msgpack_pack_int32(pk, ids[i]);
+        break;
+    }
+    case K_STOPS: {
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) pack_strv(pk, (const proto_str *)p + i, false);
+        break;
+    }
+    case K_BIAS: {
+        const proto_bias *b = *(const proto_bias *const *)p;
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) {
+            msgpack_pack_array(pk, 2);
+            msgpack_pack_int32(pk, b[i].id);
+            msgpack_pack_float(pk, b[i].bias);
+        }
+        break;
+    }
+    case K_FINISH: {
+        const char *s = proto_finish_name(*(const proto_finish *)p);
+        pack_strv(pk, &(proto_str){s, (uint32_t)strlen(s)}, false);
+        break;
+    }
+    case K_MAP: pack_sub(pk, f->sub, f->n_sub, p); break;
+    case K_MAPARRAY: {
+        const char *arr = *(const char *const *)p;
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) pack_sub(pk, f->sub, f->n_sub, arr + (size_t)i * f->sub_size);
+        break;
+    }
+    }
+}
+
+static void pack_sub(msgpack_packer *pk, const pfield *sub, int n, const char *base) {
+    msgpack_pack_map(pk, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        pack_key(pk, sub[i].key);
+        pack_value(pk, &sub[i], base);
+    }
+}
+
+static bool type_field_sent(const proto_msg *m, uint8_t rule, uint8_t fid) {
+    return (rule & (R | D)) || (m->has & PROTO_HAS(fid));
+}
+
+int proto_encode(const proto_msg *m, msgpack_sbuffer *sb, char *err, size_t errlen) {
+    if (m->type <= PROTO_T_NONE || m->type >= PROTO_T_COUNT) {
+        seterr(err, errlen, "encode: unknown message type %d", (int)m->type);
+        return -1;
+    }
+    const ptype *t = &types[m->type];
+    size_t n_keys = 2;
+    for (int i = 0; i < t->n; i++) {
+        uint8_t rule = t->f[2 * i], fid = t->f[2 * i + 1];
+        if (!type_field_sent(m, rule, fid)) continue;
+        if (check_field(&fields[fid], (const char *)m, err, errlen) < 0) return -1;
+        n_keys++;
+    }
+    if (check_message(m, err, errlen) < 0) return -1;
+
+    size_t start = sb->size;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, n_keys);
+    pack_key(&pk, "t");
+    pack_strv(&pk, &(proto_str){t->name, (uint32_t)strlen(t->name)}, false);
+    pack_key(&pk, "v");
+    msgpack_pack_uint32(&pk, m->v);
+    for (int i = 0; i < t->n; i++) {
+        uint8_t rule = t->f[2 * i], fid = t->f[2 * i + 1];
+        if (!type_field_sent(m, rule, fid)) continue;
+        pack_key(&pk, fields[fid].key);
+        pack_value(&pk, &fields[fid], (const char *)m);
+    }
+    if (sb->size - start > PROTO_MAX_MSG_BYTES) {
+        seterr(err, errlen, "encode: %s message of %zu bytes exceeds %u", t->name, sb->size - start,
+               PROTO_MAX_MSG_BYTES);
+        sb->size = start;
+        return -1;
+    }
+    return 0;
+}
+
+/* ============================================================================================== */
+/* decoder                                                                                         */
+/* ============================================================================================== */
+
+typedef struct {
+    proto_msg *m;
+    char *err;
+    size_t errlen;
+} dec_ctx;
+
+static bool key_is(const msgpack_object *k, const char *s) {
+    size_t n = strlen(s);
+    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+static int wrong_type(dec_ctx *c, const char *key, const char *want) {
+    seterr(c->err, c->errlen, "field '%s': expected %s", key, want);
+    return PROTO_E_FIELD;
+}
+
+/* An integer or float object as a double. 0 or -1 if it is neither. */
+static int obj_number(const msgpack_object *o, double *x) {
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: *x = (double)o->via.u64; return 0;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *x = (double)o->via.i64; return 0;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: *x = o->via.f64; return 0;
+    default: return -1;
+    }
+}
+
+static int obj_int(const msgpack_object *o, int64_t *x) {
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > INT64_MAX) return -1;
+        *x = (int64_t)o->via.u64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) { *x = o->via.i64; return 0; }
+    return -1;
+}
+
+static int obj_str(const msgpack_object *o, proto_str *s, bool allow_bin) {
+    if (o->type == MSGPACK_OBJECT_STR) {
+        *s = (proto_str){o->via.str.size ? o->via.str.ptr : NULL, o->via.str.size};
+        return 0;
+    }
+    if (allow_bin && o->type == MSGPACK_OBJECT_BIN) {
+        *s = (proto_str){o->via.bin.size ? o->via.bin.ptr : NULL, o->via.bin.size};
+        return 0;
+    }
+    return -1;
+}
+
+static void *zone_alloc(dec_ctx *c, size_t n) {
+    if (!c->m->zone) {
+        c->m->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+        if (!c->m->zone) return NULL;
+    }
+    return msgpack_zone_malloc(c->m->zone, n ? n : 1);
+}
+
+static int dec_sub(dec_ctx *c, const pfield *sub, int n, char *base, const msgpack_object *o,
+                   const char *key);
+
+/* Converts o into field f at base (type check only; ranges come after). */
+static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_object *o) {
+    char *p = base + f->off;
+    int64_t i64;
+    double x;
+    switch (f->kind) {
+    case K_U64:
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return wrong_type(c, f->key, "a non-negative integer");
+        *(uint64_t *)p = o->via.u64;
+        return 0;
+    case K_I32:
+    case K_CODE:
+        if (obj_int(o, &i64) < 0) return wrong_type(c, f->key, "an integer");
+        if (i64 < INT32_MIN || i64 > INT32_MAX) {
+            seterr(c->err, c->errlen, "field '%s': %lld out of range", f->key, (long long)i64);
+            return PROTO_E_FIELD;
+        }
+        *(int32_t *)p = (int32_t)i64;
+        return 0;
+    case K_F32:
+        if (obj_number(o, &x) < 0) return wrong_type(c, f->key, "a number");
+        if (!isfinite(x)) return wrong_type(c, f->key, "a finite number");
+        *(float *)p = (float)x;
+        return isfinite(*(float *)p) ? 0 : wrong_type(c, f->key, "a finite float");
+    case K_F64:
+        if (obj_number(o, &x) < 0) return wrong_type(c, f->key, "a number");
+        *(double *)p = x;
+        return 0;
+    case K_BOOL:
+        if (o->type != MSGPACK_OBJECT_BOOLEAN) return wrong_type(c, f->key, "a boolean");
+        *(uint8_t *)p = o->via.boolean ? 1 : 0;
+        return 0;
+    case K_STR:
+    case K_TEXT:
+        if (obj_str(o, (proto_str *)p, f->kind == K_TEXT) < 0) return wrong_type(c, f->key, "a string");
+        return 0;
+    case K_CID: {
+        proto_cid *id = (proto_cid *)p;
+        memset(id, 0, sizeof(*id));
+        if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            id->num = o->via.u64;
+            return 0;
+        }
+        if (obj_str(o, &id->str, false) < 0) return wrong_type(c, f->key, "a string or a non-negative integer");
+        id->is_str = 1;
+        return 0;
+    }
+    case K_IDS: {
+        if (o->type != MSGPACK_OBJECT_ARRAY) return wrong_type(c, f->key, "an array of token ids");
+        uint32_t n = o->via.array.size;
+        if (n > f->hi) {
+            seterr(c->err, c->errlen, "field '%s': %u ids, at most %g", f->key, n, f->hi);
+            return PROTO_E_FIELD;
+        }
+        int32_t *ids = zone_alloc(c, (size_t)n * sizeof(int32_t));
+        if (!ids) return PROTO_E_NOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+            if (obj_int(&o->via.array.ptr[i], &i64) < 0 || i64 < 0 || i64 > PROTO_MAX_TOKEN_ID) {
+                seterr(c->err, c->errlen, "field '%s': element %u is not a token id in [0, %d]", f->key, i,
+                       PROTO_MAX_TOKEN_ID);
+                return PROTO_E_FIELD;
+            }
+            ids[i] = (int32_t)i64;
+        }
+        *(const int32_t **)p = ids;
+        *(uint32_t *)(base + f->off2) = n;
+        return 0;
+    }
+    case K_STOPS: {
+        if (o->type != MSGPACK_OBJECT_ARRAY) return wrong_type(c, f->key, "an array of strings");
+        uint32_t n = o->via.array.size;
+        if (n > PROTO_MAX_STOPS) {
+            seterr(c->err, c->errlen, "field '%s': %u strings, at most %d", f->key, n, PROTO_MAX_STOPS);
+            return PROTO_E_FIELD;
+        }
+        for (uint32_t i = 0; i < n; i++)
+            if (obj_str(&o->via.array.ptr[i], (proto_str *)p + i, false) < 0)
+                return wrong_type(c, f->key, "an array of strings");
+        *(uint32_t *)(base + f->off2) = n;
+        return 0;
+    }
+    case K_BIAS: {
+        if (o->type != MSGPACK_OBJECT_ARRAY) return wrong_type(c, f->key, "an array of [id, bias] pairs");
+        uint32_t n = o->via.array.size;
+        if (n > PROTO_MAX_BIAS) {
+            seterr(c->err, c->errlen, "field '%s': %u entries, at most %d", f->key, n, PROTO_MAX_BIAS);
+            return PROTO_E_FIELD;
+        }
+        proto_bias *b = zone_alloc(c, (size_t)n * sizeof(proto_bias));
+        if (!b) return PROTO_E_NOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+            const msgpack_object *e = &o->via.array.ptr[i];
+            if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
+                obj_int(&e->via.array.ptr[0], &i64) < 0 || i64 < 0 || i64 > PROTO_MAX_TOKEN_ID ||
+                obj_number(&e->via.array.ptr[1], &x) < 0)
+                return wrong_type(c, f->key, "an array of [id, bias] pairs");
+            b[i].id = (int32_t)i64;
+            b[i].bias = (float)x;
+        }
+        *(const proto_bias **)p = b;
+        *(uint32_t *)(base + f->off2) = n;
+        return 0;
+    }
+    case K_FINISH: {
+        proto_str s;
+        if (obj_str(o, &s, false) < 0) return wrong_type(c, f->key, "a finish reason string");
+        for (int i = 0; i < PROTO_FINISH_COUNT; i++) {
+            if (s.len == strlen(finish_names[i]) && memcmp(s.ptr, finish_names[i], s.len) == 0) {
+                *(proto_finish *)p = (proto_finish)i;
+                return 0;
+            }
+        }
+        seterr(c->err, c->errlen, "field '%s': unknown finish reason", f->key);
+        return PROTO_E_FIELD;
+    }
+    case K_MAP: return dec_sub(c, f->sub, f->n_sub, p, o, f->key);
+    case K_MAPARRAY: {
+        if (o->type != MSGPACK_OBJECT_ARRAY) return wrong_type(c, f->key, "an array of maps");
+        uint32_t n = o->via.array.size;
+        if (n > f->hi) {
+            seterr(c->err, c->errlen, "field '%s': %u entries, at most %g", f->key, n, f->hi);
+            return PROTO_E_FIELD;
+        }
+        char *arr = zone_alloc(c, (size_t)n * f->sub_size);
+        if (!arr) return PROTO_E_NOMEM;
+        memset(arr, 0, (size_t)n * f->sub_size);
+        for (uint32_t i = 0; i < n; i++) {
+            int rc = dec_sub(c, f->sub, f->n_sub, arr + (size_t)i * f->sub_size, &o->via.array.ptr[i], f->key);
+            if (rc < 0) return rc;
+        }
+        *(const char **)p = arr;
+        *(uint32_t *)(base + f->off2) = n;
+        return 0;
+    }
+    }
+    return PROTO_E_FIELD;
+}
+
+/* A nested map: every key must be one of sub[], once; missing ones stay 0. */
+static int dec_sub(dec_ctx *c, const pfield *sub, int n, char *base, const msgpack_object *o,
+                   const char *key) {
+    if (o->type != MSGPACK_OBJECT_MAP) return wrong_type(c, key, "a map");
+    uint64_t seen = 0;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        int j = 0;
+        while (j < n && !key_is(&kv->key, sub[j].key)) j++;
+        if (j == n) {
+            seterr(c->err, c->errlen, "field '%s': unknown key", key);
+            return PROTO_E_FIELD;
+        }
+        if (seen & PROTO_HAS(j)) {
+            seterr(c->err, c->errlen, "field '%s.%s': duplicate key", key, sub[j].key);
+            return PROTO_E_FIELD;
+        }
+        seen |= PROTO_HAS(j);
+        int rc = dec_value(c, &sub[j], base, &kv->val);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* Finds the top-level type name, or PROTO_T_NONE. */
+static proto_type dec_type(const msgpack_object *o) {
+    proto_str s;
+    if (obj_str(o, &s, false) < 0) return PROTO_T_NONE;
+    for (int t = PROTO_T_NONE + 1; t < PROTO_T_COUNT; t++)
+        if (s.len == strlen(types[t].name) && memcmp(s.ptr, types[t].name, s.len) == 0) return (proto_type)t;
+    return PROTO_T_NONE;
+}
+
+/* Index of fid in type t's list, or -1. */
+static int type_field_index(const ptype *t, const msgpack_object *key) {
+    for (int i = 0; i < t->n; i++)
+        if (key_is(key, fields[t->f[2 * i + 1]].key)) return i;
+    return -1;
+}
+
+/* Pass 1: "t", "v", and the request id, so that even a refused message can be answered. */
+static int dec_header(dec_ctx *c, const msgpack_object *top) {
+    proto_msg *m = c->m;
+    const msgpack_object *tv = NULL, *vv = NULL;
+    for (uint32_t i = 0; i < top->via.map.size; i++) {
+        const msgpack_object_kv *kv = &top->via.map.ptr[i];
+        if (key_is(&kv->key, "t")) {
+            if (tv) { seterr(c->err, c->errlen, "duplicate key 't'"); return PROTO_E_TYPE; }
+            tv = &kv->val;
+        } else if (key_is(&kv->key, "v")) {
+            if (vv) { seterr(c->err, c->errlen, "duplicate key 'v'"); return PROTO_E_VERSION; }
+            vv = &kv->val;
+        }
+    }
+    if (!tv) { seterr(c->err, c->errlen, "missing message type 't'"); return PROTO_E_TYPE; }
+    m->type = dec_type(tv);
+    if (m->type == PROTO_T_NONE) { seterr(c->err, c->errlen, "unknown message type"); return PROTO_E_TYPE; }
+    proto_type type = m->type;
+    proto_msg_init(m, type); /* the type's defaults; zone is still NULL here */
+    /* the id, best effort: a well-formed one is kept even if the rest is refused */
+    for (uint32_t i = 0; i < top->via.map.size; i++) {
+        const msgpack_object_kv *kv = &top->via.map.ptr[i];
+        int fid = key_is(&kv->key, "id") ? PF_ID : key_is(&kv->key, "rid") ? PF_RID : -1;
+        if (fid < 0 || type_field_index(&types[type], &kv->key) < 0) continue;
+        char scratch[8];
+        dec_ctx quiet = {m, scratch, sizeof(scratch)};
+        if (m->has & PROTO_HAS(fid)) { m->has &= ~PROTO_HAS(fid); break; } /* duplicate: pass 2 says so */
+        if (dec_value(&quiet, &fields[fid], (char *)m, &kv->val) == 0 &&
+            check_field(&fields[fid], (const char *)m, NULL, 0) == 0)
+            m->has |= PROTO_HAS(fid);
+    }
+    if (!vv || vv->type != MSGPACK_OBJECT_POSITIVE_INTEGER || vv->via.u64 != PROTO_VERSION) {
+        seterr(c->err, c->errlen, "unsupported protocol version (this peer speaks v=%d)", PROTO_VERSION);
+        return PROTO_E_VERSION;
+    }
+    return 0;
+}
+
+/* Pass 2: every other key, strictly. */
+static int dec_fields(dec_ctx *c, const msgpack_object *top) {
+    proto_msg *m = c->m;
+    const ptype *t = &types[m->type];
+    uint64_t header_ids = m->has;
+    uint64_t seen = 0;
+    for (uint32_t i = 0; i < top->via.map.size; i++) {
+        const msgpack_object_kv *kv = &top->via.map.ptr[i];
+        if (key_is(&kv->key, "t") || key_is(&kv->key, "v")) continue;
+        int idx = type_field_index(t, &kv->key);
+        if (idx < 0) {
+            if (kv->key.type == MSGPACK_OBJECT_STR)
+                seterr(c->err, c->errlen, "%s: unknown field '%.*s'", t->name,
+                       (int)(kv->key.via.str.size > 64 ? 64 : kv->key.via.str.size), kv->key.via.str.ptr);
+            else
+                seterr(c->err, c->errlen, "%s: a key is not a string", t->name);
+            return PROTO_E_FIELD;
+        }
+        uint8_t fid = t->f[2 * idx + 1];
+        const pfield *f = &fields[fid];
+        if (seen & PROTO_HAS(fid)) {
+            seterr(c->err, c->errlen, "%s: duplicate field '%s'", t->name, f->key);
+            return PROTO_E_FIELD;
+        }
+        seen |= PROTO_HAS(fid);
+        if (header_ids & PROTO_HAS(fid)) continue; /* decoded and checked in pass 1 */
+        int rc = dec_value(c, f, (char *)m, &kv->val);
+        if (rc < 0) return rc;
+        if (check_field(f, (const char *)m, c->err, c->errlen) < 0) return PROTO_E_FIELD;
+        m->has |= PROTO_HAS(fid);
+    }
+    for (int i = 0; i < t->n; i++) {
+        if ((t->f[2 * i] & R) && !(m->has & PROTO_HAS(t->f[2 * i + 1]))) {
+            seterr(c->err, c->errlen, "%s: missing field '%s'", t->name, fields[t->f[2 * i + 1]].key);
+            return PROTO_E_FIELD;
+        }
+    }
+    return check_message(m, c->err, c->errlen) < 0 ? PROTO_E_FIELD : PROTO_OK;
+}
+
+int proto_decode(proto_msg *m, const void *buf, size_t len, char *err, size_t errlen) {
+    memset(m, 0, sizeof(*m));
+    if (err && errlen) err[0] = 0;
+    if (len > PROTO_MAX_MSG_BYTES) {
+        seterr(err, errlen, "message of %zu bytes exceeds %u", len, PROTO_MAX_MSG_BYTES);
+        return PROTO_E_TOO_LARGE;
+    }
+    if (len == 0) {
+        seterr(err, errlen, "empty message");
+        return PROTO_E_MALFORMED;
+    }
+    switch (proto_scan(buf, len, PROTO_MAX_DEPTH, PROTO_MAX_OBJECTS)) {
+    case PROTO_SCAN_OK: break;
+    case PROTO_SCAN_TOO_MANY:
+        seterr(err, errlen, "more than %d msgpack objects", PROTO_MAX_OBJECTS);
+        return PROTO_E_TOO_LARGE;
+    case PROTO_SCAN_TOO_DEEP:
+        seterr(err, errlen, "nested deeper than %d", PROTO_MAX_DEPTH);
+        return PROTO_E_MALFORMED;
+    case PROTO_SCAN_TRAILING:
+        seterr(err, errlen, "trailing bytes after the message");
+        return PROTO_E_MALFORMED;
+    default:
+        seterr(err, errlen, "not a complete msgpack object");
+        return PROTO_E_MALFORMED;
+    }
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (!zone) return PROTO_E_NOMEM;
+    msgpack_object top;
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack(buf, len, &off, zone, &top);
+    if (ur != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_zone_free(zone);
+        seterr(err, errlen, "msgpack: %s", ur == MSGPACK_UNPACK_NOMEM_ERROR ? "out of memory" : "parse error");
+        return ur == MSGPACK_UNPACK_NOMEM_ERROR ? PROTO_E_NOMEM : PROTO_E_MALFORMED;
+    }
+    int rc;
+    dec_ctx c = {m, err, errlen};
+    if (top.type != MSGPACK_OBJECT_MAP) {
+        seterr(err, errlen, "a message must be a msgpack map");
+        rc = PROTO_E_NOT_MAP;
+    } else {
+        rc = dec_header(&c, &top);
+        if (rc == 0) rc = dec_fields(&c, &top);
+    }
+    /* arrays we copied live in m->zone; the msgpack objects themselves are no longer needed */
+    msgpack_zone_free(zone);
+    return rc;
+}

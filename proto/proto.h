@@ -1,0 +1,265 @@
+/* proto.h — gpt2d's wire protocol: messages, limits, timings, error codes; encode and decode.
+ *
+ * Every message is ONE ZeroMQ frame holding ONE msgpack map (proto/PROTOCOL.md is the full spec).
+ * The map always has "t" (type name) and "v" (protocol version); the other keys depend on the type
+ * and are listed once, in the field table of proto.c, which drives both the encoder and the decoder.
+ *
+ * Decoding is strict and total: proto_decode() turns any byte string into either a valid message
+ * or a specific negative status with a message naming the offending field; it never crashes, and it
+ * allocates at most O(PROTO_MAX_OBJECTS) bytes (input longer than PROTO_MAX_MSG_BYTES, deeper than
+ * PROTO_MAX_DEPTH or declaring more elements than it has bytes is refused before msgpack-c sees it).
+ * A decoded message's strings point INTO the decoded buffer (keep it alive while you use them);
+ * arrays live in the message's zone: release both with proto_msg_destroy().
+ * Encoding: fill a proto_msg (proto_msg_init() sets the type's defaults), set PROTO_HAS() bits for the
+ * optional fields you send, call proto_encode(). All protocol constants live in this header. */
+#ifndef GPT2D_PROTO_H
+#define GPT2D_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+/* ---- version ---------------------------------------------------------------------------------- */
+#define PROTO_VERSION 1 /* the only version this code speaks; "v" of every message */
+
+/* ---- limits ----------------------------------------------------------------------------------- */
+#define PROTO_MAX_MSG_BYTES (1u << 20)    /* one frame; larger frames are refused (ZMQ_MAXMSGSIZE) */
+#define PROTO_MAX_OBJECTS 16640           /* msgpack objects in one message (bounds decode memory) */
+#define PROTO_MAX_DEPTH 6                 /* map/array nesting */
+#define PROTO_MAX_PROMPT_BYTES (256u << 10) /* prompt text */
+#define PROTO_MAX_TEXT_BYTES (512u << 10) /* generated text in a done frame, one token piece */
+#define PROTO_MAX_IDS 4096                /* prompt_ids, resume_ids, tokens */
+#define PROTO_MAX_TOKEN_ID 1048575        /* ids are checked against the model's vocab by the worker */
+#define PROTO_MAX_MAX_TOKENS 4096         /* max_tokens upper bound */
+#define PROTO_MAX_STOPS 8                 /* stop strings per request */
+#define PROTO_MAX_STOP_BYTES 64           /* bytes per stop string (at least 1) */
+#define PROTO_MAX_BIAS 64                 /* logit_bias entries */
+#define PROTO_MAX_ID_BYTES 64             /* a client's string request id */
+#define PROTO_MAX_NAME_BYTES 128          /* worker / client / server names */
+#define PROTO_MAX_MESSAGE_BYTES 1024      /* error messages */
+#define PROTO_MAX_WORKERS 256             /* worker entries in a stats reply */
+#define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
+
+/* ---- defaults of a submit ------------------------------------------------------------------------ */
+#define PROTO_DEFAULT_MAX_TOKENS 64
+#define PROTO_DEFAULT_TEMPERATURE 1.0f
+
+/* ---- timings ---------------------------------------------------------------------------------- */
+#define PROTO_HEARTBEAT_MS 1000        /* a peer with nothing else to send sends "hb" this often */
+#define PROTO_LIVENESS 3               /* heartbeats missed before a peer is declared dead */
+#define PROTO_CONNECT_TIMEOUT_MS 3000  /* a client waits this long for "welcome" */
+#define PROTO_CANCEL_GRACE_MS 1000     /* a client that cancels waits this long for the done frames */
+#define PROTO_RESTART_MIN_MS 250       /* first restart delay of a crashed local worker */
+#define PROTO_RESTART_MAX_MS 30000     /* the delay doubles up to this */
+#define PROTO_RESTART_RESET_MS 60000   /* a worker that ran this long restarts with the minimum delay */
+#define PROTO_STOP_GRACE_MS 5000       /* SIGTERM -> SIGKILL for local workers at shutdown */
+
+/* ---- ZeroMQ socket settings -------------------------------------------------------------------- */
+#define PROTO_SNDHWM 100000 /* frames queued per peer before a send would block / fail */
+#define PROTO_RCVHWM 100000
+
+/* ---- message types ---------------------------------------------------------------------------- */
+typedef enum {
+    PROTO_T_NONE = 0,
+    PROTO_T_HELLO,       /* client -> broker: optional greeting; answered by welcome */
+    PROTO_T_WELCOME,     /* broker -> client */
+    PROTO_T_SUBMIT,      /* client -> broker: a generation request */
+    PROTO_T_CANCEL,      /* client -> broker (id), broker -> worker (rid) */
+    PROTO_T_STATS,       /* client -> broker: asks for stats_reply */
+    PROTO_T_STATS_REPLY, /* broker -> client */
+    PROTO_T_TOKEN,       /* worker -> broker (rid), broker -> client (id) */
+    PROTO_T_DONE,        /* worker -> broker (rid), broker -> client (id): the request's end */
+    PROTO_T_ERROR,       /* any direction: a request (id/rid) or the link (neither) failed */
+    PROTO_T_HB,          /* heartbeat, both links, both directions */
+    PROTO_T_READY,       /* worker -> broker: I exist, with this many slots */
+    PROTO_T_CREDIT,      /* worker -> broker: this many more slots are free */
+    PROTO_T_REQUEST,     /* broker -> worker: run this (rid) */
+    PROTO_T_DISCONNECT,  /* broker -> worker: I do not know you; reconnect and send ready */
+    PROTO_T_COUNT
+} proto_type;
+
+/* ---- error codes carried by error frames (HTTP-like numbers, stable) -------------------------- */
+typedef enum {
+    PROTO_CODE_BAD_REQUEST = 400,         /* undecodable message or invalid field */
+    PROTO_CODE_DUPLICATE_ID = 409,        /* submit with an id already live for this client */
+    PROTO_CODE_TOO_LARGE = 413,           /* message over a limit */
+    PROTO_CODE_INVALID_REQUEST = 422,     /* the engine refused it (e.g. prompt longer than context) */
+    PROTO_CODE_UNSUPPORTED_VERSION = 426, /* "v" is not one the receiver speaks */
+    PROTO_CODE_OVERLOADED = 429,          /* the broker's queue is full: retry later */
+    PROTO_CODE_INTERNAL = 500,
+    PROTO_CODE_WORKER_LOST = 502,         /* the worker running the request died */
+    PROTO_CODE_SHUTTING_DOWN = 503,       /* the broker is stopping */
+} proto_code;
+
+/* ---- finish reasons of a done frame ------------------------------------------------------------ */
+typedef enum {
+    PROTO_FINISH_LENGTH = 0, /* max_tokens reached, or the context is full */
+    PROTO_FINISH_STOP,       /* a stop string matched (excluded from text) */
+    PROTO_FINISH_EOS,        /* the model emitted <|endoftext|> */
+    PROTO_FINISH_CANCELLED,
+    PROTO_FINISH_ERROR,      /* see "message" */
+    PROTO_FINISH_COUNT
+} proto_finish;
+
+/* ---- decode status (negative) -------------------------------------------------------------------- */
+typedef enum {
+    PROTO_OK = 0,
+    PROTO_E_TOO_LARGE = -1,     /* longer than PROTO_MAX_MSG_BYTES, or too many objects */
+    PROTO_E_MALFORMED = -2,     /* not msgpack, truncated, trailing bytes, too deep */
+    PROTO_E_NOT_MAP = -3,       /* the top object is not a map */
+    PROTO_E_VERSION = -4,       /* "v" missing or not PROTO_VERSION */
+    PROTO_E_TYPE = -5,          /* "t" missing or unknown */
+    PROTO_E_FIELD = -6,         /* unknown, duplicate, mistyped, out-of-range or missing field */
+    PROTO_E_NOMEM = -7,
+} proto_status;
+
+/* ---- fields: one bit each in proto_msg.has -------------------------------------------------------- */
+typedef enum {
+    PF_ID, PF_RID, PF_PROMPT, PF_PROMPT_IDS, PF_RESUME_IDS, PF_MAX_TOKENS, PF_TEMPERATURE, PF_TOP_K,
+    PF_TOP_P, PF_MIN_P, PF_REPETITION_PENALTY, PF_PRESENCE_PENALTY, PF_FREQUENCY_PENALTY, PF_SEED,
+    PF_LOGIT_BIAS, PF_STOP, PF_STREAM, PF_LOGPROBS, PF_IGNORE_EOS, PF_ALLOW_SPECIAL, PF_INDEX,
+    PF_TOKEN, PF_TEXT, PF_LOGPROB, PF_FINISH, PF_TOKENS, PF_USAGE, PF_TIMINGS, PF_CODE, PF_MESSAGE,
+    PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
+    PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
+    PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
+    PF_WORKER_LIST, PF_COUNT
+} proto_field_id;
+#define PROTO_HAS(f) (UINT64_C(1) << (f))
+
+typedef struct {
+    const char *ptr; /* not NUL-terminated; NULL only when len == 0 */
+    uint32_t len;
+} proto_str;
+
+typedef struct {
+    uint8_t is_str; /* 1: str is the id; 0: num is */
+    uint64_t num;
+    proto_str str;  /* 1..PROTO_MAX_ID_BYTES bytes of UTF-8 */
+} proto_cid;
+
+typedef struct {
+    int32_t id;
+    float bias; /* -inf bans the token */
+} proto_bias;
+
+typedef struct {
+    double p50, p90, p99; /* milliseconds */
+} proto_pct;
+
+typedef struct {
+    proto_str name;
+    int32_t pid;       /* 0 if unknown */
+    int32_t slots;     /* announced capacity */
+    int32_t credit;    /* free slots the broker may still fill */
+    int32_t running;   /* requests the broker has given it and not seen end */
+    uint8_t local;     /* spawned and supervised by this broker */
+    uint64_t tokens;   /* tokens it generated since it connected */
+} proto_worker_info;
+
+typedef struct {
+    proto_type type;
+    uint32_t v;          /* protocol version (PROTO_VERSION once decoded) */
+    uint64_t has;        /* PROTO_HAS() bits of the fields present */
+
+    proto_cid id;        /* the client's request id (client link) */
+    uint64_t rid;        /* the broker's request id (worker link) */
+
+    /* submit / request */
+    proto_str prompt;              /* UTF-8 text, or ... */
+    const int32_t *prompt_ids;     /* ... token ids (exactly one of the two) */
+    uint32_t n_prompt_ids;
+    const int32_t *resume_ids;     /* request only: tokens already streamed (replay) */
+    uint32_t n_resume_ids;
+    int32_t max_tokens;            /* 1..PROTO_MAX_MAX_TOKENS */
+    float temperature;             /* >= 0; 0 = greedy */
+    int32_t top_k;                 /* 0 = off */
+    float top_p;                   /* (0, 1]; 1 = off */
+    float min_p;                   /* [0, 1]; 0 = off */
+    float repetition_penalty;      /* > 0; 1 = off */
+    float presence_penalty;        /* 0 = off */
+    float frequency_penalty;       /* 0 = off */
+    uint64_t seed;
+    const proto_bias *logit_bias;
+    uint32_t n_logit_bias;
+    proto_str stop[PROTO_MAX_STOPS];
+    uint32_t n_stop;
+    uint8_t stream;                /* submit: send token frames (default 1) */
+    uint8_t logprobs;              /* token frames carry logprob */
+    uint8_t ignore_eos;
+    uint8_t allow_special;         /* "<|endoftext|>" in the prompt is the special token */
+
+    /* token / done */
+    int32_t index;                 /* generated token index, from 0 */
+    int32_t token;
+    proto_str text;                /* token: the new text piece; done: the whole text (raw bytes) */
+    float logprob;
+    proto_finish finish;
+    const int32_t *tokens;         /* done: generated ids */
+    uint32_t n_tokens;
+    int32_t prompt_tokens, completion_tokens;      /* done: "usage" */
+    double queue_ms, ttft_ms, total_ms;            /* done: "timings" */
+
+    /* error */
+    int32_t code;                  /* proto_code */
+    proto_str message;
+
+    /* hello / welcome / ready / credit / hb */
+    proto_str name;                /* peer name (client, server or worker) */
+    int32_t pid;
+    int32_t slots;                 /* ready: capacity */
+    int32_t n_ctx;                 /* ready: positions per slot */
+    int32_t credit;                /* credit: newly free slots (>= 1) */
+    int32_t running, waiting;      /* hb (worker): engine load */
+    uint64_t steps, tokens_generated;
+
+    /* welcome / stats_reply */
+    int32_t workers;               /* welcome: workers ready; stats: entries below */
+    int32_t max_queue, queue;
+    uint64_t requests_total, tokens_total, errors_total, overloaded_total;
+    double tokens_per_s, uptime_s;
+    proto_pct ttft_pct, itl_pct;
+    const proto_worker_info *worker_list;
+    uint32_t n_worker_list;
+
+    msgpack_zone *zone;            /* decoder-owned arrays (NULL for encoded messages) */
+} proto_msg;
+
+/* Zeroes m and sets the type's defaults (submit: max_tokens 64, temperature 1, top_p 1,
+ * repetition_penalty 1, stream 1; everything else 0 / off), v = PROTO_VERSION, has = 0. */
+void proto_msg_init(proto_msg *m, proto_type type);
+
+/* Frees the decoder's zone; safe on an encoded or already destroyed message. */
+void proto_msg_destroy(proto_msg *m);
+
+/* Decodes len bytes. PROTO_OK with m filled (release with proto_msg_destroy), or a negative
+ * proto_status with a NUL-terminated message in err. Even on failure, m->type and m->id / m->rid
+ * are filled when the top map names a known type and a well-formed id, so an error reply can
+ * address the request (m->has tells which); m needs proto_msg_destroy() either way. */
+int proto_decode(proto_msg *m, const void *buf, size_t len, char *err, size_t errlen);
+
+/* Appends m's msgpack encoding to sb. 0, or -1 with err if m breaks a limit or lacks a
+ * required field (so nothing we send is something we would refuse). sb is unchanged on failure. */
+int proto_encode(const proto_msg *m, msgpack_sbuffer *sb, char *err, size_t errlen);
+
+/* Name tables. Unknown values give "?". */
+const char *proto_type_name(proto_type t);
+const char *proto_code_name(int code);
+const char *proto_finish_name(proto_finish f);
+const char *proto_status_name(int status);
+/* The wire error code for a decode status (PROTO_CODE_BAD_REQUEST, _TOO_LARGE, _UNSUPPORTED_VERSION). */
+int proto_status_code(int status);
+
+/* The request id as text, for logs and JSON ("42" or the string), NUL-terminated into buf. */
+const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap);
+int proto_cid_equal(const proto_cid *a, const proto_cid *b);
+
+/* The default endpoints: ipc://<runtime dir>/{client,worker}.sock, where the runtime dir is
+ * $GPT2D_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gpt2d, else /tmp/gpt2d-<uid>. dir (may be NULL)
+ * receives the directory. Returns buf, or NULL if it does not fit. */
+const char *proto_default_endpoint(int worker_side, char *buf, size_t cap, char *dir, size_t dircap);
+
+/* Checks that s is well-formed UTF-8 (no overlongs, no surrogates). 1 yes, 0 no. */
+int proto_utf8_valid(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,347 @@
+/* batchfile.c — see batchfile.h. */
+#include "batchfile.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static void job_clear_results(batch_job *j) {
+    free(j->error);
+    free(j->text);
+    free(j->streamed);
+    free(j->tokens);
+    j->error = j->text = j->streamed = NULL;
+    j->tokens = NULL;
+    j->text_len = j->streamed_len = j->streamed_cap = 0;
+    j->n_tokens = j->prompt_tokens = 0;
+    j->submitted = j->finished = 0;
+    j->logits_hash = 1469598103934665603ull;
+    j->n_logits = 0;
+    j->queue_ms = j->ttft_ms = j->total_ms = 0;
+}
+
+static void job_free(batch_job *j) {
+    job_clear_results(j);
+    free(j->id);
+    free(j->prompt);
+    free(j->token_ms);
+    for (int i = 0; i < ENGINE_MAX_STOPS; i++) free(j->stops[i]);
+}
+
+void batchfile_free(batchfile *bf) {
+    if (!bf) return;
+    for (int i = 0; i < bf->n; i++) job_free(&bf->jobs[i]);
+    free(bf->jobs);
+    free(bf);
+}
+
+void batchfile_reset(batchfile *bf) {
+    for (int i = 0; i < bf->n; i++) job_clear_results(&bf->jobs[i]);
+    bf->wall_ms = 0;
+    bf->peak_running = 0;
+}
+
+/* Reads number field `key` of o into *out if present. -1 if present but not a number. */
+static int get_num(json_t *o, const char *key, double *out) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* Fills job j from one JSON object. 0 or -1 with err. */
+static int job_from_json(batch_job *j, json_t *o, int index, char *err, size_t errlen) {
+    json_t *id = json_object_get(o, "id"), *prompt = json_object_get(o, "prompt");
+    if (!json_is_string(prompt)) {
+        snprintf(err, errlen, "\"prompt\" must be a string");
+        return -1;
+    }
+    char idbuf[32];
+    snprintf(idbuf, sizeof idbuf, "%d", index);
+    j->id = strdup(json_is_string(id) ? json_string_value(id) : idbuf);
+    j->prompt = malloc(json_string_length(prompt) + 1);
+    if (!j->id || !j->prompt) goto oom;
+    memcpy(j->prompt, json_string_value(prompt), json_string_length(prompt) + 1);
+    engine_request *q = &j->req;
+    q->prompt = j->prompt;
+    q->prompt_len = json_string_length(prompt);
+    sampler_params_default(&q->sampling);
+    double max_tokens = 16, temp = 0, top_k = 0, top_p = 1, min_p = 0, rep = 1, pres = 0, freq = 0,
+           seed = 0, arrival = 0, cancel = -1, cancel_step = -1;
+    if (get_num(o, "max_tokens", &max_tokens) || get_num(o, "temperature", &temp) ||
+        get_num(o, "top_k", &top_k) || get_num(o, "top_p", &top_p) || get_num(o, "min_p", &min_p) ||
+        get_num(o, "repetition_penalty", &rep) || get_num(o, "presence_penalty", &pres) ||
+        get_num(o, "frequency_penalty", &freq) || get_num(o, "seed", &seed) ||
+        get_num(o, "arrival_step", &arrival) || get_num(o, "cancel_after", &cancel) ||
+        get_num(o, "cancel_at_step", &cancel_step)) {
+        snprintf(err, errlen, "a numeric field has a non-numeric value");
+        return -1;
+    }
+    q->max_tokens = (int)max_tokens;
+    q->sampling.temperature = (float)temp;
+    q->sampling.top_k = (int)top_k;
+    q->sampling.top_p = (float)top_p;
+    q->sampling.min_p = (float)min_p;
+    q->sampling.repetition_penalty = (float)rep;
+    q->sampling.presence_penalty = (float)pres;
+    q->sampling.frequency_penalty = (float)freq;
+    q->sampling.seed = (uint64_t)seed;
+    q->ignore_eos = json_is_true(json_object_get(o, "ignore_eos"));
+    j->arrival_step = (int)arrival;
+    j->cancel_after = (int)cancel;
+    j->cancel_at_step = (int)cancel_step;
+    json_t *stop = json_object_get(o, "stop");
+    if (json_is_string(stop)) {
+        j->stops[0] = strdup(json_string_value(stop));
+        q->n_stops = 1;
+    } else if (json_is_array(stop)) {
+        size_t k;
+        json_t *s;
+        json_array_foreach(stop, k, s) {
+            if (!json_is_string(s) || k >= ENGINE_MAX_STOPS) {
+                snprintf(err, errlen, "\"stop\" must be up to %d strings", ENGINE_MAX_STOPS);
+                return -1;
+            }
+            j->stops[k] = strdup(json_string_value(s));
+            q->n_stops = (int)k + 1;
+        }
+    }
+    for (int i = 0; i < q->n_stops; i++) q->stops[i] = j->stops[i];
+    int cap = q->max_tokens > 0 ? q->max_tokens : 1;
+    j->token_ms = calloc(cap, sizeof(double));
+    if (!j->token_ms) goto oom;
+    job_clear_results(j);
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+batchfile *batchfile_parse(const char *const *lines, int n, char *err, size_t errlen) {
+    batchfile *bf = calloc(1, sizeof *bf);
+    if (!bf || !(bf->jobs = calloc(n > 0 ? n : 1, sizeof *bf->jobs))) {
+        free(bf);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        json_error_t je;
+        json_t *o = json_loads(lines[i], JSON_ALLOW_NUL, &je);
+        char e2[256];
+        bf->n = i + 1;
+        if (!json_is_object(o)) {
+            snprintf(err, errlen, "line %d: not a JSON object (%s)", i + 1, o ? "wrong type" : je.text);
+            json_decref(o);
+            batchfile_free(bf);
+            return NULL;
+        }
+        int rc = job_from_json(&bf->jobs[i], o, i, e2, sizeof e2);
+        json_decref(o);
+        if (rc != 0) {
+            snprintf(err, errlen, "line %d: %s", i + 1, e2);
+            batchfile_free(bf);
+            return NULL;
+        }
+    }
+    return bf;
+}
+
+batchfile *batchfile_read(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open", path);
+        return NULL;
+    }
+    char **lines = NULL, *line = NULL;
+    size_t cap = 0;
+    int n = 0, ncap = 0;
+    ssize_t len;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        if (len <= 1 && (len == 0 || line[0] == '\n')) continue;
+        if (n == ncap) {
+            char **nl = realloc(lines, sizeof(char *) * (ncap = ncap ? ncap * 2 : 64));
+            if (!nl) break;
+            lines = nl;
+        }
+        lines[n++] = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    char e2[384];
+    batchfile *bf = batchfile_parse((const char *const *)lines, n, e2, sizeof e2);
+    if (!bf) snprintf(err, errlen, "%s: %s", path, e2);
+    for (int i = 0; i < n; i++) free(lines[i]);
+    free(lines);
+    return bf;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Running. */
+
+typedef struct {
+    batchfile *bf;
+    double t0;
+    int live;
+    int *to_cancel;   /* job indexes whose cancel_after was reached during the step */
+    int n_cancel;
+} run_state;
+
+static void on_token(void *user, uint64_t id, int index, int token, const char *piece, size_t len,
+                     float logprob) {
+    (void)token, (void)logprob;
+    run_state *rs = user;
+    batch_job *j = &rs->bf->jobs[id - 1];
+    if (j->streamed_len + len + 1 > j->streamed_cap) {
+        size_t nc = (j->streamed_len + len + 1) * 2;
+        char *ns = realloc(j->streamed, nc);
+        if (!ns) return;
+        j->streamed = ns;
+        j->streamed_cap = nc;
+    }
+    memcpy(j->streamed + j->streamed_len, piece, len);
+    j->streamed_len += len;
+    if (index < j->req.max_tokens) j->token_ms[index] = now_ms() - rs->t0;
+    if (j->cancel_after > 0 && index + 1 == j->cancel_after) rs->to_cancel[rs->n_cancel++] = (int)(id - 1);
+}
+
+static void on_logits(void *user, uint64_t id, int index, const float *logits, int V) {
+    (void)index;
+    run_state *rs = user;
+    batch_job *j = &rs->bf->jobs[id - 1];
+    const unsigned char *p = (const unsigned char *)logits;
+    uint64_t h = j->logits_hash;
+    for (size_t i = 0; i < (size_t)V * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+    j->logits_hash = h;
+    j->n_logits++;
+}
+
+static void on_done(void *user, uint64_t id, const engine_result *r) {
+    run_state *rs = user;
+    batch_job *j = &rs->bf->jobs[id - 1];
+    j->finished = 1;
+    rs->live--;
+    j->finish = r->finish;
+    j->error = r->error ? strdup(r->error) : NULL;
+    j->text = malloc(r->text_len + 1);
+    if (j->text) {
+        memcpy(j->text, r->text, r->text_len);
+        j->text[r->text_len] = 0;
+        j->text_len = r->text_len;
+    }
+    j->tokens = malloc(sizeof(int) * (r->completion_tokens + 1));
+    if (j->tokens) {
+        memcpy(j->tokens, r->tokens, sizeof(int) * r->completion_tokens);
+        j->n_tokens = r->completion_tokens;
+    }
+    j->prompt_tokens = r->prompt_tokens;
+    j->queue_ms = r->queue_ms;
+    j->ttft_ms = r->ttft_ms;
+    j->total_ms = r->total_ms;
+}
+
+static void job_refused(batch_job *j, const char *msg) {
+    j->finished = 1;
+    j->finish = ENGINE_FINISH_ERROR;
+    j->error = strdup(msg);
+    j->text = strdup("");
+}
+
+int batchfile_run_on(batchfile *bf, engine *e, int concurrency, char *err, size_t errlen) {
+    (void)err, (void)errlen;
+    run_state rs = {.bf = bf, .t0 = now_ms()};
+    rs.to_cancel = malloc(sizeof(int) * (bf->n + 1));
+    if (!rs.to_cancel) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    engine_callbacks cb = {on_token, on_done, on_logits, &rs};
+    engine_set_callbacks(e, &cb);
+    if (concurrency < 1) concurrency = 1;
+    int next = 0, step = 0, done = 0;
+    while (done < bf->n) {
+        while (next < bf->n && rs.live < concurrency && bf->jobs[next].arrival_step <= step) {
+            batch_job *j = &bf->jobs[next];
+            char e2[256];
+            if (engine_submit(e, (uint64_t)next + 1, &j->req, e2, sizeof e2) != 0) {
+                job_refused(j, e2);
+            } else {
+                j->submitted = 1;
+                rs.live++;
+                if (j->cancel_after == 0) engine_cancel(e, (uint64_t)next + 1);
+            }
+            next++;
+        }
+        for (int i = 0; i < bf->n; i++)
+            if (bf->jobs[i].cancel_at_step == step && bf->jobs[i].submitted && !bf->jobs[i].finished)
+                engine_cancel(e, (uint64_t)i + 1);
+        if (rs.live > bf->peak_running) bf->peak_running = rs.live;
+        if (engine_step(e) < 0) break;
+        for (int c = 0; c < rs.n_cancel; c++) engine_cancel(e, (uint64_t)rs.to_cancel[c] + 1);
+        rs.n_cancel = 0;
+        step++;
+        done = 0;
+        for (int i = 0; i < bf->n; i++) done += bf->jobs[i].finished;
+    }
+    bf->wall_ms = now_ms() - rs.t0;
+    free(rs.to_cancel);
+    return 0;
+}
+
+int batchfile_run(batchfile *bf, const engine_config *cfg, int concurrency, char *err, size_t errlen) {
+    engine_callbacks cb = {0};
+    engine *e = engine_new(cfg, &cb, err, errlen);
+    if (!e) return -1;
+    int rc = batchfile_run_on(bf, e, concurrency, err, errlen);
+    engine_free(e);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Output. */
+
+static json_t *job_json(const batch_job *j) {
+    json_t *toks = json_array();
+    for (int i = 0; i < j->n_tokens; i++) json_array_append_new(toks, json_integer(j->tokens[i]));
+    json_t *o = json_pack("{s:s, s:s%, s:o, s:s, s:{s:i, s:i}, s:{s:f, s:f, s:f}}", "id", j->id,
+                          "text", j->text ? j->text : "", j->text ? j->text_len : 0, "tokens", toks,
+                          "finish_reason", engine_finish_name(j->finish), "usage", "prompt_tokens",
+                          j->prompt_tokens, "completion_tokens", j->n_tokens, "timings", "queue_ms",
+                          j->queue_ms, "ttft_ms", j->ttft_ms, "total_ms", j->total_ms);
+    if (o && j->error) json_object_set_new(o, "error", json_string(j->error));
+    return o;
+}
+
+int batchfile_write(const batchfile *bf, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot create", path);
+        return -1;
+    }
+    for (int i = 0; i < bf->n; i++) {
+        json_t *o = job_json(&bf->jobs[i]);
+        char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        if (s) fprintf(f, "%s\n", s);
+        free(s);
+        json_decref(o);
+    }
+    if (fclose(f) != 0) {
+        snprintf(err, errlen, "%s: write failed", path);
+        return -1;
+    }
+    return 0;
+}
+
+void batchfile_summary(const batchfile *bf, FILE *f) {
+    long toks = 0;
+    for (int i = 0; i < bf->n; i++) toks += bf->jobs[i].n_tokens;
+    fprintf(f, "%d requests, %ld tokens generated in %.2f s: %.1f tokens/s (peak %d live)\n", bf->n,
+            toks, bf->wall_ms / 1e3, toks / (bf->wall_ms / 1e3 + 1e-9), bf->peak_running);
+}

@@ -1,0 +1,547 @@
+/* engine.c — see engine.h. Sections: requests, submit/cancel, stop strings, the step. */
+#include "engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bpe.h"
+#include "checkpoint.h"
+#include "gpt2.h"
+#include "kv.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Requests. */
+
+typedef enum { REQ_WAITING, REQ_PREFILL, REQ_DECODE } req_state;
+
+typedef struct request {
+    uint64_t id;
+    req_state state;
+    int slot;                   /* KV slot, -1 while waiting */
+    int cancelled;
+    int *ids;                   /* (n_ctx + 1) prompt (+ resumed) ids, then generated ids */
+    int n_prompt;               /* ids fed as prompt (prompt + resumed) */
+    int n_ids;                  /* ids known: prompt + generated */
+    int n_past;                 /* ids whose K/V are in the slot */
+    int n_resume;               /* generated index of the first new token */
+    int n_gen;                  /* generated tokens (resumed included) */
+    int max_gen;                /* stop at this n_gen */
+    int user_prompt_tokens;     /* prompt tokens as the user gave them (usage) */
+    sampler_params sampling;
+    int ignore_eos, want_logprobs;
+    int n_stops;
+    char stops[ENGINE_MAX_STOPS][ENGINE_MAX_STOP_LEN + 1];
+    int stop_len[ENGINE_MAX_STOPS];
+    bpe_stream stream;
+    char *text;                 /* generated text, complete UTF-8 */
+    size_t text_len, text_cap;
+    size_t emitted;             /* bytes of text already passed to on_token */
+    double t_submit, t_admit, t_first;
+    struct request *next;       /* waiting FIFO link */
+} request;
+
+struct engine {
+    engine_config cfg;
+    engine_callbacks cb;
+    gpt2_model *model;
+    bpe_tokenizer *tok;
+    kv_arena *kv;
+    int n_vocab, n_ctx, max_batch;
+    size_t max_token_bytes;     /* longest token in bytes (text buffer sizing) */
+    request **running;          /* (n_slots) by slot; NULL when free */
+    request *wait_head, *wait_tail;
+    int n_waiting;
+    /* step scratch, sized at start-up */
+    int *b_token, *b_pos, *b_slot, *b_out;   /* (max_batch) */
+    request **b_req;                          /* (max_batch) request of each logits row */
+    request **prefill;                        /* (n_slots) prefilling requests, admission order */
+    float *logits;                            /* (n_slots, V) */
+    void *sampler_scratch;
+    char *piece;                              /* one token's piece: held text can be long */
+    size_t piece_cap;
+    engine_stats stats;
+};
+
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static void request_free(request *r) {
+    if (!r) return;
+    free(r->ids);
+    free(r->text);
+    free(r);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Construction. */
+
+engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *err, size_t errlen) {
+    gpt2_checkpoint ck = {0};
+    engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "engine: out of memory");
+        return NULL;
+    }
+    e->cfg = *cfg;
+    e->cb = *cb;
+    if (e->cfg.n_slots <= 0) e->cfg.n_slots = 64;
+    if (e->cfg.max_batch_tokens <= 0) e->cfg.max_batch_tokens = 512;
+    if (ckpt_load(&ck, cfg->model_dir, err, errlen) != 0) goto fail;
+    e->n_vocab = ck.cfg.n_vocab;
+    e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : ck.cfg.n_ctx;
+    if (e->n_ctx > ck.cfg.n_ctx) {
+        snprintf(err, errlen, "engine: --ctx %d exceeds the model's context of %d", e->n_ctx, ck.cfg.n_ctx);
+        goto fail;
+    }
+    /* every running request contributes one decode token, so a step must hold at least n_slots */
+    e->max_batch = e->cfg.max_batch_tokens > e->cfg.n_slots ? e->cfg.max_batch_tokens : e->cfg.n_slots;
+    e->tok = bpe_load(cfg->model_dir, err, errlen);
+    if (!e->tok) goto fail;
+    if (bpe_vocab_size(e->tok) > e->n_vocab) {
+        snprintf(err, errlen, "engine: the tokenizer has %d tokens but the model only %d",
+                 bpe_vocab_size(e->tok), e->n_vocab);
+        goto fail;
+    }
+    e->model = gpt2_new(&ck, e->max_batch, e->n_ctx, cfg->n_threads, err, errlen);
+    if (!e->model) goto fail;
+    ckpt_destroy(&ck);
+    e->kv = kv_new(e->cfg.n_slots, gpt2_config_of(e->model)->n_layer, e->n_ctx,
+                   gpt2_config_of(e->model)->n_embd, err, errlen);
+    if (!e->kv) goto fail;
+    for (int id = 0; id < bpe_vocab_size(e->tok); id++) {
+        size_t len = 0;
+        bpe_token_bytes(e->tok, id, &len);
+        if (len > e->max_token_bytes) e->max_token_bytes = len;
+    }
+    int S = e->cfg.n_slots, B = e->max_batch;
+    e->running = calloc(S, sizeof *e->running);
+    e->b_token = malloc(sizeof(int) * B);
+    e->b_pos = malloc(sizeof(int) * B);
+    e->b_slot = malloc(sizeof(int) * B);
+    e->b_out = malloc(sizeof(int) * B);
+    e->b_req = malloc(sizeof(request *) * B);
+    e->prefill = malloc(sizeof(request *) * S);
+    e->logits = malloc(sizeof(float) * (size_t)S * e->n_vocab);
+    e->sampler_scratch = malloc(sampler_scratch_size(e->n_vocab));
+    e->piece_cap = (size_t)ENGINE_MAX_STOP_LEN * 8 + e->max_token_bytes * 4 + 64;
+    e->piece = malloc(e->piece_cap);
+    if (!e->running || !e->b_token || !e->b_pos || !e->b_slot || !e->b_out || !e->b_req || !e->prefill ||
+        !e->logits || !e->sampler_scratch || !e->piece) {
+        snprintf(err, errlen, "engine: out of memory");
+        goto fail;
+    }
+    e->stats.n_slots = S;
+    e->stats.kv_bytes = kv_bytes(e->kv);
+    return e;
+fail:
+    ckpt_destroy(&ck);
+    engine_free(e);
+    return NULL;
+}
+
+void engine_free(engine *e) {
+    if (!e) return;
+    for (request *r = e->wait_head, *n; r; r = n) {
+        n = r->next;
+        request_free(r);
+    }
+    if (e->running)
+        for (int s = 0; s < e->cfg.n_slots; s++) request_free(e->running[s]);
+    free(e->running);
+    kv_free(e->kv);
+    gpt2_free(e->model);
+    bpe_free(e->tok);
+    free(e->b_token);
+    free(e->b_pos);
+    free(e->b_slot);
+    free(e->b_out);
+    free(e->b_req);
+    free(e->prefill);
+    free(e->logits);
+    free(e->sampler_scratch);
+    free(e->piece);
+    free(e);
+}
+
+void engine_set_callbacks(engine *e, const engine_callbacks *cb) { e->cb = *cb; }
+
+const char *engine_finish_name(engine_finish f) {
+    switch (f) {
+    case ENGINE_FINISH_LENGTH: return "length";
+    case ENGINE_FINISH_STOP: return "stop";
+    case ENGINE_FINISH_EOS: return "eos";
+    case ENGINE_FINISH_CTX: return "length";
+    case ENGINE_FINISH_CANCELLED: return "cancelled";
+    case ENGINE_FINISH_ERROR: return "error";
+    }
+    return "error";
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Submit and cancel. */
+
+static request *find_request(engine *e, uint64_t id, request **prev_out) {
+    request *prev = NULL;
+    for (request *r = e->wait_head; r; prev = r, r = r->next)
+        if (r->id == id) {
+            if (prev_out) *prev_out = prev;
+            return r;
+        }
+    for (int s = 0; s < e->cfg.n_slots; s++)
+        if (e->running[s] && e->running[s]->id == id) return e->running[s];
+    return NULL;
+}
+
+/* Tokenizes or copies the prompt (+ resumed tokens) into r->ids. 0 or -1 with err. */
+static int request_prompt(engine *e, request *r, const engine_request *q, char *err, size_t errlen) {
+    int n = 0, cap = e->n_ctx + 1;
+    if (q->prompt) {
+        long got = bpe_encode(e->tok, q->prompt, q->prompt_len, q->allow_special, r->ids, cap);
+        if (got < 0) {
+            snprintf(err, errlen, "prompt is not valid UTF-8");
+            return -1;
+        }
+        n = got > cap ? cap : (int)got;
+        if (got > e->n_ctx) {
+            snprintf(err, errlen, "prompt is %ld tokens; the context holds %d", got, e->n_ctx);
+            return -1;
+        }
+    } else {
+        if (q->n_prompt_ids > e->n_ctx) {
+            snprintf(err, errlen, "prompt is %d tokens; the context holds %d", q->n_prompt_ids, e->n_ctx);
+            return -1;
+        }
+        for (int i = 0; i < q->n_prompt_ids; i++) {
+            if (q->prompt_ids[i] < 0 || q->prompt_ids[i] >= e->n_vocab) {
+                snprintf(err, errlen, "prompt token %d is %d, outside [0, %d)", i, q->prompt_ids[i], e->n_vocab);
+                return -1;
+            }
+            r->ids[n++] = q->prompt_ids[i];
+        }
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "prompt is empty");
+        return -1;
+    }
+    r->user_prompt_tokens = n;
+    if (q->n_resume_ids < 0 || n + q->n_resume_ids > e->n_ctx) {
+        snprintf(err, errlen, "prompt plus %d resumed tokens exceed the context of %d", q->n_resume_ids, e->n_ctx);
+        return -1;
+    }
+    for (int i = 0; i < q->n_resume_ids; i++) {
+        if (q->resume_ids[i] < 0 || q->resume_ids[i] >= e->n_vocab) {
+            snprintf(err, errlen, "resumed token %d is out of range", i);
+            return -1;
+        }
+        r->ids[n++] = q->resume_ids[i];
+    }
+    r->n_prompt = r->n_ids = n;
+    r->n_resume = r->n_gen = q->n_resume_ids;
+    return 0;
+}
+
+static int request_stops(request *r, const engine_request *q, char *err, size_t errlen) {
+    if (q->n_stops < 0 || q->n_stops > ENGINE_MAX_STOPS) {
+        snprintf(err, errlen, "at most %d stop strings", ENGINE_MAX_STOPS);
+        return -1;
+    }
+    for (int i = 0; i < q->n_stops; i++) {
+        size_t len = q->stops[i] ? strlen(q->stops[i]) : 0;
+        if (len == 0 || len > ENGINE_MAX_STOP_LEN) {
+            snprintf(err, errlen, "stop string %d must be 1..%d bytes", i, ENGINE_MAX_STOP_LEN);
+            return -1;
+        }
+        memcpy(r->stops[i], q->stops[i], len + 1);
+        r->stop_len[i] = (int)len;
+    }
+    r->n_stops = q->n_stops;
+    return 0;
+}
+
+/* Replays resumed tokens through the stream decoder so text and stop state continue exactly. */
+static void request_replay(engine *e, request *r) {
+    for (int i = r->n_prompt - r->n_resume; i < r->n_prompt; i++) {
+        int n = bpe_stream_push(&r->stream, e->tok, r->ids[i], r->text + r->text_len,
+                                r->text_cap - r->text_len);
+        if (n > 0) r->text_len += n;
+    }
+    r->emitted = r->text_len;
+}
+
+int engine_submit(engine *e, uint64_t req_id, const engine_request *q, char *err, size_t errlen) {
+    if (find_request(e, req_id, NULL)) {
+        snprintf(err, errlen, "request id %llu is already live", (unsigned long long)req_id);
+        return -1;
+    }
+    if (q->max_tokens < 1) {
+        snprintf(err, errlen, "max_tokens must be >= 1, got %d", q->max_tokens);
+        return -1;
+    }
+    if (sampler_params_validate(&q->sampling, e->n_vocab, err, errlen) != 0) return -1;
+    request *r = calloc(1, sizeof *r);
+    if (!r) goto oom;
+    r->id = req_id;
+    r->slot = -1;
+    r->ids = malloc(sizeof(int) * (e->n_ctx + 2));
+    if (!r->ids) goto oom;
+    if (request_prompt(e, r, q, err, errlen) != 0 || request_stops(r, q, err, errlen) != 0) {
+        request_free(r);
+        return -1;
+    }
+    r->max_gen = q->n_resume_ids + q->max_tokens;
+    r->sampling = q->sampling;
+    r->ignore_eos = q->ignore_eos;
+    r->want_logprobs = q->want_logprobs;
+    int gen_cap = r->max_gen < e->n_ctx + 1 ? r->max_gen : e->n_ctx + 1;
+    r->text_cap = (size_t)gen_cap * (e->max_token_bytes + 4) + 64;
+    r->text = malloc(r->text_cap);
+    if (!r->text) goto oom;
+    bpe_stream_init(&r->stream);
+    request_replay(e, r);
+    r->t_submit = now_ms();
+    r->state = REQ_WAITING;
+    if (e->wait_tail)
+        e->wait_tail->next = r;
+    else
+        e->wait_head = r;
+    e->wait_tail = r;
+    e->n_waiting++;
+    return 0;
+oom:
+    request_free(r);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
+/* Ends r: on_done with its result, frees its slot and the record. r is already unlinked. */
+static void request_finish(engine *e, request *r, engine_finish f, const char *error) {
+    double t = now_ms();
+    engine_result res = {
+        .finish = f,
+        .error = error,
+        .prompt_tokens = r->user_prompt_tokens,
+        .completion_tokens = r->n_gen,
+        .queue_ms = (r->t_admit > 0 ? r->t_admit : t) - r->t_submit,
+        .ttft_ms = r->t_first > 0 ? r->t_first - r->t_submit : 0,
+        .total_ms = t - r->t_submit,
+        .text = r->text,
+        .text_len = r->text_len,
+        .tokens = r->ids + r->n_prompt - r->n_resume,
+    };
+    if (r->slot >= 0) {
+        e->running[r->slot] = NULL;
+        kv_release_slot(e->kv, r->slot);
+    }
+    e->cb.on_done(e->cb.user, r->id, &res);
+    request_free(r);
+}
+
+int engine_cancel(engine *e, uint64_t req_id) {
+    request *prev = NULL;
+    request *r = find_request(e, req_id, &prev);
+    if (!r) return -1;
+    if (r->state != REQ_WAITING) {
+        r->cancelled = 1; /* ended at the start of the next step */
+        return 0;
+    }
+    if (prev)
+        prev->next = r->next;
+    else
+        e->wait_head = r->next;
+    if (e->wait_tail == r) e->wait_tail = prev;
+    e->n_waiting--;
+    request_finish(e, r, ENGINE_FINISH_CANCELLED, NULL);
+    return 0;
+}
+
+int engine_has_work(const engine *e) {
+    return e->n_waiting > 0 || kv_slots_used(e->kv) > 0;
+}
+
+void engine_get_stats(const engine *e, engine_stats *s) {
+    *s = e->stats;
+    s->slots_used = kv_slots_used(e->kv);
+    s->n_waiting = e->n_waiting;
+    s->n_running = kv_slots_used(e->kv);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Stop strings: text that might begin a stop string is held back; a match ends the request and
+ * the stop string is not emitted. */
+
+/* Length of the longest suffix of s[0..n) that is a proper prefix of some stop string. */
+static size_t stop_hold(const request *r, const char *s, size_t n) {
+    size_t best = 0;
+    for (int i = 0; i < r->n_stops; i++) {
+        size_t L = (size_t)r->stop_len[i];
+        for (size_t k = (n < L - 1 ? n : L - 1); k > best; k--)
+            if (memcmp(s + n - k, r->stops[i], k) == 0) {
+                best = k;
+                break;
+            }
+    }
+    return best;
+}
+
+/* Offset (>= from) of the earliest stop string match in r->text, or -1. */
+static long stop_find(const request *r, size_t from) {
+    long best = -1;
+    for (int i = 0; i < r->n_stops; i++) {
+        const char *hay = r->text + from;
+        size_t n = r->text_len - from;
+        const char *p = memmem(hay, n, r->stops[i], r->stop_len[i]);
+        if (p && (best < 0 || p - r->text < best)) best = p - r->text;
+    }
+    return best;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The step. */
+
+/* Moves waiting requests into free slots, first come first served. */
+static void admit_waiting(engine *e) {
+    while (e->wait_head) {
+        int slot = kv_alloc_slot(e->kv);
+        if (slot < 0) return;
+        request *r = e->wait_head;
+        e->wait_head = r->next;
+        if (!e->wait_head) e->wait_tail = NULL;
+        r->next = NULL;
+        e->n_waiting--;
+        r->slot = slot;
+        r->state = REQ_PREFILL;
+        r->t_admit = now_ms();
+        e->running[slot] = r;
+    }
+}
+
+/* Ends the running requests that were cancelled. */
+static void reap_cancelled(engine *e) {
+    for (int s = 0; s < e->cfg.n_slots; s++) {
+        request *r = e->running[s];
+        if (r && r->cancelled) request_finish(e, r, ENGINE_FINISH_CANCELLED, NULL);
+    }
+}
+
+static void batch_add(engine *e, int *n, int *n_out, request *r, int token, int pos, int logits) {
+    e->b_token[*n] = token;
+    e->b_pos[*n] = pos;
+    e->b_slot[*n] = r->slot;
+    e->b_out[*n] = logits ? *n_out : -1;
+    if (logits) e->b_req[(*n_out)++] = r;
+    (*n)++;
+}
+
+/* Prefilling requests in admission order (their slots in admit time order). */
+static int prefill_order(engine *e, request **order) {
+    int n = 0;
+    for (int s = 0; s < e->cfg.n_slots; s++)
+        if (e->running[s] && e->running[s]->state == REQ_PREFILL) order[n++] = e->running[s];
+    for (int i = 1; i < n; i++) /* insertion sort by admission time, then id */
+        for (int j = i; j > 0 && (order[j]->t_admit < order[j - 1]->t_admit); j--) {
+            request *t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    return n;
+}
+
+/* Fills the batch: every decoding request's next token, then prefill chunks within the budget. */
+static int build_batch(engine *e, int *n_out) {
+    int n = 0;
+    *n_out = 0;
+    for (int s = 0; s < e->cfg.n_slots; s++) {
+        request *r = e->running[s];
+        if (r && r->state == REQ_DECODE)
+            batch_add(e, &n, n_out, r, r->ids[r->n_past], r->n_past, 1);
+    }
+    request **pre = e->prefill;
+    int n_pre = prefill_order(e, pre);
+    for (int i = 0; i < n_pre && n < e->max_batch; i++) {
+        request *r = pre[i];
+        int chunk = r->n_prompt - r->n_past;
+        if (chunk > e->max_batch - n) chunk = e->max_batch - n;
+        for (int c = 0; c < chunk; c++) {
+            int pos = r->n_past + c;
+            batch_add(e, &n, n_out, r, r->ids[pos], pos, pos == r->n_prompt - 1);
+        }
+    }
+    return n;
+}
+
+/* Appends token's text to r, decides whether r ends, and emits the token's piece. Returns 1 if
+ * r finished (and was freed). */
+static int emit_token(engine *e, request *r, int token, float logprob) {
+    int index = r->n_gen++;
+    r->ids[r->n_ids++] = token;
+    if (r->t_first == 0) r->t_first = now_ms();
+    engine_finish fin = ENGINE_FINISH_LENGTH;
+    int done = 0;
+    if (token == BPE_EOT && !r->ignore_eos) {
+        fin = ENGINE_FINISH_EOS;
+        done = 1;
+    } else {
+        int w = bpe_stream_push(&r->stream, e->tok, token, r->text + r->text_len, r->text_cap - r->text_len);
+        if (w > 0) r->text_len += w;
+    }
+    long stop_at = r->n_stops ? stop_find(r, r->emitted) : -1;
+    if (stop_at >= 0) {
+        r->text_len = (size_t)stop_at;
+        fin = ENGINE_FINISH_STOP;
+        done = 1;
+    } else if (!done && r->n_gen >= r->max_gen) {
+        done = 1;
+    } else if (!done && r->n_ids > e->n_ctx) {
+        fin = ENGINE_FINISH_CTX; /* no position left to feed this token */
+        done = 1;
+    }
+    if (done && fin != ENGINE_FINISH_STOP) {
+        int w = bpe_stream_flush(&r->stream, r->text + r->text_len, r->text_cap - r->text_len);
+        if (w > 0) r->text_len += w;
+    }
+    size_t end = done ? r->text_len : r->text_len - stop_hold(r, r->text + r->emitted, r->text_len - r->emitted);
+    if (end < r->emitted) end = r->emitted;
+    if (e->cb.on_token)
+        e->cb.on_token(e->cb.user, r->id, index, token, r->text + r->emitted, end - r->emitted,
+                       r->want_logprobs ? logprob : 0.0f);
+    r->emitted = end;
+    e->stats.tokens_generated++;
+    if (done) request_finish(e, r, fin, NULL);
+    return done;
+}
+
+int engine_step(engine *e) {
+    reap_cancelled(e);
+    admit_waiting(e);
+    int n_out = 0, n = build_batch(e, &n_out);
+    if (n == 0) return 0;
+    gpt2_batch b = {n, e->b_token, e->b_pos, e->b_slot, e->b_out};
+    if (gpt2_forward(e->model, e->kv, &b, e->logits) != 0) {
+        for (int s = 0; s < e->cfg.n_slots; s++)
+            if (e->running[s]) request_finish(e, e->running[s], ENGINE_FINISH_ERROR, "internal error: invalid batch");
+        return -1;
+    }
+    e->stats.steps++;
+    /* advance KV positions for every row */
+    for (int i = 0; i < n; i++) {
+        request *r = e->running[e->b_slot[i]];
+        if (r->state == REQ_PREFILL) e->stats.tokens_prefilled++;
+        r->n_past++;
+        if (r->state == REQ_PREFILL && r->n_past == r->n_prompt) r->state = REQ_DECODE;
+    }
+    for (int o = 0; o < n_out; o++) {
+        request *r = e->b_req[o];
+        float *lg = e->logits + (size_t)o * e->n_vocab;
+        if (e->cb.on_logits) e->cb.on_logits(e->cb.user, r->id, r->n_gen, lg, e->n_vocab);
+        float logprob = 0.0f;
+        int tok = sampler_sample(&r->sampling, lg, e->n_vocab, r->ids, r->n_ids, (uint64_t)r->n_gen,
+                                 e->sampler_scratch, &logprob);
+        emit_token(e, r, tok, logprob);
+    }
+    return n;
+}

@@ -1,0 +1,361 @@
+/* gpt2.c — see gpt2.h. Reads top to bottom: weights, buffers, one function per layer, forward. */
+#include "gpt2.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "matmul.h"
+#include "pool.h"
+#include "vmath.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Weights: every matrix packed into panels, all in one huge-page mapping. */
+
+typedef struct {
+    const float *ln_1_w, *ln_1_b;   /* (C) */
+    mm_weight c_attn;               /* C -> 3C */
+    mm_weight attn_proj;            /* C -> C */
+    const float *ln_2_w, *ln_2_b;   /* (C) */
+    mm_weight c_fc;                 /* C -> 4C */
+    mm_weight mlp_proj;             /* 4C -> C */
+} gpt2_layer;
+
+struct gpt2_model {
+    gpt2_config cfg;
+    int max_tokens, max_ctx;
+    pool *pool;
+    float *mem;                     /* the one mapping: packed weights + small vectors */
+    size_t mem_bytes;
+    size_t weight_bytes;
+    const float *wpe;               /* (T, C) */
+    const float *ln_f_w, *ln_f_b;   /* (C) */
+    gpt2_layer *layers;             /* [L] */
+    mm_weight lm_head;              /* C -> V (also the token embedding table when tied) */
+    const float *wte;               /* (V, C) plain copy, only when lm_head is untied */
+    /* activations, max_tokens = B rows */
+    float *x;                       /* (B, C) residual stream */
+    float *h;                       /* (B, C) layer-norm output */
+    float *qkv;                     /* (B, 3C) */
+    float *att;                     /* (B, C) attention output, heads concatenated */
+    float *tmp;                     /* (B, C) projection output before the residual add */
+    float *fc;                      /* (B, 4C) MLP hidden */
+    float *scores;                  /* (threads, max_ctx) attention scores per thread */
+    int *out_rows;                  /* (B) batch rows that produce logits */
+};
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+/* Carves n floats from the mapping at *off (64-byte aligned). */
+static float *carve(float *mem, size_t *off, size_t n) {
+    float *p = mem + *off;
+    *off += round_up(n, 16);
+    return p;
+}
+
+/* Embedding lookups read the packed lm_head when it is tied to wte (HF gpt2); an untied
+ * checkpoint keeps a plain copy of wte as well. */
+static int needs_separate_wte(const gpt2_checkpoint *ck) { return ck->lm_head != ck->wte; }
+
+static size_t weights_floats(const gpt2_checkpoint *ck) {
+    const gpt2_config *c = &ck->cfg;
+    size_t C = c->n_embd, n = 0;
+    if (needs_separate_wte(ck)) n += round_up((size_t)c->n_vocab * C, 16);
+    n += round_up((size_t)c->n_ctx * C, 16) + 2 * round_up(C, 16);
+    size_t per = 4 * round_up(C, 16) + 4 * round_up(4 * C, 16);
+    per += mm_packed_floats(C, 3 * C) + mm_packed_floats(C, C) + mm_packed_floats(C, 4 * C) +
+           mm_packed_floats(4 * C, C);
+    n += per * c->n_layer + mm_packed_floats(C, c->n_vocab);
+    return n;
+}
+
+static const float *copy_vec(float *mem, size_t *off, const float *src, size_t n) {
+    float *p = carve(mem, off, n);
+    memcpy(p, src, n * sizeof(float));
+    return p;
+}
+
+static void pack_weights(gpt2_model *m, const gpt2_checkpoint *ck) {
+    const gpt2_config *c = &m->cfg;
+    int C = c->n_embd;
+    size_t off = 0;
+    m->wpe = copy_vec(m->mem, &off, ck->wpe, (size_t)c->n_ctx * C);
+    m->ln_f_w = copy_vec(m->mem, &off, ck->ln_f_w, C);
+    m->ln_f_b = copy_vec(m->mem, &off, ck->ln_f_b, C);
+    if (needs_separate_wte(ck)) m->wte = copy_vec(m->mem, &off, ck->wte, (size_t)c->n_vocab * C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const gpt2_layer_tensors *t = &ck->layers[l];
+        gpt2_layer *L = &m->layers[l];
+        L->ln_1_w = copy_vec(m->mem, &off, t->ln_1_w, C);
+        L->ln_1_b = copy_vec(m->mem, &off, t->ln_1_b, C);
+        L->ln_2_w = copy_vec(m->mem, &off, t->ln_2_w, C);
+        L->ln_2_b = copy_vec(m->mem, &off, t->ln_2_b, C);
+        const float *b_attn = copy_vec(m->mem, &off, t->c_attn_b, 3 * C);
+        const float *b_proj = copy_vec(m->mem, &off, t->attn_proj_b, C);
+        const float *b_fc = copy_vec(m->mem, &off, t->c_fc_b, 4 * C);
+        const float *b_mlp = copy_vec(m->mem, &off, t->mlp_proj_b, C);
+        mm_pack(&L->c_attn, carve(m->mem, &off, mm_packed_floats(C, 3 * C)), t->c_attn_w, C, 3 * C, 0, b_attn);
+        mm_pack(&L->attn_proj, carve(m->mem, &off, mm_packed_floats(C, C)), t->attn_proj_w, C, C, 0, b_proj);
+        mm_pack(&L->c_fc, carve(m->mem, &off, mm_packed_floats(C, 4 * C)), t->c_fc_w, C, 4 * C, 0, b_fc);
+        mm_pack(&L->mlp_proj, carve(m->mem, &off, mm_packed_floats(4 * C, C)), t->mlp_proj_w, 4 * C, C, 0, b_mlp);
+    }
+    mm_pack(&m->lm_head, carve(m->mem, &off, mm_packed_floats(C, c->n_vocab)), ck->lm_head, C,
+            c->n_vocab, 1, NULL);
+}
+
+static void *map_huge(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Construction. */
+
+gpt2_model *gpt2_new(const gpt2_checkpoint *ck, int max_tokens, int max_ctx, int n_threads,
+                     char *err, size_t errlen) {
+    const gpt2_config *c = &ck->cfg;
+    if (max_tokens < 1 || max_ctx < 1 || max_ctx > c->n_ctx) {
+        snprintf(err, errlen, "model: invalid limits (max_tokens %d, ctx %d; the model's ctx is %d)",
+                 max_tokens, max_ctx, c->n_ctx);
+        return NULL;
+    }
+    gpt2_model *m = calloc(1, sizeof *m);
+    if (!m) goto oom;
+    m->cfg = *c;
+    m->max_tokens = max_tokens;
+    m->max_ctx = max_ctx;
+    if (n_threads <= 0) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    m->pool = pool_new(n_threads);
+    m->layers = calloc(c->n_layer, sizeof *m->layers);
+    if (!m->pool || !m->layers) goto oom;
+    m->mem_bytes = round_up(weights_floats(ck) * sizeof(float), 2u << 20);
+    m->mem = map_huge(m->mem_bytes);
+    if (!m->mem) goto oom;
+    pack_weights(m, ck);
+    m->weight_bytes = weights_floats(ck) * sizeof(float);
+    size_t B = max_tokens, C = c->n_embd;
+    m->x = malloc(B * C * sizeof(float));
+    m->h = malloc(B * C * sizeof(float));
+    m->qkv = malloc(B * 3 * C * sizeof(float));
+    m->att = malloc(B * C * sizeof(float));
+    m->tmp = malloc(B * C * sizeof(float));
+    m->fc = malloc(B * 4 * C * sizeof(float));
+    m->scores = malloc((size_t)pool_threads(m->pool) * max_ctx * sizeof(float));
+    m->out_rows = malloc(B * sizeof(int));
+    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->out_rows)
+        goto oom;
+    return m;
+oom:
+    snprintf(err, errlen, "model: out of memory");
+    gpt2_free(m);
+    return NULL;
+}
+
+void gpt2_free(gpt2_model *m) {
+    if (!m) return;
+    pool_free(m->pool);
+    if (m->mem) munmap(m->mem, m->mem_bytes);
+    free(m->layers);
+    free(m->x);
+    free(m->h);
+    free(m->qkv);
+    free(m->att);
+    free(m->tmp);
+    free(m->fc);
+    free(m->scores);
+    free(m->out_rows);
+    free(m);
+}
+
+const gpt2_config *gpt2_config_of(const gpt2_model *m) { return &m->cfg; }
+int gpt2_max_tokens(const gpt2_model *m) { return m->max_tokens; }
+size_t gpt2_weight_bytes(const gpt2_model *m) { return m->weight_bytes; }
+
+/* ---------------------------------------------------------------------------------------------
+ * Layers. */
+
+/* x (n, C) = wte[token] + wpe[pos]. */
+static void embed_forward(gpt2_model *m, const gpt2_batch *b) {
+    int C = m->cfg.n_embd;
+    for (int i = 0; i < b->n; i++) {
+        float *x = m->x + (size_t)i * C;
+        const float *pe = m->wpe + (size_t)b->pos[i] * C;
+        if (m->wte) {
+            const float *te = m->wte + (size_t)b->token[i] * C;
+            for (int k = 0; k < C; k++) x[k] = te[k] + pe[k];
+        } else {
+            for (int k = 0; k < C; k++) x[k] = mm_at(&m->lm_head, k, b->token[i]) + pe[k];
+        }
+    }
+}
+
+/* out (C) = (x - mean) / sqrt(var + eps) * w + b for one row. */
+static void layernorm_row(float *out, const float *x, const float *w, const float *b, int C,
+                          float eps) {
+    float mean = vm_sum(x, C) / C;
+    __m256 acc = _mm256_setzero_ps(), mv = _mm256_set1_ps(mean);
+    int k = 0;
+    for (; k + 8 <= C; k += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + k), mv);
+        acc = _mm256_fmadd_ps(d, d, acc);
+    }
+    float var = vm_hsum(acc);
+    for (; k < C; k++) var += (x[k] - mean) * (x[k] - mean);
+    var /= C;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (k = 0; k < C; k++) out[k] = (x[k] - mean) * rstd * w[k] + b[k];
+}
+
+/* out (n, C) = LN(x (n, C)). */
+static void layernorm_forward(float *out, const float *x, const float *w, const float *b, int n,
+                              int C, float eps) {
+    for (int i = 0; i < n; i++)
+        layernorm_row(out + (size_t)i * C, x + (size_t)i * C, w, b, C, eps);
+}
+
+/* x (n, C) += y (n, C). */
+static void residual_forward(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+typedef struct {
+    float *a;
+    int n_cols;
+} gelu_job;
+
+static void gelu_task(void *ctx, int begin, int end, int tid) {
+    (void)tid;
+    const gelu_job *j = ctx;
+    for (int r = begin; r < end; r++) {
+        float *a = j->a + (size_t)r * j->n_cols;
+        int k = 0;
+        for (; k + 8 <= j->n_cols; k += 8) _mm256_storeu_ps(a + k, vm_gelu(_mm256_loadu_ps(a + k)));
+        for (; k < j->n_cols; k++) a[k] = vm_gelu1(a[k]);
+    }
+}
+
+/* a (n, 4C) = gelu(a), in place. */
+static void gelu_forward(gpt2_model *m, float *a, int n, int n_cols) {
+    gelu_job j = {a, n_cols};
+    pool_run(m->pool, gelu_task, &j, n, 8);
+}
+
+/* Writes every token's K and V (from qkv) into its slot at its position. */
+static void kv_store_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int layer) {
+    int C = m->cfg.n_embd;
+    for (int i = 0; i < b->n; i++) {
+        const float *qkv = m->qkv + (size_t)i * 3 * C;
+        memcpy(kv_k_row(kv, b->slot[i], layer, b->pos[i]), qkv + C, C * sizeof(float));
+        memcpy(kv_v_row(kv, b->slot[i], layer, b->pos[i]), qkv + 2 * C, C * sizeof(float));
+    }
+}
+
+typedef struct {
+    gpt2_model *m;
+    kv_arena *kv;
+    const gpt2_batch *b;
+    int layer;
+} attn_job;
+
+/* One (token, head): causal attention over positions 0..pos of the token's sequence.
+ * scores (pos + 1) is this thread's scratch. The order of every sum is fixed by pos alone. */
+static void attention_head(const attn_job *j, int i, int h, float *scores) {
+    const gpt2_config *c = &j->m->cfg;
+    int C = c->n_embd, hd = C / c->n_head, T = j->b->pos[i] + 1, slot = j->b->slot[i];
+    const float *q = j->m->qkv + (size_t)i * 3 * C + h * hd;
+    float *out = j->m->att + (size_t)i * C + h * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *k, *v;
+    size_t stride;
+    for (int t = 0; t < T;) {
+        int n = kv_run(j->kv, slot, j->layer, t, T - t, &k, &v, &stride);
+        for (int u = 0; u < n; u++) scores[t + u] = vm_dot(q, k + u * stride + h * hd, hd) * scale;
+        t += n;
+    }
+    float mx = scores[0];
+    for (int t = 1; t < T; t++) mx = scores[t] > mx ? scores[t] : mx;
+    int t = 0;
+    __m256 mv = _mm256_set1_ps(mx);
+    for (; t + 8 <= T; t += 8)
+        _mm256_storeu_ps(scores + t, vm_exp(_mm256_sub_ps(_mm256_loadu_ps(scores + t), mv)));
+    for (; t < T; t++) scores[t] = vm_exp1(scores[t] - mx);
+    float inv = 1.0f / vm_sum(scores, T);
+    for (int d = 0; d < hd; d++) out[d] = 0.0f;
+    for (int t0 = 0; t0 < T;) {
+        int n = kv_run(j->kv, slot, j->layer, t0, T - t0, &k, &v, &stride);
+        for (int u = 0; u < n; u++) {
+            float p = scores[t0 + u] * inv;
+            const float *vr = v + u * stride + h * hd;
+            int d = 0;
+            __m256 pv = _mm256_set1_ps(p);
+            for (; d + 8 <= hd; d += 8)
+                _mm256_storeu_ps(out + d, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(out + d)));
+            for (; d < hd; d++) out[d] = fmaf(p, vr[d], out[d]);
+        }
+        t0 += n;
+    }
+}
+
+static void attention_task(void *ctx, int begin, int end, int tid) {
+    const attn_job *j = ctx;
+    int H = j->m->cfg.n_head;
+    float *scores = j->m->scores + (size_t)tid * j->m->max_ctx;
+    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores);
+}
+
+/* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence. */
+static void attention_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int layer) {
+    attn_job j = {m, kv, b, layer};
+    pool_run(m->pool, attention_task, &j, b->n * m->cfg.n_head, 4);
+}
+
+/* One pre-LN transformer block on x (n, C), in place. */
+static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int l) {
+    const gpt2_layer *L = &m->layers[l];
+    int n = b->n, C = m->cfg.n_embd;
+    float eps = m->cfg.ln_eps;
+    layernorm_forward(m->h, m->x, L->ln_1_w, L->ln_1_b, n, C, eps);
+    mm_forward(m->pool, &L->c_attn, m->h, C, m->qkv, 3 * C, n);
+    kv_store_forward(m, kv, b, l);
+    attention_forward(m, kv, b, l);
+    mm_forward(m->pool, &L->attn_proj, m->att, C, m->tmp, C, n);
+    residual_forward(m->x, m->tmp, (size_t)n * C);
+    layernorm_forward(m->h, m->x, L->ln_2_w, L->ln_2_b, n, C, eps);
+    mm_forward(m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n);
+    gelu_forward(m, m->fc, n, 4 * C);
+    mm_forward(m->pool, &L->mlp_proj, m->fc, 4 * C, m->tmp, C, n);
+    residual_forward(m->x, m->tmp, (size_t)n * C);
+}
+
+static int batch_valid(const gpt2_model *m, kv_arena *kv, const gpt2_batch *b) {
+    if (b->n < 1 || b->n > m->max_tokens) return 0;
+    for (int i = 0; i < b->n; i++) {
+        if (b->token[i] < 0 || b->token[i] >= m->cfg.n_vocab) return 0;
+        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || b->pos[i] >= kv_ctx(kv)) return 0;
+        if (b->slot[i] < 0 || b->slot[i] >= kv_slots(kv)) return 0;
+        if (b->out[i] >= b->n) return 0;
+    }
+    return 1;
+}
+
+int gpt2_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, float *logits) {
+    if (!batch_valid(m, kv, b)) return -1;
+    int C = m->cfg.n_embd;
+    embed_forward(m, b);
+    for (int l = 0; l < m->cfg.n_layer; l++) block_forward(m, kv, b, l);
+    /* final LN only for the rows that produce logits, gathered in out order */
+    int n_out = 0;
+    for (int i = 0; i < b->n; i++) {
+        if (b->out[i] < 0) continue;
+        layernorm_row(m->h + (size_t)b->out[i] * C, m->x + (size_t)i * C, m->ln_f_w, m->ln_f_b, C,
+                      m->cfg.ln_eps);
+        if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
+    }
+    if (n_out > 0) mm_forward(m->pool, &m->lm_head, m->h, C, logits, m->cfg.n_vocab, n_out);
+    return 0;
+}

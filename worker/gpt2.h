@@ -1,0 +1,44 @@
+/* gpt2.h — the GPT-2 forward pass over a batch of tokens from many sequences.
+ *
+ * gpt2_new() repacks a loaded checkpoint's weights once into panel layout (matmul.h) in one
+ * huge-page allocation, and allocates every activation buffer for up to max_tokens tokens per call;
+ * gpt2_forward() allocates nothing. The batch is data: token i carries its sequence's KV slot and
+ * its position, so one call can mix prefill chunks of several prompts with decode tokens of many
+ * running sequences. For each layer all tokens' K/V rows are written to the arena before attention
+ * runs, so a prefill chunk attends causally to itself. Logits are computed only for tokens whose
+ * `out` index is >= 0, into row out[i] of logits (n_out, V).
+ * Every per-token result is independent of the rest of the batch, bit for bit (see matmul.h). */
+#ifndef GPT2D_GPT2_H
+#define GPT2D_GPT2_H
+
+#include <stddef.h>
+
+#include "checkpoint.h"
+#include "kv.h"
+
+typedef struct {
+    int n;             /* tokens in the batch */
+    const int *token;  /* (n) token ids */
+    const int *pos;    /* (n) position of each token in its sequence */
+    const int *slot;   /* (n) KV slot of each token's sequence */
+    const int *out;    /* (n) row of logits to write, or -1 for none */
+} gpt2_batch;
+
+typedef struct gpt2_model gpt2_model;
+
+/* Packs ck's weights (ck may be destroyed afterwards) and allocates buffers for batches of up to
+ * max_tokens tokens and contexts up to max_ctx positions, with n_threads compute threads
+ * (0 = all online cores). NULL with err on failure. */
+gpt2_model *gpt2_new(const gpt2_checkpoint *ck, int max_tokens, int max_ctx, int n_threads,
+                     char *err, size_t errlen);
+void gpt2_free(gpt2_model *m); /* NULL-safe */
+
+const gpt2_config *gpt2_config_of(const gpt2_model *m);
+int gpt2_max_tokens(const gpt2_model *m);
+size_t gpt2_weight_bytes(const gpt2_model *m); /* packed weights streamed per forward */
+
+/* Runs the batch: 0 on success, -1 if the batch is invalid (too many tokens, a token id, slot or
+ * position out of range), with nothing computed. logits: (number of distinct out rows, V). */
+int gpt2_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, float *logits);
+
+#endif

@@ -1,0 +1,65 @@
+/* sampler.h — turns one row of logits into the next token, reproducibly.
+ *
+ * Order of operations (each step skipped at its neutral value): logit bias; repetition penalty
+ * (CTRL-style: a seen token's logit is divided by the penalty if positive, multiplied if negative);
+ * presence and frequency penalties (OpenAI-style, subtracted); then greedy (temperature == 0) takes
+ * the argmax (lowest id on ties); otherwise temperature scaling, top-k, softmax, top-p (nucleus),
+ * min-p, and one draw. The draw for the i-th generated token of a request is a pure function of
+ * (seed, i): a counter-based generator (splitmix64 of a seed/counter mix), so the result never
+ * depends on batching, timing, threads or the process that runs it. Candidates are ordered by
+ * scaled logit (logit / temperature) descending, i.e. by probability, ties by lower id, so the
+ * order is deterministic too; top-k keeps the first k, top-p the shortest prefix whose probability
+ * reaches top_p, min-p the tokens with p >= min_p * p_max; the draw u = sampler_uniform(seed, i)
+ * walks the kept prefix until the running probability exceeds u.
+ * A logit of -inf (e.g. from a -inf bias) or NaN is banned: that token is never returned.
+ * No allocation and no global state: the caller provides scratch of sampler_scratch_size(V) bytes
+ * (any alignment, any content, e.g. plain malloc), one scratch per concurrent caller. */
+#ifndef GPT2D_SAMPLER_H
+#define GPT2D_SAMPLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SAMPLER_MAX_BIAS 64 /* logit_bias entries per request */
+
+typedef struct {
+    float temperature;        /* 0 = greedy; >= 0 */
+    int top_k;                /* 0 = off; keep the k most likely */
+    float top_p;              /* 1 = off; (0, 1] */
+    float min_p;              /* 0 = off; [0, 1]: drop p < min_p * p_max */
+    float repetition_penalty; /* 1 = off; > 0 */
+    float presence_penalty;   /* 0 = off */
+    float frequency_penalty;  /* 0 = off */
+    uint64_t seed;            /* the request's seed */
+    int n_bias;               /* entries used in bias_id / bias */
+    int bias_id[SAMPLER_MAX_BIAS];
+    float bias[SAMPLER_MAX_BIAS]; /* added to the logit; -inf bans */
+} sampler_params;
+
+/* Neutral parameters: greedy, every filter and penalty off, seed 0. */
+void sampler_params_default(sampler_params *p);
+
+/* Checks ranges: temperature >= 0 and finite, top_k >= 0, top_p in (0, 1], min_p in [0, 1],
+ * repetition_penalty > 0 and finite, presence/frequency penalties in [-2, 2], n_bias in
+ * [0, SAMPLER_MAX_BIAS], bias ids in [0, n_vocab), bias values not NaN (+-inf allowed).
+ * 0 if valid, else -1 with a message in err (names the parameter, e.g.
+ * "top_p must be in (0, 1], got 1.5"); err may be NULL. */
+int sampler_params_validate(const sampler_params *p, int n_vocab, char *err, size_t errlen);
+
+/* Bytes of scratch sampler_sample needs for a vocabulary of n_vocab (about 24 * n_vocab). */
+size_t sampler_scratch_size(int n_vocab);
+
+/* The uniform draw in [0, 1) for (seed, i). */
+double sampler_uniform(uint64_t seed, uint64_t i);
+
+/* Samples the token for generated index i. p must have passed sampler_params_validate.
+ * logits (V) are modified in place (they end as (logit + bias, penalized) / temperature).
+ * history (n_hist ids: prompt and generated so far; ids outside [0, V) ignored) feeds the
+ * penalties; penalties apply once to each distinct id in history, O(n_hist) not O(V).
+ * Returns the token id, or -1 if every logit is -inf or NaN (nothing can be drawn). If logprob is
+ * not NULL it receives log p(token) under the final distribution (after penalties, temperature
+ * and filters, renormalized; 0 for greedy and on -1). Under 1 ms for V = 50257. */
+int sampler_sample(const sampler_params *p, float *logits, int n_vocab, const int *history,
+                   int n_hist, uint64_t i, void *scratch, float *logprob);
+
+#endif
