@@ -629,7 +629,7 @@ static void bad_tensor_case(const char *root, const vfile *base, const char *nam
     vfile_case(&v, src, dir);
 }
 
-static void edit_beyond(vtensor *t) { t->lie_begin = t->lie_end = 1 << 20; }
+static void edit_beyond(vtensor *t) { t->lie_begin = t->lie_end = 1ll << 30; }
 static void edit_inconsistent(vtensor *t) { t->lie_end = -4; }
 static void edit_i64(vtensor *t) { snprintf(t->dtype, sizeof t->dtype, "I64"), t->shape[1] /= 2; }
 static void edit_unknown(vtensor *t) { snprintf(t->dtype, sizeof t->dtype, "Q4"); }
@@ -641,7 +641,7 @@ static void test_bad_tensors(const char *root, const vfile *base) {
     char dir[PATH_MAX];
     const struct { const char *name, *tensor; void (*edit)(vtensor *); const char *want; } c[] = {
         {"beyond", "h.0.ln_1.weight", edit_beyond, "run past the end of the"},
-        {"inconsistent", "h.0.attn.c_attn.bias", edit_inconsistent, "needs 384 x 4"},
+        {"inconsistent", "h.0.attn.c_attn.bias", edit_inconsistent, "hold 1532 bytes but 384 elements of F32 need 1536"},
         {"i64", "h.1.attn.c_attn.weight", edit_i64, "tensor h.1.attn.c_attn.weight has unsupported dtype I64"},
         {"unknown", "wpe.weight", edit_unknown, "tensor wpe.weight: unknown dtype Q4"},
         {"missing", "h.1.ln_2.bias", edit_missing, "missing tensor h.1.ln_2.bias"},

@@ -49,7 +49,8 @@ static void usage(void) {
           "sampling: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R\n"
           "          --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable)\n"
           "          --ignore-eos --logit-bias ID:VALUE (repeatable) --allow-special\n"
-          "engine:   --slots N --ctx C --max-batch-tokens N --threads N\n",
+          "engine:   --slots N --ctx C --max-batch-tokens N --threads N\n"
+          "          --blas (OpenBLAS sgemm: faster prefill, output no longer batch-invariant)\n",
           stderr);
 }
 
@@ -146,7 +147,7 @@ static int parse_engine(const args *a, engine_config *c) {
     c->n_ctx = (int)ctx;
     c->max_batch_tokens = (int)mbt;
     c->n_threads = (int)threads;
-    c->invariant = 1;
+    c->use_blas = has_flag(a, "--blas");
     return 0;
 }
 

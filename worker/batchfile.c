@@ -267,7 +267,8 @@ int batchfile_run_on(batchfile *bf, engine *e, int concurrency, char *err, size_
     if (concurrency < 1) concurrency = 1;
     int next = 0, step = 0, done = 0;
     while (done < bf->n) {
-        while (next < bf->n && rs.live < concurrency && bf->jobs[next].arrival_step <= step) {
+        int may_admit = !bf->static_batching || rs.live == 0;
+        while (may_admit && next < bf->n && rs.live < concurrency && bf->jobs[next].arrival_step <= step) {
             batch_job *j = &bf->jobs[next];
             char e2[256];
             if (engine_submit(e, (uint64_t)next + 1, &j->req, e2, sizeof e2) != 0) {

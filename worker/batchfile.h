@@ -49,6 +49,8 @@ typedef struct {
     int n;
     double wall_ms;               /* the whole run */
     int peak_running;
+    int static_batching;          /* 1: admit the next `concurrency` only when all live ones ended
+                                     (the baseline continuous batching is measured against) */
 } batchfile;
 
 /* Reads a JSONL file; NULL with err naming the file, line and problem. */

@@ -221,10 +221,13 @@ static uint32_t bpe_utf8_cp(const unsigned char *s, int len) {
 static int bpe_utf8_valid(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
-        uint64_t v;
-        if (i + 8 <= n && (memcpy(&v, s + i, 8), (v & 0x8080808080808080ULL) == 0)) {
-            i += 8;
-            continue;
+        if (i + 8 <= n) { /* ASCII fast path, 8 bytes at a time */
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            if ((v & 0x8080808080808080ULL) == 0) {
+                i += 8;
+                continue;
+            }
         }
         if (s[i] < 0x80) {
             i++;

@@ -55,21 +55,30 @@ typedef struct {
 } gpt2_checkpoint;
 
 /* Loads dir/config.json + dir/model.safetensors into ck (zeroed first). 0 on success;
- * -1 with a message in err (naming the file and the problem) on any failure, ck left empty. */
+ * -1 with a message in err (naming the file and the problem) on any failure, ck left empty.
+ * The file's layer count (from the h.<i>. names) must equal n_layer; tensors the model does not use
+ * (attn.bias / masked_bias buffers, any dtype) are ignored. The tensors stay valid until
+ * ckpt_destroy(); those used in place point into a read-only mapping. */
 int ckpt_load(gpt2_checkpoint *ck, const char *dir, char *err, size_t errlen);
 
 /* Releases everything ckpt_load() took; safe on a zeroed or already destroyed ck. */
 void ckpt_destroy(gpt2_checkpoint *ck);
 
-/* Parses only dir/config.json into cfg. 0 / -1 with err. */
+/* Parses only dir/config.json into cfg (n_positions, else n_ctx; layer_norm_epsilon defaults to
+ * 1e-5). Refuses out-of-range or inconsistent shapes and the GPT2Config options that would change
+ * the computation (n_inner != 4*n_embd, a non-tanh GELU, other attention scalings).
+ * 0 / -1 with err (cfg zeroed). */
 int ckpt_read_config(gpt2_config *cfg, const char *dir, char *err, size_t errlen);
 
 /* Writes a GPT-2 checkpoint with seeded random weights to dir (created if needed): config.json,
  * model.safetensors (F32, HF tensor names without prefix, lm_head tied) and the tokenizer files
- * vocab.json + merges.txt copied from tokenizer_dir. Weights are N(0, 0.02) as GPT-2's init, biases
- * small, LN gains 1, except ln_f whose gain is scaled up so that logits are peaked (a clear top-1
- * at most positions: greedy decoding is then stable and comparisons meaningful).
- * The same (cfg, seed) always writes byte-identical files. 0 / -1 with err. */
+ * vocab.json + merges.txt copied from tokenizer_dir (NULL: none copied). Weights are N(0, 0.02) as
+ * GPT-2's init (c_proj weights / sqrt(2 n_layer)), wpe N(0, 0.01), biases N(0, 0.01), LN gains 1,
+ * except ln_f whose gain is 16 so that logits are peaked (top-1 ahead of top-2 by > 0.5 at ~3/4 of
+ * positions: greedy decoding is then stable and comparisons meaningful). The normal draws are
+ * Irwin-Hall sums of four uniforms from a counter-based splitmix64 (integer arithmetic only), so the
+ * same (cfg, seed) writes byte-identical files on every machine. Each file is written to *.tmp and
+ * renamed into place (a process that has the old model mapped keeps it). 0 / -1 with err. */
 int ckpt_write_random(const char *dir, const gpt2_config *cfg, uint64_t seed,
                       const char *tokenizer_dir, char *err, size_t errlen);
 

@@ -46,6 +46,7 @@ struct engine {
     engine_config cfg;
     engine_callbacks cb;
     gpt2_model *model;
+    gpt2_checkpoint ck;         /* kept only in BLAS mode (its tensors feed sgemm) */
     bpe_tokenizer *tok;
     kv_arena *kv;
     int n_vocab, n_ctx, max_batch;
@@ -109,6 +110,11 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     }
     e->model = gpt2_new(&ck, e->max_batch, e->n_ctx, cfg->n_threads, err, errlen);
     if (!e->model) goto fail;
+    if (cfg->use_blas) {
+        e->ck = ck; /* the engine owns the mapping now */
+        memset(&ck, 0, sizeof ck);
+        gpt2_use_blas(e->model, &e->ck);
+    }
     ckpt_destroy(&ck);
     e->kv = kv_new(e->cfg.n_slots, gpt2_config_of(e->model)->n_layer, e->n_ctx,
                    gpt2_config_of(e->model)->n_embd, err, errlen);
@@ -155,6 +161,7 @@ void engine_free(engine *e) {
     free(e->running);
     kv_free(e->kv);
     gpt2_free(e->model);
+    ckpt_destroy(&e->ck);
     bpe_free(e->tok);
     free(e->b_token);
     free(e->b_pos);

@@ -32,7 +32,8 @@ typedef struct {
     int n_ctx;             /* positions per slot; 0 = the model's n_ctx */
     int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 512 */
     int n_threads;         /* compute threads; 0 = all cores */
-    int invariant;         /* 1 (default): batch-invariant kernels; 0: fastest (OpenBLAS sgemm) */
+    int use_blas;          /* 0 (default): batch-invariant kernels; 1: OpenBLAS sgemm for multi-row
+                              matmuls, not batch-invariant (the baseline invariance is measured against) */
 } engine_config;
 
 typedef enum {

@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "matmul.h"
 #include "pool.h"
 #include "vmath.h"
@@ -36,6 +38,7 @@ struct gpt2_model {
     gpt2_layer *layers;             /* [L] */
     mm_weight lm_head;              /* C -> V (also the token embedding table when tied) */
     const float *wte;               /* (V, C) plain copy, only when lm_head is untied */
+    const gpt2_checkpoint *blas;    /* original tensors for OpenBLAS mode, else NULL */
     /* activations, max_tokens = B rows */
     float *x;                       /* (B, C) residual stream */
     float *h;                       /* (B, C) layer-norm output */
@@ -170,6 +173,11 @@ void gpt2_free(gpt2_model *m) {
     free(m->scores);
     free(m->out_rows);
     free(m);
+}
+
+void gpt2_use_blas(gpt2_model *m, const gpt2_checkpoint *ck) {
+    m->blas = ck;
+    openblas_set_num_threads(pool_threads(m->pool));
 }
 
 const gpt2_config *gpt2_config_of(const gpt2_model *m) { return &m->cfg; }
@@ -314,21 +322,42 @@ static void attention_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, 
     pool_run(m->pool, attention_task, &j, b->n * m->cfg.n_head, 4);
 }
 
+/* out (n, ldo) = x (n, ldx) W + b through the panel kernels, or OpenBLAS in BLAS mode (n > 1):
+ * raw is W in its original layout ((K, N), or (N, K) when transposed). */
+static void linear_forward(gpt2_model *m, const mm_weight *w, const float *raw, int transposed,
+                           const float *x, int ldx, float *out, int ldo, int n) {
+    if (!m->blas || n == 1) {
+        mm_forward(m->pool, w, x, ldx, out, ldo, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * ldo;
+        if (w->bias)
+            memcpy(o, w->bias, sizeof(float) * w->N);
+        else
+            memset(o, 0, sizeof(float) * w->N);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transposed ? CblasTrans : CblasNoTrans, n, w->N, w->K,
+                1.0f, x, ldx, raw, transposed ? w->K : w->N, 1.0f, out, ldo);
+}
+
+#define RAW(l, field) (m->blas ? m->blas->layers[l].field : NULL)
+
 /* One pre-LN transformer block on x (n, C), in place. */
 static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int l) {
     const gpt2_layer *L = &m->layers[l];
     int n = b->n, C = m->cfg.n_embd;
     float eps = m->cfg.ln_eps;
     layernorm_forward(m->h, m->x, L->ln_1_w, L->ln_1_b, n, C, eps);
-    mm_forward(m->pool, &L->c_attn, m->h, C, m->qkv, 3 * C, n);
+    linear_forward(m, &L->c_attn, RAW(l, c_attn_w), 0, m->h, C, m->qkv, 3 * C, n);
     kv_store_forward(m, kv, b, l);
     attention_forward(m, kv, b, l);
-    mm_forward(m->pool, &L->attn_proj, m->att, C, m->tmp, C, n);
+    linear_forward(m, &L->attn_proj, RAW(l, attn_proj_w), 0, m->att, C, m->tmp, C, n);
     residual_forward(m->x, m->tmp, (size_t)n * C);
     layernorm_forward(m->h, m->x, L->ln_2_w, L->ln_2_b, n, C, eps);
-    mm_forward(m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n);
+    linear_forward(m, &L->c_fc, RAW(l, c_fc_w), 0, m->h, C, m->fc, 4 * C, n);
     gelu_forward(m, m->fc, n, 4 * C);
-    mm_forward(m->pool, &L->mlp_proj, m->fc, 4 * C, m->tmp, C, n);
+    linear_forward(m, &L->mlp_proj, RAW(l, mlp_proj_w), 0, m->fc, 4 * C, m->tmp, C, n);
     residual_forward(m->x, m->tmp, (size_t)n * C);
 }
 
@@ -356,6 +385,8 @@ int gpt2_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, float *logits
                       m->cfg.ln_eps);
         if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
     }
-    if (n_out > 0) mm_forward(m->pool, &m->lm_head, m->h, C, logits, m->cfg.n_vocab, n_out);
+    if (n_out > 0)
+        linear_forward(m, &m->lm_head, m->blas ? m->blas->lm_head : NULL, 1, m->h, C, logits,
+                       m->cfg.n_vocab, n_out);
     return 0;
 }

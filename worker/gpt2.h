@@ -33,6 +33,11 @@ gpt2_model *gpt2_new(const gpt2_checkpoint *ck, int max_tokens, int max_ctx, int
                      char *err, size_t errlen);
 void gpt2_free(gpt2_model *m); /* NULL-safe */
 
+/* Switches multi-row matmuls to OpenBLAS sgemm on ck's original tensors (ck must outlive m).
+ * Faster where OpenBLAS beats the panel kernels, but a row's sums then depend on the batch shape:
+ * the output is no longer batch-invariant. For measuring what invariance costs. */
+void gpt2_use_blas(gpt2_model *m, const gpt2_checkpoint *ck);
+
 const gpt2_config *gpt2_config_of(const gpt2_model *m);
 int gpt2_max_tokens(const gpt2_model *m);
 size_t gpt2_weight_bytes(const gpt2_model *m); /* packed weights streamed per forward */

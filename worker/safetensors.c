@@ -100,11 +100,11 @@ static int st_parse_entry(st_tensor *t, const char *name, const json_t *e, const
     if (__builtin_mul_overflow(t->numel, (uint64_t)st_dtype_size(t->dtype), &want) ||
         end - begin != want)
         return st_fail(err, errlen,
-                       "tensor %s: data_offsets [%llu, %llu] hold %llu bytes but shape x %s needs "
-                       "%llu x %zu",
+                       "tensor %s: data_offsets [%llu, %llu] hold %llu bytes but %llu elements "
+                       "of %s need %llu",
                        name, (unsigned long long)begin, (unsigned long long)end,
-                       (unsigned long long)(end - begin), dt, (unsigned long long)t->numel,
-                       st_dtype_size(t->dtype));
+                       (unsigned long long)(end - begin), (unsigned long long)t->numel, dt,
+                       (unsigned long long)want);
     t->data = data + begin;
     t->nbytes = (size_t)want;
     return 0;

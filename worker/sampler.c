@@ -1,15 +1,18 @@
 /* sampler.c — logits row -> next token (contract in sampler.h).
  *
  * Reads top to bottom: parameters, the counter-based RNG, scratch layout, logit edits (bias and
- * penalties), greedy, candidate ordering and sorting, the three candidate paths (small top-k heap,
- * sort-everything, log-probability buckets), the shared tail (top-p, min-p, draw) and the entry.
+ * penalties), AVX2 kernels (exp, max), greedy, candidate ordering and sorting, the shared tail
+ * (top-p, min-p, draw) and the three candidate paths (small top-k heap, sort-everything, logit
+ * bands), then the entry.
  *
- * The candidate order is "scaled logit z = logit / temperature descending, ties by lower id". Since
- * exp is monotone this is also descending probability. Every filter keeps a prefix of that order,
- * so the fast paths only sort the prefix they need and check, in the shared tail, that the answer
- * lies inside it (else they widen the prefix): the result never depends on which path ran. */
+ * The candidate order is "edited logit descending, ties by lower id"; temperature > 0 keeps it
+ * (weights exp((l - max) / T) never increase along it). Every filter keeps a prefix of that order
+ * and is stated as a logit threshold (min-p: l >= max + T ln min_p), so the fast paths sort only
+ * the prefix they need and the shared tail checks the answer lies inside it (else the prefix
+ * widens): the result never depends on how far a path had to sort. */
 #include "sampler.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -105,35 +108,31 @@ double sampler_uniform(uint64_t seed, uint64_t i) {
 /* ---------------------------------------------------------------- scratch layout */
 
 #define SAMPLER_ALIGN 64         /* bytes; every scratch region starts on a cache line */
-#define SAMPLER_RADIX_BITS 11    /* three LSD passes cover a 32-bit key */
+#define SAMPLER_RADIX_BITS 8     /* LSD radix digit; four passes cover a 32-bit key */
 #define SAMPLER_RADIX (1 << SAMPLER_RADIX_BITS)
-#define SAMPLER_BUCKET_PER_NAT 8 /* log-probability buckets per nat below the max */
-#define SAMPLER_BUCKET_NATS 64   /* buckets cover max - z < 64; one more holds the rest */
-#define SAMPLER_NB (SAMPLER_BUCKET_PER_NAT * SAMPLER_BUCKET_NATS + 1)
+#define SAMPLER_PASSES ((32 + SAMPLER_RADIX_BITS - 1) / SAMPLER_RADIX_BITS)
+#define SAMPLER_NT 8             /* thresholds per level of the logit-range search */
+#define SAMPLER_LEAF_MAX 4096    /* a range this small is sorted, a larger one cut again */
+#define SAMPLER_DEPTH_MAX 3      /* levels at most (ties can make a range uncuttable) */
 #define SAMPLER_HEAP_MAX 1024    /* top_k up to this uses the heap, above it a full sort */
 #define SAMPLER_INSERTION_MAX 32 /* lists up to this length sort by insertion */
-#define SAMPLER_MORE (-2)        /* "the answer lies beyond this prefix": widen and retry */
+#define SAMPLER_EXP_MIN (-87.0f) /* exp below this flushes to 0 (2^-125 ~ 2e-38 and smaller) */
+
+/* The top level's thresholds as depths below the max in units of temperature: threshold k is
+ * the logit max - depth[k] * T, i.e. weight exp(-depth[k]) relative to the best. */
+static const float sampler_top_depth[SAMPLER_NT] = {1, 2, 3, 4.5f, 6, 8, 11, 16};
 
 typedef struct {
-    uint32_t key; /* sampler_key(z): ascending key = descending scaled logit */
+    uint32_t key; /* sampler_key(logit): ascending key = descending logit */
     int32_t id;   /* token id */
 } sampler_cand;
 
 typedef struct {
-    int32_t cnt[SAMPLER_NB]; /* (NB) tokens per bucket of max - z (min-p survivors only) */
-    double mass[SAMPLER_NB]; /* (NB) their summed weight */
-    double z_all;            /* weight of every token */
-    double z_minp;           /* weight of the tokens min-p keeps */
-    int n_minp;              /* how many tokens min-p keeps */
-} sampler_buckets;
-
-typedef struct {
-    int32_t *count;        /* (V) occurrences in history; only history ids are ever touched */
-    float *w;              /* (V) exp(z - max) by id, valid where a path wrote it */
-    sampler_cand *cand;    /* (V) the candidate list being built and sorted */
-    sampler_cand *tmp;     /* (V) radix sort ping-pong buffer */
-    uint32_t *radix;       /* (3, RADIX) digit histograms */
-    sampler_buckets *bkt;  /* log-probability histogram of the bucket path */
+    int32_t *count;     /* (V) occurrences in history; only history ids are ever touched */
+    float *w;           /* (V) weight exp((logit - max) / T) by id, valid where a path wrote it */
+    sampler_cand *cand; /* (V) the candidate list being built and sorted */
+    sampler_cand *tmp;  /* (V) radix sort ping-pong buffer */
+    uint32_t *radix;    /* (PASSES, RADIX) digit histograms */
 } sampler_work;
 
 /* n bytes rounded up to the scratch alignment. */
@@ -141,36 +140,34 @@ static size_t sampler_align(size_t n) {
     return (n + SAMPLER_ALIGN - 1) & ~(size_t)(SAMPLER_ALIGN - 1);
 }
 
-/* Byte sizes of the regions in layout order; returns the total (without the base slack). */
-static size_t sampler_layout(int n_vocab, size_t size[6]) {
+/* Byte sizes of the regions in layout order; returns their sum. */
+static size_t sampler_layout(int n_vocab, size_t size[5]) {
     size_t v = (size_t)(n_vocab > 0 ? n_vocab : 0);
     size[0] = sampler_align(v * sizeof(int32_t));
     size[1] = sampler_align(v * sizeof(float));
     size[2] = sampler_align(v * sizeof(sampler_cand));
     size[3] = sampler_align(v * sizeof(sampler_cand));
-    size[4] = sampler_align(3 * SAMPLER_RADIX * sizeof(uint32_t));
-    size[5] = sampler_align(sizeof(sampler_buckets));
-    return size[0] + size[1] + size[2] + size[3] + size[4] + size[5];
+    size[4] = sampler_align(SAMPLER_PASSES * SAMPLER_RADIX * sizeof(uint32_t));
+    return size[0] + size[1] + size[2] + size[3] + size[4];
 }
 
 size_t sampler_scratch_size(int n_vocab) {
-    size_t size[6];
+    size_t size[5];
     return sampler_layout(n_vocab, size) + SAMPLER_ALIGN; /* slack to align any base pointer */
 }
 
 /* Carves the regions out of the caller's scratch (any alignment, any prior content). */
 static sampler_work sampler_work_carve(void *scratch, int n_vocab) {
-    size_t size[6];
+    size_t size[5];
     sampler_layout(n_vocab, size);
-    uintptr_t a = ((uintptr_t)scratch + SAMPLER_ALIGN - 1) & ~(uintptr_t)(SAMPLER_ALIGN - 1);
-    char *b = (char *)scratch + (a - (uintptr_t)scratch);
+    size_t pad = (SAMPLER_ALIGN - (uintptr_t)scratch % SAMPLER_ALIGN) % SAMPLER_ALIGN;
+    char *b = (char *)scratch + pad;
     sampler_work s;
     s.count = (int32_t *)(void *)b;
     s.w = (float *)(void *)(b += size[0]);
     s.cand = (sampler_cand *)(void *)(b += size[1]);
     s.tmp = (sampler_cand *)(void *)(b += size[2]);
     s.radix = (uint32_t *)(void *)(b += size[3]);
-    s.bkt = (sampler_buckets *)(void *)(b += size[4]);
     return s;
 }
 
@@ -221,53 +218,107 @@ static void sampler_apply_penalties(const sampler_params *p, float *logits, int 
     }
 }
 
+/* ---------------------------------------------------------------- vector kernels (AVX2) */
+
+/* exp of 8 lanes: Cephes expf (range reduction by ln 2 in two parts, degree-5 polynomial,
+ * ~1 ulp); below SAMPLER_EXP_MIN (and -inf) gives 0. Plain mul/add, no FMA: the same bits on
+ * every AVX2 machine. Every weight in this file comes from here, so all paths agree. */
+static __m256 sampler_exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(SAMPLER_EXP_MIN), hi = _mm256_set1_ps(88.0f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi); /* NaN lanes become lo (callers mask them) */
+    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
+    x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(-2.12194440e-4f)));
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, _mm256_mul_ps(x, x)), x),
+                      _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+/* 8 logits from l[j..] (j + 8 may pass n: missing lanes read as -inf). */
+static __m256 sampler_load8(const float *l, int j, int n) {
+    if (j + 8 <= n)
+        return _mm256_loadu_ps(l + j);
+    float buf[8];
+    for (int t = 0; t < 8; t++)
+        buf[t] = j + t < n ? l[j + t] : -INFINITY;
+    return _mm256_loadu_ps(buf);
+}
+
+/* Stores the 8 lanes of x to p[j..], only those below n. */
+static void sampler_store8(float *p, int j, int n, __m256 x) {
+    if (j + 8 <= n) {
+        _mm256_storeu_ps(p + j, x);
+        return;
+    }
+    float buf[8];
+    _mm256_storeu_ps(buf, x);
+    memcpy(p + j, buf, sizeof(float) * (size_t)(n - j));
+}
+
+/* The weights exp((l - m) / T) of 8 logits against the finite max m; 0 for -inf and NaN. */
+static __m256 sampler_weight8(__m256 v, float m, float temperature) {
+    __m256 valid = _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_GT_OQ);
+    __m256 x = _mm256_div_ps(_mm256_sub_ps(v, _mm256_set1_ps(m)), _mm256_set1_ps(temperature));
+    return _mm256_and_ps(sampler_exp8(x), valid);
+}
+
+/* The largest logit (NaN ignored); -inf if none is above -inf. */
+static float sampler_max(const float *l, int n) {
+    __m256 acc = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < n; j += 8)
+        acc = _mm256_max_ps(sampler_load8(l, j, n), acc); /* a NaN first operand yields acc */
+    float t[8], m = -INFINITY;
+    _mm256_storeu_ps(t, acc);
+    for (int k = 0; k < 8; k++)
+        m = t[k] > m ? t[k] : m;
+    return m;
+}
+
+/* The lowest j with l[j] == v, or -1. */
+static int sampler_first_eq(const float *l, int n, float v) {
+    __m256 vv = _mm256_set1_ps(v);
+    for (int j = 0; j < n; j += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(sampler_load8(l, j, n), vv, _CMP_EQ_OQ));
+        if (mask)
+            return j + __builtin_ctz((unsigned)mask);
+    }
+    return -1;
+}
+
+/* Horizontal sum of 4 doubles in a fixed order. */
+static double sampler_hsum4(__m256d v) {
+    double t[4];
+    _mm256_storeu_pd(t, v);
+    return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
 /* ---------------------------------------------------------------- greedy */
 
 /* The id of the largest logit, lowest id on ties; NaN and -inf never win. -1 if none is left. */
 static int sampler_argmax(const float *logits, int n_vocab) {
-    int best = -1;
-    float bv = -INFINITY;
-    for (int j = 0; j < n_vocab; j++) {
-        float v = logits[j];
-        if (v > bv) { /* false for NaN and for -inf against the -inf start */
-            bv = v;
-            best = j;
-        }
-    }
-    return best;
+    float m = sampler_max(logits, n_vocab);
+    return m == -INFINITY ? -1 : sampler_first_eq(logits, n_vocab, m);
 }
 
 /* ---------------------------------------------------------------- candidate order */
 
-/* Divides every logit by the temperature in place (NaN becomes -inf: banned); returns the max. */
-static float sampler_scale(float *logits, int n_vocab, float temperature) {
-    float m = -INFINITY;
-    for (int j = 0; j < n_vocab; j++) {
-        float z = logits[j] / temperature;
-        if (z != z)
-            z = -INFINITY;
-        logits[j] = z;
-        if (z > m)
-            m = z;
-    }
-    return m;
-}
-
-/* A 32-bit key whose ascending order is descending z (-0 and +0 share a key). */
-static uint32_t sampler_key(float z) {
+/* A 32-bit key whose ascending order is descending logit (-0 and +0 share a key). */
+static uint32_t sampler_key(float l) {
     uint32_t u;
-    z += 0.0f; /* -0 -> +0 */
-    memcpy(&u, &z, sizeof(u));
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* ascending in z */
+    l += 0.0f; /* -0 -> +0 */
+    memcpy(&u, &l, sizeof(u));
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* ascending in l */
     return ~u;
-}
-
-/* The weight exp(z - m) of a scaled logit against the max m; with m = +inf the +inf logits
- * share the mass equally and everything else gets 0. */
-static float sampler_weight(float z, float m) {
-    if (m == INFINITY)
-        return z == INFINITY ? 1.0f : 0.0f;
-    return expf(z - m);
 }
 
 /* 1 if a comes before b in the candidate order (key, then lower id). */
@@ -288,24 +339,21 @@ static void sampler_insertion_sort(sampler_cand *c, int n) {
     }
 }
 
-/* Stable LSD radix sort of c (n) by key, three 11-bit passes, skipping a pass whose digit is the
- * same for every element. Input in id order gives ties by lower id. tmp (n) is a buffer and
- * radix (3 * RADIX) the histograms. */
+/* Stable LSD radix sort of c (n) by key, skipping a pass whose digit is the same for every
+ * element. Input in id order gives ties by lower id. tmp (n) is a buffer and radix
+ * (PASSES * RADIX) the histograms. */
 static void sampler_radix_sort(sampler_cand *c, sampler_cand *tmp, int n, uint32_t *radix) {
     if (n <= SAMPLER_INSERTION_MAX) {
         sampler_insertion_sort(c, n);
         return;
     }
     const uint32_t mask = SAMPLER_RADIX - 1;
-    memset(radix, 0, 3 * SAMPLER_RADIX * sizeof(uint32_t));
-    for (int i = 0; i < n; i++) {
-        uint32_t k = c[i].key;
-        radix[k & mask]++;
-        radix[SAMPLER_RADIX + ((k >> SAMPLER_RADIX_BITS) & mask)]++;
-        radix[2 * SAMPLER_RADIX + (k >> (2 * SAMPLER_RADIX_BITS))]++;
-    }
+    memset(radix, 0, SAMPLER_PASSES * SAMPLER_RADIX * sizeof(uint32_t));
+    for (int i = 0; i < n; i++)
+        for (int pass = 0; pass < SAMPLER_PASSES; pass++)
+            radix[pass * SAMPLER_RADIX + ((c[i].key >> (pass * SAMPLER_RADIX_BITS)) & mask)]++;
     sampler_cand *src = c, *dst = tmp;
-    for (int pass = 0; pass < 3; pass++) {
+    for (int pass = 0; pass < SAMPLER_PASSES; pass++) {
         uint32_t *h = radix + pass * SAMPLER_RADIX;
         int shift = pass * SAMPLER_RADIX_BITS;
         if (h[(src[0].key >> shift) & mask] == (uint32_t)n)
@@ -326,95 +374,75 @@ static void sampler_radix_sort(sampler_cand *c, sampler_cand *tmp, int n, uint32
         memcpy(c, src, (size_t)n * sizeof(*c));
 }
 
-/* ---------------------------------------------------------------- shared tail: top-p, min-p, draw */
-
-typedef struct {
-    const sampler_cand *c; /* (n) a sorted prefix of the candidate order */
-    int n;
-    int complete; /* 1 if c holds every token that min-p keeps (so nothing lies beyond) */
-    double z_all; /* weight of the distribution top-p measures against */
-    double z_minp; /* weight of the tokens min-p keeps: the draw's total when top-p is off */
-} sampler_prefix;
-
-/* How many leading candidates survive min-p (and have weight > 0): n + 1 means "all of c and
- * maybe more beyond it", unless c is complete. */
-static int sampler_minp_end(const sampler_params *p, const sampler_prefix *s, const float *w) {
-    float thr = p->min_p * w[s->c[0].id];
-    for (int j = 0; j < s->n; j++) {
-        float x = w[s->c[j].id];
-        if (!(x > 0.0f && x >= thr))
-            return j;
-    }
-    return s->complete ? s->n : s->n + 1;
+/* The logit below which min-p drops a token: p < min_p * p_max <=> l < max + T * ln(min_p).
+ * -inf when min-p is off. A logit threshold keeps the kept set a prefix of the order. */
+static float sampler_minp_logit(float m, float temperature, float min_p) {
+    return min_p > 0.0f ? m + temperature * logf(min_p) : -INFINITY;
 }
 
-/* The kept prefix length after top-p and min-p, and the draw's total weight in *total.
- * SAMPLER_MORE if the nucleus ends beyond c. May return n + 1 (kept set runs past c) only with
- * top-p off, where the total (z_minp) is known anyway. */
-static int sampler_kept(const sampler_params *p, const sampler_prefix *s, const float *w,
-                        double *total) {
-    int e = sampler_minp_end(p, s, w);
-    if (p->top_p >= 1.0f) {
-        *total = s->z_minp;
-        return e;
+/* 1 once the running weight cum has reached target: cum > target for a draw (strict), cum >=
+ * target for the nucleus bound. */
+static int sampler_crossed(double cum, double target, int strict) {
+    return strict ? cum > target : cum >= target;
+}
+
+/* ---------------------------------------------------------------- complete lists (top-k paths) */
+
+/* Weights of the listed tokens against m (8 at a time through sampler_exp8) into w[id]; with
+ * m = +inf the +inf logits share the mass equally and the rest get 0. */
+static void sampler_weigh_list(const float *l, const sampler_cand *c, int n, float m,
+                               float temperature, float *w) {
+    for (int j = 0; j < n; j += 8) {
+        float in[8], out[8];
+        int cnt = n - j < 8 ? n - j : 8;
+        for (int t = 0; t < 8; t++)
+            in[t] = t < cnt ? l[c[j + t].id] : m;
+        _mm256_storeu_ps(out, sampler_weight8(_mm256_loadu_ps(in), m, temperature));
+        for (int t = 0; t < cnt; t++)
+            w[c[j + t].id] = m == INFINITY ? (in[t] == INFINITY ? 1.0f : 0.0f) : out[t];
     }
-    double bound = (double)p->top_p * s->z_all, cum = 0.0;
-    int lim = e < s->n ? e : s->n;
-    for (int j = 0; j < lim; j++) {
-        cum += w[s->c[j].id];
-        if (cum >= bound) {
+}
+
+/* The kept length of a sorted list after min-p (and weight > 0), then top-p against the whole
+ * list's weight; the kept weight in *total. */
+static int sampler_list_kept(const sampler_params *p, const float *l, const sampler_cand *c,
+                             int n, const float *w, double *total) {
+    float l_minp = sampler_minp_logit(l[c[0].id], p->temperature, p->min_p);
+    double z_all = 0.0, cum = 0.0;
+    int e = n;
+    for (int j = 0; j < n; j++) {
+        if (e == n && !(w[c[j].id] > 0.0f && l[c[j].id] >= l_minp))
+            e = j;
+        z_all += w[c[j].id];
+    }
+    for (int j = 0; j < e; j++) {
+        cum += w[c[j].id];
+        if (p->top_p < 1.0f && sampler_crossed(cum, (double)p->top_p * z_all, 0)) {
             *total = cum;
             return j + 1;
         }
     }
-    if (e > s->n)
-        return SAMPLER_MORE;
-    *total = cum; /* min-p (or the end of the distribution) cuts before the nucleus ends */
+    *total = cum;
     return e;
 }
 
-/* Applies top-p and min-p to the prefix and draws with u: walks the kept candidates until the
- * running weight exceeds u * total. Returns the id (log-probability in *logprob), or
- * SAMPLER_MORE if the answer lies beyond the prefix. */
-static int sampler_finish(const sampler_params *p, const sampler_prefix *s, const float *w,
-                          double u, float *logprob) {
-    double total = 0.0;
-    int e = sampler_kept(p, s, w, &total);
-    if (e == SAMPLER_MORE)
-        return SAMPLER_MORE;
-    double target = u * total, cum = 0.0;
-    int lim = e < s->n ? e : s->n, pick = -1;
-    for (int j = 0; j < lim && pick < 0; j++) {
-        cum += w[s->c[j].id];
-        if (cum > target)
+/* A complete sorted list c (n >= 1, c[0] the max): weights, top-p, min-p, then the draw: the
+ * first candidate whose running weight exceeds u * total (the last kept one if rounding leaves
+ * the target unreached). */
+static int sampler_finish_list(const sampler_params *p, const float *l, const sampler_cand *c,
+                               int n, float *w, double u, float *logprob) {
+    double total = 0.0, cum = 0.0;
+    sampler_weigh_list(l, c, n, l[c[0].id], p->temperature, w);
+    int kept = sampler_list_kept(p, l, c, n, w, &total), pick = kept - 1;
+    for (int j = 0; j < kept; j++) {
+        cum += w[c[j].id];
+        if (sampler_crossed(cum, u * total, 1)) {
             pick = j;
+            break;
+        }
     }
-    if (pick < 0 && e > s->n)
-        return SAMPLER_MORE;
-    if (pick < 0)
-        pick = e - 1; /* rounding left the target unreached: the last kept candidate */
-    *logprob = (float)log((double)w[s->c[pick].id] / total);
-    return s->c[pick].id;
-}
-
-/* Weights for a complete sorted list c (n >= 1), then the shared tail. */
-static int sampler_finish_list(const sampler_params *p, const float *z, sampler_cand *c, int n,
-                               float *w, double u, float *logprob) {
-    float m = z[c[0].id];
-    double z_all = 0.0, z_minp = 0.0;
-    for (int j = 0; j < n; j++) {
-        float x = sampler_weight(z[c[j].id], m);
-        w[c[j].id] = x;
-        z_all += x;
-    }
-    float thr = p->min_p * w[c[0].id];
-    for (int j = 0; j < n; j++) {
-        float x = w[c[j].id];
-        if (x > 0.0f && x >= thr)
-            z_minp += x;
-    }
-    sampler_prefix s = {c, n, 1, z_all, z_minp};
-    return sampler_finish(p, &s, w, u, logprob);
+    *logprob = (float)log((double)w[c[pick].id] / total);
+    return c[pick].id;
 }
 
 /* ---------------------------------------------------------------- path 1: small top-k heap */
@@ -422,11 +450,11 @@ static int sampler_finish_list(const sampler_params *p, const float *z, sampler_
 /* Restores the heap below i: the root is the worst kept candidate (last in the order). */
 static void sampler_heap_down(sampler_cand *h, int n, int i) {
     for (;;) {
-        int l = 2 * i + 1, r = l + 1, worst = i;
-        if (l < n && sampler_before(h[worst], h[l]))
-            worst = l;
-        if (r < n && sampler_before(h[worst], h[r]))
-            worst = r;
+        int a = 2 * i + 1, b = a + 1, worst = i;
+        if (a < n && sampler_before(h[worst], h[a]))
+            worst = a;
+        if (b < n && sampler_before(h[worst], h[b]))
+            worst = b;
         if (worst == i)
             return;
         sampler_cand t = h[i];
@@ -438,8 +466,7 @@ static void sampler_heap_down(sampler_cand *h, int n, int i) {
 
 /* Moves element n-1 up to its place in the heap. */
 static void sampler_heap_up(sampler_cand *h, int n) {
-    int i = n - 1;
-    while (i > 0) {
+    for (int i = n - 1; i > 0;) {
         int parent = (i - 1) / 2;
         if (!sampler_before(h[parent], h[i]))
             return;
@@ -450,20 +477,32 @@ static void sampler_heap_up(sampler_cand *h, int n) {
     }
 }
 
-/* The k first candidates (z > -inf) in order into c; returns how many (<= k). O(V log k). */
-static int sampler_top_k_heap(const float *z, int n_vocab, int k, sampler_cand *c) {
-    int n = 0;
-    for (int j = 0; j < n_vocab; j++) {
-        if (z[j] == -INFINITY)
-            continue;
-        sampler_cand x = {sampler_key(z[j]), j};
-        if (n < k) {
-            c[n++] = x;
-            sampler_heap_up(c, n);
-        } else if (sampler_before(x, c[0])) {
-            c[0] = x;
-            sampler_heap_down(c, n, 0);
+/* Offers token j to the heap h (*n of k): pushes while not full, else replaces the root when
+ * j's logit beats it (ids arrive ascending, so an equal logit never does). */
+static void sampler_heap_offer(sampler_cand *h, int *n, int k, const float *l, int j) {
+    if (*n < k) {
+        if (l[j] > -INFINITY) {
+            h[(*n)++] = (sampler_cand){sampler_key(l[j]), j};
+            sampler_heap_up(h, *n);
         }
+    } else if (l[j] > l[h[0].id]) {
+        h[0] = (sampler_cand){sampler_key(l[j]), j};
+        sampler_heap_down(h, *n, 0);
+    }
+}
+
+/* The first k candidates (logit > -inf) in order into c; returns how many (<= k). O(V) compares
+ * against the current root, 8 at a time, plus O(log k) per replacement. */
+static int sampler_top_k_heap(const float *l, int n_vocab, int k, sampler_cand *c) {
+    int n = 0, j = 0;
+    for (; j < n_vocab && n < k; j++)
+        sampler_heap_offer(c, &n, k, l, j);
+    for (; j < n_vocab; j += 8) {
+        __m256 v = sampler_load8(l, j, n_vocab);
+        unsigned mask = (unsigned)_mm256_movemask_ps(
+            _mm256_cmp_ps(v, _mm256_set1_ps(l[c[0].id]), _CMP_GT_OQ));
+        for (; mask; mask &= mask - 1)
+            sampler_heap_offer(c, &n, k, l, j + __builtin_ctz(mask));
     }
     for (int end = n - 1; end > 0; end--) { /* heapsort: the worst goes to the back */
         sampler_cand t = c[0];
@@ -476,95 +515,261 @@ static int sampler_top_k_heap(const float *z, int n_vocab, int k, sampler_cand *
 
 /* ---------------------------------------------------------------- path 2: sort everything */
 
-/* All candidates (z > -inf) in id order into c; sorted; truncated to k if 0 < k. */
-static int sampler_sort_all(const float *z, int n_vocab, int k, sampler_work *s) {
+/* All candidates (logit > -inf) in id order into c; sorted; truncated to k if 0 < k. */
+static int sampler_sort_all(const float *l, int n_vocab, int k, sampler_work *s) {
     int n = 0;
     for (int j = 0; j < n_vocab; j++)
-        if (z[j] != -INFINITY)
-            s->cand[n++] = (sampler_cand){sampler_key(z[j]), j};
+        if (l[j] > -INFINITY)
+            s->cand[n++] = (sampler_cand){sampler_key(l[j]), j};
     sampler_radix_sort(s->cand, s->tmp, n, s->radix);
     return (k > 0 && k < n) ? k : n;
 }
 
-/* ---------------------------------------------------------------- path 3: log-probability buckets */
+/* ---------------------------------------------------------------- path 3: logit levels
+ *
+ * Top-k off, finite max m. Eligible tokens: weight > 0 and kept by min-p (l >= l_minp). The
+ * nucleus end and the draw are both "the token where the running weight in candidate order
+ * crosses a target". The running weight before any logit h is an exact masked sum over all V
+ * (no order needed), so only the tokens of one small logit range need sorting: a level cuts a
+ * range [lo, hi) at NT thresholds (sub-range k is [thr[k], thr[k-1])), float guide masses say
+ * which sub-range the crossing falls in, that sub-range is scanned (exact weight above it,
+ * tokens in it) and, if still large, cut again. The top level's thresholds are fixed depths
+ * below m (in units of T) and its guides come with the weighing pass. */
 
-/* The bucket of a token from d = max - z >= 0: 8 per nat, everything from 64 nats on shares the
- * last. Monotone in z, so a run of first buckets is a prefix of the candidate order. */
-static int sampler_bucket(float d) {
-    return d < (float)SAMPLER_BUCKET_NATS ? (int)(d * (float)SAMPLER_BUCKET_PER_NAT)
-                                          : SAMPLER_NB - 1;
+typedef struct {
+    sampler_cand c; /* the token a walk stopped at */
+    double cum;     /* running weight including it */
+} sampler_walked;
+
+typedef struct {
+    float lo, hi;            /* the level's logit range [lo, hi) */
+    float thr[SAMPLER_NT];   /* descending thresholds inside it */
+    float guide[SAMPLER_NT]; /* float weight of the eligible tokens in [thr[k], hi) */
+    double base;             /* exact weight of the eligible tokens >= hi */
+} sampler_level;
+
+typedef struct {
+    const float *l;      /* (V) edited logits */
+    const float *w;      /* (V) weights exp((l - m) / T), 0 where banned */
+    int n_vocab;
+    float m, temperature;
+    float l_minp;        /* eligible: l >= l_minp and w > 0 */
+    double z_all;        /* weight of every token (top-p's denominator) */
+    double z_minp;       /* weight of the eligible tokens (the draw's total without top-p) */
+    sampler_level top;   /* the first level: [l_minp, +inf) */
+    sampler_work *s;     /* s->cand holds the eligible tokens of [lo, hi), n of them */
+    float lo, hi;
+    int n;               /* eligible tokens in [lo, hi); < 0: nothing scanned yet */
+    int gathered;        /* 1 if s->cand holds all n of them (a capped scan only counts) */
+    int sorted;          /* 1 if s->cand is sorted */
+    double before;       /* exact weight of the eligible tokens >= hi */
+    sampler_level sub;   /* [lo, hi) cut finer, if has_sub */
+    int has_sub;
+} sampler_bands;
+
+/* Adds e (weights of 8 tokens with logits v, already masked to the level) to each guide whose
+ * threshold v reaches. */
+static void sampler_guide_add(__m256 guide[SAMPLER_NT], __m256 v, __m256 e,
+                              const float thr[SAMPLER_NT]) {
+#pragma GCC unroll 8
+    for (int k = 0; k < SAMPLER_NT; k++)
+        guide[k] = _mm256_add_ps(guide[k], _mm256_and_ps(e, _mm256_cmp_ps(
+                                               v, _mm256_set1_ps(thr[k]), _CMP_GE_OQ)));
 }
 
-/* Weights of all V tokens against the finite max m into w, their totals, and the histogram of
- * the min-p survivors (weight >= min_p, > 0) by bucket. */
-static void sampler_weigh_all(const float *z, int n_vocab, float m, float min_p, float *w,
-                              sampler_buckets *b) {
-    memset(b, 0, sizeof(*b));
-    double z_all = 0.0, z_minp = 0.0;
-    for (int j = 0; j < n_vocab; j++) {
-        float x = expf(z[j] - m); /* exp(-inf) = 0 */
-        w[j] = x;
-        z_all += x;
-        if (x > 0.0f && x >= min_p) {
-            int k = sampler_bucket(m - z[j]);
-            b->cnt[k]++;
-            b->mass[k] += x;
-            z_minp += x;
-            b->n_minp++;
+/* Horizontal sums of the guide lanes into out, fixed order. */
+static void sampler_guide_sum(const __m256 guide[SAMPLER_NT], float out[SAMPLER_NT]) {
+    for (int k = 0; k < SAMPLER_NT; k++) {
+        float t[8];
+        _mm256_storeu_ps(t, guide[k]);
+        out[k] = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+    }
+}
+
+/* 4 + 4 doubles of the 8 float lanes of e, added to acc. */
+static __m256d sampler_acc_pd(__m256d acc, __m256 e) {
+    return _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(e)),
+                                            _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1))));
+}
+
+/* One pass over V: weights into w, z_all, z_minp and the top level's guides. */
+static void sampler_weigh_all(sampler_bands *b, float *w) {
+    __m256d za = _mm256_setzero_pd(), zm = _mm256_setzero_pd();
+    __m256 guide[SAMPLER_NT];
+    for (int k = 0; k < SAMPLER_NT; k++)
+        guide[k] = _mm256_setzero_ps();
+    for (int j = 0; j < b->n_vocab; j += 8) {
+        __m256 v = sampler_load8(b->l, j, b->n_vocab);
+        __m256 e = sampler_weight8(v, b->m, b->temperature);
+        sampler_store8(w, j, b->n_vocab, e);
+        za = sampler_acc_pd(za, e);
+        e = _mm256_and_ps(e, _mm256_cmp_ps(v, _mm256_set1_ps(b->l_minp), _CMP_GE_OQ));
+        zm = sampler_acc_pd(zm, e);
+        sampler_guide_add(guide, v, e, b->top.thr);
+    }
+    b->z_all = sampler_hsum4(za);
+    b->z_minp = sampler_hsum4(zm);
+    sampler_guide_sum(guide, b->top.guide);
+}
+
+/* Range k of a level, clamped to the min-p limit: [lo, hi). */
+static void sampler_level_range(const sampler_bands *b, const sampler_level *lv, int k, float *lo,
+                                float *hi) {
+    *hi = k == 0 ? lv->hi : lv->thr[k - 1];
+    *lo = k < SAMPLER_NT ? lv->thr[k] : lv->lo;
+    *hi = *hi > b->l_minp ? *hi : b->l_minp;
+    *lo = *lo > b->l_minp ? *lo : b->l_minp;
+}
+
+/* Sets lv to [lo, hi) cut at NT even thresholds (guides still to fill); 0 if the range has no
+ * width to cut (weights below max - 88 T are 0, so that is the range's real floor). */
+static int sampler_level_init(const sampler_bands *b, sampler_level *lv, float lo, float hi) {
+    float top = hi < b->m ? hi : b->m, bottom = b->m - 88.0f * b->temperature;
+    bottom = lo > bottom ? lo : bottom;
+    lv->lo = lo, lv->hi = hi;
+    for (int k = 0; k < SAMPLER_NT; k++)
+        lv->thr[k] = top - (top - bottom) * (float)(k + 1) / (float)(SAMPLER_NT + 1);
+    return top > bottom;
+}
+
+/* Counts the eligible tokens of [lo, hi), gathers them into s->cand (id order, unsorted) unless
+ * there are more than cap, computes b->before, the exact weight (double, fixed order) of the
+ * eligible tokens >= hi, and (when capped, for a possible next level) b->sub, the range cut at
+ * NT thresholds with its guides. One pass over V, none if that range is already there. */
+static void sampler_range_scan(sampler_bands *b, float lo, float hi, int cap) {
+    if (b->n >= 0 && b->lo == lo && b->hi == hi && (b->gathered || b->n > cap))
+        return;
+    int cut = cap < b->n_vocab && sampler_level_init(b, &b->sub, lo, hi);
+    __m256d acc = _mm256_setzero_pd();
+    __m256 guide[SAMPLER_NT];
+    for (int k = 0; k < SAMPLER_NT; k++)
+        guide[k] = _mm256_setzero_ps();
+    int n = 0;
+    for (int j = 0; j < b->n_vocab; j += 8) {
+        __m256 v = sampler_load8(b->l, j, b->n_vocab), e = sampler_load8(b->w, j, b->n_vocab);
+        __m256 above = _mm256_cmp_ps(v, _mm256_set1_ps(hi), _CMP_GE_OQ);
+        __m256 in = _mm256_andnot_ps(above, _mm256_cmp_ps(v, _mm256_set1_ps(lo), _CMP_GE_OQ));
+        acc = sampler_acc_pd(acc, _mm256_and_ps(e, above));
+        if (cut)
+            sampler_guide_add(guide, v, _mm256_and_ps(e, in), b->sub.thr);
+        unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_and_ps(
+            in, _mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_GT_OQ)));
+        if (n + 8 > cap) { /* over the cap: count only */
+            n += __builtin_popcount(mask);
+            continue;
+        }
+        for (; mask; mask &= mask - 1) {
+            int id = j + __builtin_ctz(mask);
+            b->s->cand[n++] = (sampler_cand){sampler_key(b->l[id]), id};
         }
     }
-    b->z_all = z_all;
-    b->z_minp = z_minp;
+    b->lo = lo, b->hi = hi, b->n = n, b->sorted = 0, b->gathered = n + 8 <= cap;
+    b->before = sampler_hsum4(acc);
+    b->sub.base = b->before;
+    sampler_guide_sum(guide, b->sub.guide);
+    b->has_sub = cut;
 }
 
-/* The last bucket needed for the prefix to hold weight `need` (plus a rounding margin). */
-static int sampler_bucket_cut(const sampler_buckets *b, double need) {
-    double cum = 0.0;
-    for (int k = 0; k < SAMPLER_NB; k++) {
-        cum += b->mass[k];
-        if (cum > need * (1.0 + 1e-9))
-            return k;
+/* Scans range k of lv (gathering up to cap tokens), moved up while the exact weight before it
+ * has already crossed target (float guides can point one range too far). Returns the k used. */
+static int sampler_level_scan(sampler_bands *b, const sampler_level *lv, int k, double target,
+                              int strict, int cap) {
+    for (;; k--) {
+        float lo, hi;
+        sampler_level_range(b, lv, k, &lo, &hi);
+        sampler_range_scan(b, lo, hi, cap);
+        if (k == 0 || !sampler_crossed(b->before, target, strict))
+            return k; /* range 0 starts at the level's base, which has not crossed */
     }
-    return SAMPLER_NB - 1;
 }
 
-/* The min-p survivors in buckets <= cut, in id order into c; returns how many. */
-static int sampler_gather(const float *z, const float *w, int n_vocab, float m, float min_p,
-                          int cut, sampler_cand *c) {
-    int n = 0;
-    for (int j = 0; j < n_vocab; j++) {
-        float x = w[j];
-        if (x > 0.0f && x >= min_p && sampler_bucket(m - z[j]) <= cut)
-            c[n++] = (sampler_cand){sampler_key(z[j]), j};
-    }
-    return n;
+/* The range of lv the guides put the crossing in: the first whose end has crossed. */
+static int sampler_level_pick(const sampler_level *lv, double target, int strict) {
+    int k = 0;
+    while (k < SAMPLER_NT && !sampler_crossed(lv->base + (double)lv->guide[k], target, strict))
+        k++;
+    return k;
 }
 
-/* Top-k off, finite max m: weighs all tokens, sorts only the buckets the nucleus or the draw
- * needs, and widens to every bucket if rounding put the answer just beyond them. */
-static int sampler_sample_buckets(const sampler_params *p, const float *z, int n_vocab, float m,
-                                  double u, sampler_work *s, float *logprob) {
-    sampler_buckets *b = s->bkt;
-    sampler_weigh_all(z, n_vocab, m, p->min_p, s->w, b);
-    double need = p->top_p < 1.0f ? (double)p->top_p * b->z_all : u * b->z_minp;
-    int cut = sampler_bucket_cut(b, need);
-    for (;;) {
-        int n = sampler_gather(z, s->w, n_vocab, m, p->min_p, cut, s->cand);
-        sampler_radix_sort(s->cand, s->tmp, n, s->radix);
-        sampler_prefix pre = {s->cand, n, n == b->n_minp, b->z_all, b->z_minp};
-        int id = sampler_finish(p, &pre, s->w, u, logprob);
-        if (id != SAMPLER_MORE || cut == SAMPLER_NB - 1)
-            return id; /* the full set is complete, so MORE cannot come back from it */
-        cut = SAMPLER_NB - 1;
+/* Walks the range in b (gathering it whole first if the scan stopped at the cap, then sorting),
+ * adding weights to r->cum. Stops (returns 1) at the first token whose running weight crosses
+ * target, or at *stop (also when the walk would pass it). r->c is the last token visited. */
+static int sampler_walk_range(sampler_bands *b, sampler_walked *r, double target, int strict,
+                              const sampler_cand *stop) {
+    sampler_range_scan(b, b->lo, b->hi, b->n_vocab);
+    if (!b->sorted)
+        sampler_radix_sort(b->s->cand, b->s->tmp, b->n, b->s->radix);
+    b->sorted = 1;
+    for (int j = 0; j < b->n; j++) {
+        r->c = b->s->cand[j];
+        if (stop && sampler_before(*stop, r->c)) {
+            r->c = *stop; /* rounding carried the walk past the nucleus end */
+            return 1;
+        }
+        r->cum += b->w[r->c.id];
+        if (sampler_crossed(r->cum, target, strict) || (stop && r->c.id == stop->id))
+            return 1;
     }
+    return 0;
+}
+
+/* The token where the running weight crosses target (or *stop, or the last eligible token if
+ * rounding leaves it uncrossed), with the running weight there. Descends levels until the range
+ * is small, then walks it and, if rounding put the crossing just beyond, the ranges after it. */
+static sampler_walked sampler_find(sampler_bands *b, double target, int strict,
+                                   const sampler_cand *stop) {
+    sampler_level lv = b->top;
+    int k;
+    for (int depth = 1;; depth++) {
+        k = sampler_level_scan(b, &lv, sampler_level_pick(&lv, target, strict), target, strict,
+                               SAMPLER_LEAF_MAX);
+        if (b->n <= SAMPLER_LEAF_MAX || depth == SAMPLER_DEPTH_MAX || !b->has_sub)
+            break;
+        lv = b->sub; /* the scanned range, cut finer */
+    }
+    sampler_walked r = {{0, -1}, b->before};
+    while (!sampler_walk_range(b, &r, target, strict, stop)) {
+        float lo, hi;
+        if (k < SAMPLER_NT)
+            sampler_level_range(b, &lv, ++k, &lo, &hi);
+        else if (lv.lo > b->l_minp)
+            lo = b->l_minp, hi = lv.lo, k = SAMPLER_NT + 1; /* everything below the level */
+        else
+            break; /* no token left: r holds the last eligible one */
+        if (k > SAMPLER_NT + 1)
+            break;
+        sampler_range_scan(b, lo, hi, b->n_vocab);
+    }
+    return r;
+}
+
+/* Top-p's nucleus end (if on), then the draw inside the kept prefix. */
+static int sampler_sample_levels(const sampler_params *p, const float *l, int n_vocab, float m,
+                                 double u, sampler_work *s, float *logprob) {
+    sampler_bands b = {.l = l, .w = s->w, .n_vocab = n_vocab, .m = m,
+                       .temperature = p->temperature, .s = s, .n = -1};
+    b.l_minp = sampler_minp_logit(m, p->temperature, p->min_p);
+    b.top.lo = b.l_minp, b.top.hi = INFINITY, b.top.base = 0.0;
+    for (int k = 0; k < SAMPLER_NT; k++)
+        b.top.thr[k] = m - sampler_top_depth[k] * p->temperature;
+    sampler_weigh_all(&b, s->w);
+    double total = b.z_minp;
+    sampler_walked end = {{0, -1}, 0.0};
+    if (p->top_p < 1.0f) {
+        end = sampler_find(&b, (double)p->top_p * b.z_all, 0, NULL);
+        total = end.cum; /* the nucleus, or all eligible tokens if min-p cut first */
+    }
+    sampler_walked pick = sampler_find(&b, u * total, 1, end.c.id >= 0 ? &end.c : NULL);
+    *logprob = (float)log((double)s->w[pick.c.id] / total);
+    return pick.c.id;
 }
 
 /* ---------------------------------------------------------------- entry */
 
-/* Temperature > 0: scale, choose the path, draw. -1 if no token has a logit above -inf. */
-static int sampler_sample_temp(const sampler_params *p, float *logits, int n_vocab, uint64_t i,
-                               sampler_work *s, float *logprob) {
-    float m = sampler_scale(logits, n_vocab, p->temperature);
+/* Temperature > 0: choose the path, draw. -1 if no token has a logit above -inf. */
+static int sampler_sample_temp(const sampler_params *p, const float *logits, int n_vocab,
+                               uint64_t i, sampler_work *s, float *logprob) {
+    float m = sampler_max(logits, n_vocab);
     if (m == -INFINITY)
         return -1;
     double u = sampler_uniform(p->seed, i);
@@ -577,22 +782,20 @@ static int sampler_sample_temp(const sampler_params *p, float *logits, int n_voc
         int n = sampler_sort_all(logits, n_vocab, k, s);
         return sampler_finish_list(p, logits, s->cand, n, s->w, u, logprob);
     }
-    return sampler_sample_buckets(p, logits, n_vocab, m, u, s, logprob);
+    return sampler_sample_levels(p, logits, n_vocab, m, u, s, logprob);
 }
 
 int sampler_sample(const sampler_params *p, float *logits, int n_vocab, const int *history,
                    int n_hist, uint64_t i, void *scratch, float *logprob) {
     float lp = 0.0f;
-    if (n_vocab <= 0) {
-        if (logprob)
-            *logprob = 0.0f;
-        return -1;
-    }
-    sampler_work s = sampler_work_carve(scratch, n_vocab);
-    sampler_apply_bias(p, logits, n_vocab);
-    sampler_apply_penalties(p, logits, n_vocab, history, n_hist, s.count);
-    int id = p->temperature == 0.0f ? sampler_argmax(logits, n_vocab)
+    int id = -1;
+    if (n_vocab > 0) {
+        sampler_work s = sampler_work_carve(scratch, n_vocab);
+        sampler_apply_bias(p, logits, n_vocab);
+        sampler_apply_penalties(p, logits, n_vocab, history, n_hist, s.count);
+        id = p->temperature == 0.0f ? sampler_argmax(logits, n_vocab)
                                     : sampler_sample_temp(p, logits, n_vocab, i, &s, &lp);
+    }
     if (logprob)
         *logprob = id >= 0 ? lp : 0.0f;
     return id;

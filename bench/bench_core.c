@@ -1,0 +1,170 @@
+/* bench_core — the single-sequence figures for the 124M-shaped model, against this machine's
+ * limits measured in the same run:
+ *   read bandwidth (a sweep over a buffer the size of the packed weights, huge pages and not),
+ *   OpenBLAS sgemm peak (M = N = K = 1024, all threads),
+ *   prefill tokens/s for a 128-token prompt (ratio to the sgemm peak, 2 FLOP per weight per token),
+ *   single-sequence decode tokens/s (ratio to the weight-read bound: bandwidth / weight bytes),
+ *   tokenizer MB/s on the email workload text.
+ * Each figure is the median of several repetitions.  usage: bench_core MODEL_DIR EMAILS.jsonl */
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bench_util.h"
+#include "bpe.h"
+#include "checkpoint.h"
+#include "gpt2.h"
+#include "kv.h"
+#include "pool.h"
+
+#define REPS 5
+
+typedef struct {
+    const float *buf;
+    size_t n;
+    float *partial; /* per task */
+} sweep_job;
+
+static void sweep_task(void *ctx, int b, int e, int tid) {
+    (void)tid;
+    const sweep_job *j = ctx;
+    size_t chunk = j->n / 64;
+    for (int t = b; t < e; t++) {
+        const float *p = j->buf + (size_t)t * chunk;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t i = 0; i + 32 <= chunk; i += 32) {
+            a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+            a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+            a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+            a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+        }
+        float out[8];
+        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        j->partial[t] = out[0];
+    }
+}
+
+/* Median GB/s of reading `bytes` once with the pool's threads. */
+static double read_bandwidth(pool *p, size_t bytes, int huge) {
+    float *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) return 0;
+    madvise(buf, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    memset(buf, 1, bytes);
+    float partial[64];
+    sweep_job j = {buf, bytes / sizeof(float), partial};
+    double t[REPS + 1];
+    for (int r = 0; r <= REPS; r++) {
+        double t0 = bench_now();
+        pool_run(p, sweep_task, &j, 64, 1);
+        t[r] = bench_now() - t0;
+    }
+    munmap(buf, bytes);
+    return bytes / bench_quantile(t + 1, REPS, 0.5) / 1e9;
+}
+
+static double sgemm_peak(int threads) {
+    int n = 1024;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
+    for (int i = 0; i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    openblas_set_num_threads(threads);
+    double t[REPS + 1];
+    for (int r = 0; r <= REPS; r++) {
+        double t0 = bench_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        t[r] = bench_now() - t0;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * n * n * n / bench_quantile(t + 1, REPS, 0.5) / 1e9;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_core MODEL_DIR EMAILS.jsonl\n");
+        return 2;
+    }
+    char err[512];
+    gpt2_checkpoint ck = {0};
+    if (ckpt_load(&ck, argv[1], err, sizeof err) != 0) {
+        fprintf(stderr, "bench_core: %s\n", err);
+        return 1;
+    }
+    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), P = 128, DEC = 64;
+    gpt2_model *m = gpt2_new(&ck, P, 1024, threads, err, sizeof err);
+    kv_arena *kv = m ? kv_new(1, ck.cfg.n_layer, 1024, ck.cfg.n_embd, err, sizeof err) : NULL;
+    if (!kv) {
+        fprintf(stderr, "bench_core: %s\n", err);
+        return 1;
+    }
+    const gpt2_config *c = &ck.cfg;
+    double params = (double)gpt2_weight_bytes(m) / 4; /* weights streamed per token */
+    size_t wbytes = gpt2_weight_bytes(m);
+    pool *p = pool_new(threads);
+    double bw_huge = read_bandwidth(p, wbytes, 1), bw_small = read_bandwidth(p, wbytes, 0);
+    double peak = sgemm_peak(threads);
+    printf("machine: %d threads; read bandwidth over %.0f MB: %.1f GB/s with huge pages, %.1f GB/s "
+           "without; OpenBLAS sgemm peak %.1f GFLOP/s\n", threads, wbytes / 1e6, bw_huge, bw_small, peak);
+
+    /* prefill: a 128-token prompt in one forward call */
+    int tok[128], pos[128], slot[128], out[128];
+    for (int i = 0; i < P; i++) tok[i] = (i * 7919) % 50000, pos[i] = i, slot[i] = 0, out[i] = i == P - 1 ? 0 : -1;
+    float *logits = malloc(sizeof(float) * c->n_vocab);
+    gpt2_batch b = {P, tok, pos, slot, out};
+    double tp[REPS + 1];
+    for (int r = 0; r <= REPS; r++) {
+        double t0 = bench_now();
+        gpt2_forward(m, kv, &b, logits);
+        tp[r] = bench_now() - t0;
+    }
+    double prefill_s = bench_quantile(tp + 1, REPS, 0.5);
+    double prefill_tps = P / prefill_s, prefill_gflops = 2.0 * params * P / prefill_s / 1e9;
+    /* decode: one token at a time after the prompt, positions 128..191 */
+    double td[64];
+    for (int i = 0; i < DEC; i++) {
+        int t1 = tok[i], p1 = P + i, s1 = 0, o1 = 0;
+        gpt2_batch d = {1, &t1, &p1, &s1, &o1};
+        double t0 = bench_now();
+        gpt2_forward(m, kv, &d, logits);
+        td[i] = bench_now() - t0;
+    }
+    double decode_s = bench_quantile(td, DEC, 0.5);
+    double bound_tps = bw_huge * 1e9 / wbytes;
+    printf("prefill (128-token prompt): %.0f tokens/s = %.1f GFLOP/s = %.0f%% of the sgemm peak\n",
+           prefill_tps, prefill_gflops, 100 * prefill_gflops / peak);
+    printf("decode (1 sequence, positions 128-191): %.1f tokens/s; weight-read bound %.1f tokens/s "
+           "(%.0f MB per token at %.1f GB/s): %.0f%% of the bound\n", 1 / decode_s, bound_tps,
+           wbytes / 1e6, bw_huge, 100 * (1 / decode_s) / bound_tps);
+
+    /* tokenizer: the email prompts, concatenated, encoded repeatedly */
+    bpe_tokenizer *tk = bpe_load(argv[1], err, sizeof err);
+    FILE *f = fopen(argv[2], "rb");
+    if (tk && f) {
+        static char text[1 << 20];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        int *ids = malloc(sizeof(int) * (n + 1));
+        double tt[REPS + 1];
+        for (int r = 0; r <= REPS; r++) {
+            bpe_free(tk); /* a cold word cache each time: the honest figure */
+            tk = bpe_load(argv[1], err, sizeof err);
+            double t0 = bench_now();
+            bpe_encode(tk, text, n, 0, ids, (long)n + 1);
+            tt[r] = bench_now() - t0;
+        }
+        double warm0 = bench_now();
+        bpe_encode(tk, text, n, 0, ids, (long)n + 1);
+        double warm = bench_now() - warm0;
+        printf("tokenizer: %.1f MB/s cold cache, %.1f MB/s warm (%.0f KB of email JSONL)\n",
+               n / bench_quantile(tt + 1, REPS, 0.5) / 1e6, n / warm / 1e6, n / 1e3);
+        free(ids);
+    }
+    if (f) fclose(f);
+    bpe_free(tk);
+    free(logits);
+    pool_free(p);
+    kv_free(kv);
+    gpt2_free(m);
+    ckpt_destroy(&ck);
+    return 0;
+}

@@ -1,0 +1,525 @@
+/* worker_main.c — gpt2d-worker: one continuous-batching engine on one DEALER link to the broker.
+ *
+ *   gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--slots N] [--ctx N]
+ *                [--max-batch-tokens N] [--threads N] [--blas] [--log-level L]
+ *
+ * The model is memory-mapped by the checkpoint loader, so N workers on one machine share the
+ * weights in the page cache. The loop: while the engine has work, poll the socket without waiting
+ * and run one engine_step() between polls; when idle, block in zmq_poll up to the next heartbeat.
+ * Engine callbacks turn tokens and results into token / done frames at once (normal blocking
+ * sends with a large SNDHWM: the broker link must not drop frames). After a step that ended
+ * requests, one credit frame returns their slots. A broker silent for PROTO_LIVENESS heartbeats,
+ * or one that answers "disconnect", is left: live requests are cancelled and the worker connects
+ * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "engine.h"
+#include "proto.h"
+#include "proto_log.h"
+#include "proto_sock.h"
+
+_Static_assert(PROTO_MAX_STOPS == ENGINE_MAX_STOPS, "stop string count: proto and engine agree");
+_Static_assert(PROTO_MAX_STOP_BYTES == ENGINE_MAX_STOP_LEN, "stop string length: proto and engine agree");
+_Static_assert(PROTO_MAX_BIAS == SAMPLER_MAX_BIAS, "logit_bias entries: proto and sampler agree");
+_Static_assert(sizeof(int) == sizeof(int32_t), "token ids are passed to the engine in place");
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+/* ============================================================================================== */
+/* options                                                                                         */
+/* ============================================================================================== */
+
+typedef struct {
+    const char *model, *connect, *name, *log_level;
+    int slots, ctx, max_batch_tokens, threads, blas, step_delay_ms;
+    char connect_buf[512], name_buf[PROTO_MAX_NAME_BYTES];
+} wk_options;
+
+static void wk_usage(FILE *f) {
+    fprintf(f, "usage: gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--slots N] [--ctx N]\n"
+               "                    [--max-batch-tokens N] [--threads N] [--blas] [--log-level L]\n"
+               "Runs one GPT-2 engine for a gpt2d broker (default endpoint ipc://$RUNTIME/worker.sock;\n"
+               "a remote machine uses --connect tcp://BROKER:PORT).\n");
+}
+
+static int wk_int(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "gpt2d-worker: %s wants an integer in [%d, %d]\n", flag, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+/* 0 to run, 1 after --help, -1 on a usage error. */
+static int wk_parse(wk_options *o, int argc, char **argv) {
+    memset(o, 0, sizeof(*o));
+    o->slots = 64;
+    o->log_level = "info";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0, used = 1;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            wk_usage(stdout);
+            return 1;
+        } else if (strcmp(a, "--blas") == 0) {
+            o->blas = 1;
+            used = 0;
+        } else if (strcmp(a, "--model") == 0) o->model = v;
+        else if (strcmp(a, "--connect") == 0) o->connect = v;
+        else if (strcmp(a, "--name") == 0) o->name = v;
+        else if (strcmp(a, "--log-level") == 0) o->log_level = v;
+        else if (strcmp(a, "--slots") == 0) rc = wk_int(a, v, 1, PROTO_MAX_SLOTS, &o->slots);
+        else if (strcmp(a, "--ctx") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->ctx);
+        else if (strcmp(a, "--max-batch-tokens") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->max_batch_tokens);
+        else if (strcmp(a, "--threads") == 0) rc = wk_int(a, v, 0, 4096, &o->threads);
+        else if (strcmp(a, "--debug-step-delay-ms") == 0) rc = wk_int(a, v, 0, 10000, &o->step_delay_ms);
+        else {
+            fprintf(stderr, "gpt2d-worker: unknown option '%s'\n", a);
+            return -1;
+        }
+        if (rc < 0) return -1;
+        if (used) {
+            if (!v) {
+                fprintf(stderr, "gpt2d-worker: %s needs a value\n", a);
+                return -1;
+            }
+            i++;
+        }
+    }
+    if (!o->model) {
+        fprintf(stderr, "gpt2d-worker: --model DIR is required\n");
+        return -1;
+    }
+    if (!o->log_level || proto_log_parse_level(o->log_level) < 0) {
+        fprintf(stderr, "gpt2d-worker: --log-level must be error, warn, info or debug\n");
+        return -1;
+    }
+    if (!o->connect) {
+        if (!proto_default_endpoint(1, o->connect_buf, sizeof(o->connect_buf), NULL, 0)) return -1;
+        o->connect = o->connect_buf;
+    }
+    if (!o->name) {
+        char host[64] = "localhost";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = 0;
+        snprintf(o->name_buf, sizeof(o->name_buf), "%s:%d", host, (int)getpid());
+        o->name = o->name_buf;
+    }
+    return 0;
+}
+
+/* ============================================================================================== */
+/* worker state                                                                                    */
+/* ============================================================================================== */
+
+typedef struct {
+    uint64_t rid;
+    uint8_t logprobs; /* token frames carry logprob */
+} wk_live;
+
+typedef struct {
+    const wk_options *opt;
+    proto_logger log;
+    engine *e;
+    void *ctx, *sock;
+    msgpack_sbuffer sb;
+    wk_live *live;        /* requests in the engine */
+    int n_live, cap_live;
+    int freed;            /* slots freed since the last credit frame */
+    int n_ctx;
+    double broker_expiry_ms, last_send_ms;
+} worker;
+
+static wk_live *wk_live_find(worker *w, uint64_t rid) {
+    for (int i = 0; i < w->n_live; i++)
+        if (w->live[i].rid == rid) return &w->live[i];
+    return NULL;
+}
+
+static int wk_live_add(worker *w, uint64_t rid, int logprobs) {
+    if (w->n_live == w->cap_live) {
+        int cap = w->cap_live ? 2 * w->cap_live : 64;
+        wk_live *p = realloc(w->live, (size_t)cap * sizeof(*p));
+        if (!p) return -1;
+        w->live = p;
+        w->cap_live = cap;
+    }
+    w->live[w->n_live++] = (wk_live){rid, (uint8_t)logprobs};
+    return 0;
+}
+
+static void wk_live_del(worker *w, uint64_t rid) {
+    wk_live *l = wk_live_find(w, rid);
+    if (l) *l = w->live[--w->n_live];
+}
+
+/* Sends m to the broker (blocking: the link must not lose frames). 0; -1 if the link failed;
+ * -2 if m could not be encoded. */
+static int wk_send(worker *w, const proto_msg *m) {
+    char err[256];
+    if (!w->sock) return -1; /* between links: frames of cancelled requests are dropped */
+    for (;;) {
+        if (proto_sock_send(w->sock, NULL, 0, m, 0, &w->sb, err, sizeof(err)) == 0) {
+            w->last_send_ms = proto_clock_ms();
+            return 0;
+        }
+        if (errno == EINTR && !g_stop) continue;
+        if (errno == EINVAL) {
+            proto_log(&w->log, PROTO_LOG_ERROR, "cannot encode %s: %s", proto_type_name(m->type), err);
+            return -2;
+        }
+        proto_log(&w->log, PROTO_LOG_ERROR, "send %s: %s", proto_type_name(m->type), zmq_strerror(errno));
+        return -1;
+    }
+}
+
+/* ============================================================================================== */
+/* engine callbacks -> frames                                                                      */
+/* ============================================================================================== */
+
+static void wk_on_token(void *user, uint64_t rid, int index, int token, const char *piece, size_t piece_len,
+                        float logprob) {
+    worker *w = user;
+    wk_live *l = wk_live_find(w, rid);
+    proto_msg m;
+    proto_msg_init(&m, PROTO_T_TOKEN);
+    m.rid = rid;
+    m.has = PROTO_HAS(PF_RID);
+    m.index = index;
+    m.token = token;
+    m.text = (proto_str){piece_len ? piece : NULL, (uint32_t)piece_len};
+    if (l && l->logprobs) {
+        m.logprob = logprob;
+        m.has |= PROTO_HAS(PF_LOGPROB);
+    }
+    wk_send(w, &m);
+}
+
+static proto_finish wk_finish(engine_finish f) {
+    switch (f) {
+    case ENGINE_FINISH_LENGTH:
+    case ENGINE_FINISH_CTX: return PROTO_FINISH_LENGTH;
+    case ENGINE_FINISH_STOP: return PROTO_FINISH_STOP;
+    case ENGINE_FINISH_EOS: return PROTO_FINISH_EOS;
+    case ENGINE_FINISH_CANCELLED: return PROTO_FINISH_CANCELLED;
+    default: return PROTO_FINISH_ERROR;
+    }
+}
+
+static void wk_on_done(void *user, uint64_t rid, const engine_result *r) {
+    worker *w = user;
+    proto_msg m;
+    proto_msg_init(&m, PROTO_T_DONE);
+    m.rid = rid;
+    m.has = PROTO_HAS(PF_RID);
+    m.finish = wk_finish(r->finish);
+    m.text = (proto_str){r->text_len ? r->text : NULL, (uint32_t)r->text_len};
+    m.tokens = (const int32_t *)r->tokens;
+    m.n_tokens = r->completion_tokens > 0 ? (uint32_t)r->completion_tokens : 0;
+    m.prompt_tokens = r->prompt_tokens;
+    m.completion_tokens = r->completion_tokens;
+    m.queue_ms = r->queue_ms;
+    m.ttft_ms = r->ttft_ms;
+    m.total_ms = r->total_ms;
+    if (r->finish == ENGINE_FINISH_ERROR && r->error) {
+        size_t n = strlen(r->error);
+        m.message = (proto_str){r->error, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+        m.has |= PROTO_HAS(PF_MESSAGE);
+    }
+    if (wk_send(w, &m) == -2) {
+        /* a result the protocol cannot carry still ends with a frame */
+        proto_msg e;
+        proto_msg_init(&e, PROTO_T_ERROR);
+        e.rid = rid;
+        e.has = PROTO_HAS(PF_RID);
+        e.code = PROTO_CODE_INTERNAL;
+        e.message = (proto_str){"result exceeds the protocol's limits", 36};
+        wk_send(w, &e);
+    }
+    wk_live_del(w, rid);
+    w->freed++;
+}
+
+/* ============================================================================================== */
+/* broker link                                                                                     */
+/* ============================================================================================== */
+
+static void wk_send_ready(worker *w) {
+    proto_msg m;
+    proto_msg_init(&m, PROTO_T_READY);
+    m.slots = w->opt->slots;
+    m.name = (proto_str){w->opt->name, (uint32_t)strlen(w->opt->name)};
+    if (m.name.len > PROTO_MAX_NAME_BYTES) m.name.len = PROTO_MAX_NAME_BYTES;
+    m.pid = (int32_t)getpid();
+    m.n_ctx = w->n_ctx;
+    wk_send(w, &m);
+}
+
+static void wk_send_hb(worker *w) {
+    engine_stats st;
+    engine_get_stats(w->e, &st);
+    proto_msg m;
+    proto_msg_init(&m, PROTO_T_HB);
+    m.running = st.n_running;
+    m.waiting = st.n_waiting;
+    m.steps = st.steps;
+    m.tokens_generated = st.tokens_generated;
+    m.has = PROTO_HAS(PF_RUNNING) | PROTO_HAS(PF_WAITING) | PROTO_HAS(PF_STEPS) | PROTO_HAS(PF_TOKENS_GENERATED);
+    wk_send(w, &m);
+}
+
+/* (Re)opens the DEALER, connects and announces the worker. 0 or -1. */
+static int wk_connect(worker *w) {
+    char err[256];
+    proto_sock_close(&w->sock);
+    w->sock = proto_sock_new(w->ctx, ZMQ_DEALER, err, sizeof(err));
+    if (!w->sock) {
+        proto_log(&w->log, PROTO_LOG_ERROR, "%s", err);
+        return -1;
+    }
+    if (zmq_connect(w->sock, w->opt->connect) < 0) {
+        proto_log(&w->log, PROTO_LOG_ERROR, "connect %s: %s", w->opt->connect, zmq_strerror(errno));
+        return -1;
+    }
+    w->broker_expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
+    wk_send_ready(w);
+    proto_log(&w->log, PROTO_LOG_INFO, "connected to %s as %s (%d slots)", w->opt->connect, w->opt->name,
+              w->opt->slots);
+    return 0;
+}
+
+/* The broker is gone or disowned us: cancel everything (their frames go nowhere: the socket is
+ * closed first), then connect again. */
+static int wk_reconnect(worker *w, const char *why) {
+    proto_log(&w->log, PROTO_LOG_WARN, "leaving the broker (%s); cancelling %d request(s)", why, w->n_live);
+    proto_sock_close(&w->sock);
+    int n = w->n_live;
+    uint64_t *rids = malloc((size_t)(n > 0 ? n : 1) * sizeof(uint64_t));
+    if (!rids) return -1;
+    for (int i = 0; i < n; i++) rids[i] = w->live[i].rid;
+    for (int i = 0; i < n; i++) engine_cancel(w->e, rids[i]); /* waiting ones end at once */
+    free(rids);
+    while (w->n_live > 0 && engine_has_work(w->e)) /* running ones end within a step */
+        if (engine_step(w->e) < 0) return -1;
+    w->n_live = 0;
+    w->freed = 0;
+    return wk_connect(w);
+}
+
+static void wk_on_request(worker *w, const proto_msg *m) {
+    engine_request q;
+    memset(&q, 0, sizeof(q));
+    char stops[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES + 1];
+    if (m->has & PROTO_HAS(PF_PROMPT)) {
+        q.prompt = m->prompt.len ? m->prompt.ptr : "";
+        q.prompt_len = m->prompt.len;
+    } else {
+        q.prompt_ids = (const int *)m->prompt_ids;
+        q.n_prompt_ids = (int)m->n_prompt_ids;
+    }
+    q.resume_ids = (const int *)m->resume_ids;
+    q.n_resume_ids = (int)m->n_resume_ids;
+    q.max_tokens = m->max_tokens;
+    sampler_params_default(&q.sampling);
+    q.sampling.temperature = m->temperature;
+    q.sampling.top_k = m->top_k;
+    q.sampling.top_p = m->top_p;
+    q.sampling.min_p = m->min_p;
+    q.sampling.repetition_penalty = m->repetition_penalty;
+    q.sampling.presence_penalty = m->presence_penalty;
+    q.sampling.frequency_penalty = m->frequency_penalty;
+    q.sampling.seed = m->seed;
+    q.sampling.n_bias = (int)m->n_logit_bias;
+    for (uint32_t i = 0; i < m->n_logit_bias; i++) {
+        q.sampling.bias_id[i] = m->logit_bias[i].id;
+        q.sampling.bias[i] = m->logit_bias[i].bias;
+    }
+    q.n_stops = (int)m->n_stop;
+    for (uint32_t i = 0; i < m->n_stop; i++) {
+        memcpy(stops[i], m->stop[i].ptr, m->stop[i].len);
+        stops[i][m->stop[i].len] = 0;
+        q.stops[i] = stops[i];
+    }
+    q.ignore_eos = m->ignore_eos;
+    q.want_logprobs = m->logprobs;
+    q.allow_special = m->allow_special;
+    char err[512];
+    int rc = wk_live_add(w, m->rid, m->logprobs);
+    if (rc == 0) rc = engine_submit(w->e, m->rid, &q, err, sizeof(err));
+    else snprintf(err, sizeof(err), "out of memory");
+    if (rc == 0) {
+        proto_log(&w->log, PROTO_LOG_DEBUG, "rid %llu admitted", (unsigned long long)m->rid);
+        return;
+    }
+    wk_live_del(w, m->rid);
+    proto_msg e;
+    proto_msg_init(&e, PROTO_T_ERROR);
+    e.rid = m->rid;
+    e.has = PROTO_HAS(PF_RID);
+    e.code = PROTO_CODE_INVALID_REQUEST;
+    size_t n = strlen(err);
+    e.message = (proto_str){err, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+    wk_send(w, &e);
+    w->freed++;
+}
+
+/* Handles one message from the broker. 1 if the worker must reconnect. */
+static int wk_on_message(worker *w, proto_frame *f) {
+    proto_msg m;
+    char err[256];
+    int rc = proto_decode(&m, proto_frame_data(f), proto_frame_size(f), err, sizeof(err));
+    int reconnect = 0;
+    w->broker_expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
+    if (rc < 0) {
+        proto_log(&w->log, PROTO_LOG_WARN, "undecodable message from the broker dropped: %s", err);
+        /* a request we cannot read still ends with a frame, if we know its rid */
+        if (m.type == PROTO_T_REQUEST && (m.has & PROTO_HAS(PF_RID))) {
+            proto_msg e;
+            proto_msg_init(&e, PROTO_T_ERROR);
+            e.rid = m.rid;
+            e.has = PROTO_HAS(PF_RID);
+            e.code = proto_status_code(rc);
+            e.message = (proto_str){err, (uint32_t)strlen(err)};
+            wk_send(w, &e);
+            w->freed++;
+        }
+        proto_msg_destroy(&m);
+        return 0;
+    }
+    switch (m.type) {
+    case PROTO_T_REQUEST: wk_on_request(w, &m); break;
+    case PROTO_T_CANCEL:
+        if ((m.has & PROTO_HAS(PF_RID)) && engine_cancel(w->e, m.rid) == 0)
+            proto_log(&w->log, PROTO_LOG_INFO, "rid %llu cancelled by the broker", (unsigned long long)m.rid);
+        break;
+    case PROTO_T_HB: break;
+    case PROTO_T_DISCONNECT: reconnect = 1; break;
+    default: proto_log(&w->log, PROTO_LOG_WARN, "unexpected %s from the broker", proto_type_name(m.type));
+    }
+    proto_msg_destroy(&m);
+    return reconnect;
+}
+
+static void wk_send_credit(worker *w) {
+    if (w->freed <= 0) return;
+    proto_msg m;
+    proto_msg_init(&m, PROTO_T_CREDIT);
+    m.credit = w->freed > PROTO_MAX_SLOTS ? PROTO_MAX_SLOTS : w->freed;
+    w->freed -= m.credit;
+    wk_send(w, &m);
+}
+
+static void wk_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The main loop; returns the exit status. */
+static int wk_run(worker *w) {
+    while (!g_stop) {
+        int busy = engine_has_work(w->e);
+        double now = proto_clock_ms();
+        long timeout = 0;
+        if (!busy) {
+            timeout = (long)(w->last_send_ms + PROTO_HEARTBEAT_MS - now);
+            if (timeout < 0) timeout = 0;
+            if (timeout > PROTO_HEARTBEAT_MS) timeout = PROTO_HEARTBEAT_MS;
+        }
+        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, timeout);
+        if (rc < 0 && errno != EINTR) {
+            proto_log(&w->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+            return 1;
+        }
+        int reconnect = 0;
+        for (int i = 0; rc > 0 && i < 256 && !reconnect; i++) {
+            proto_frame f;
+            int r = proto_sock_recv(w->sock, 0, &f, ZMQ_DONTWAIT);
+            if (r == -2) continue;
+            if (r < 0) break;
+            reconnect = wk_on_message(w, &f);
+            proto_frame_close(&f);
+        }
+        if (reconnect) {
+            if (wk_reconnect(w, "the broker does not know us") < 0) return 1;
+            continue;
+        }
+        if (engine_has_work(w->e)) {
+            if (engine_step(w->e) < 0) {
+                proto_log(&w->log, PROTO_LOG_ERROR, "engine step failed; exiting");
+                return 1;
+            }
+            if (w->opt->step_delay_ms) wk_sleep_ms(w->opt->step_delay_ms);
+        }
+        wk_send_credit(w);
+        now = proto_clock_ms();
+        if (now - w->last_send_ms >= PROTO_HEARTBEAT_MS) wk_send_hb(w);
+        if (now > w->broker_expiry_ms && wk_reconnect(w, "the broker is silent") < 0) return 1;
+    }
+    proto_log(&w->log, PROTO_LOG_INFO, "stopping");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    wk_options opt;
+    int rc = wk_parse(&opt, argc, argv);
+    if (rc != 0) return rc > 0 ? 0 : 2;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    worker w;
+    memset(&w, 0, sizeof(w));
+    w.opt = &opt;
+    proto_log_init(&w.log, "gpt2d-worker", proto_log_parse_level(opt.log_level));
+    msgpack_sbuffer_init(&w.sb);
+    engine_config ec = {.model_dir = opt.model, .n_slots = opt.slots, .n_ctx = opt.ctx,
+                        .max_batch_tokens = opt.max_batch_tokens, .n_threads = opt.threads,
+                        .use_blas = opt.blas};
+    engine_callbacks cb = {.on_token = wk_on_token, .on_done = wk_on_done, .user = &w};
+    char err[512];
+    rc = 1;
+    double t0 = proto_clock_ms();
+    w.e = engine_new(&ec, &cb, err, sizeof(err));
+    if (!w.e) {
+        proto_log(&w.log, PROTO_LOG_ERROR, "%s", err);
+        goto out;
+    }
+    engine_stats st;
+    engine_get_stats(w.e, &st);
+    w.n_ctx = opt.ctx;
+    gpt2_config mc;
+    if (w.n_ctx == 0 && ckpt_read_config(&mc, opt.model, err, sizeof(err)) == 0) w.n_ctx = mc.n_ctx;
+    proto_log(&w.log, PROTO_LOG_INFO, "model %s loaded in %.0f ms: %d slots, KV arena %.1f MiB", opt.model,
+              proto_clock_ms() - t0, st.n_slots, (double)st.kv_bytes / (1 << 20));
+    w.ctx = zmq_ctx_new();
+    if (!w.ctx || wk_connect(&w) < 0) goto out;
+    rc = wk_run(&w);
+out:
+    proto_sock_close(&w.sock);
+    if (w.ctx) zmq_ctx_term(w.ctx);
+    engine_free(w.e);
+    free(w.live);
+    msgpack_sbuffer_destroy(&w.sb);
+    return rc;
+}
