@@ -74,17 +74,23 @@ static batchfile *make_batch(char **lines, int n, char **stops, int staggered) {
     char err[512];
     batchfile *bf = batchfile_parse((const char *const *)dec, n, err, sizeof err);
     if (!bf) printf("batch parse: %s\n", err);
+    else bf->hash_logits = 1;
     for (int i = 0; i < n; i++) free(dec[i]);
     free(dec);
     return bf;
 }
 
-static int run_batch(batchfile *bf, int concurrency, int slots, int max_batch_tokens) {
-    engine_config cfg = {.model_dir = model_dir, .n_slots = slots, .n_ctx = 0, .max_batch_tokens = max_batch_tokens};
+static int run_batch_mode(batchfile *bf, int concurrency, int slots, int max_batch_tokens, int blas) {
+    engine_config cfg = {.model_dir = model_dir, .n_slots = slots, .n_ctx = 0,
+                         .max_batch_tokens = max_batch_tokens, .use_blas = blas};
     char err[512];
     int rc = batchfile_run(bf, &cfg, concurrency, err, sizeof err);
     if (rc != 0) printf("run: %s\n", err);
     return rc;
+}
+
+static int run_batch(batchfile *bf, int concurrency, int slots, int max_batch_tokens) {
+    return run_batch_mode(bf, concurrency, slots, max_batch_tokens, 0);
 }
 
 static int same_job(const batch_job *a, const batch_job *b) {
@@ -151,6 +157,15 @@ static void test_invariance(void) {
     check(mismatches == 0, "every request identical alone, among 64 and among 8 (%d mismatches)", mismatches);
     check(stopped >= 10 && cancelled >= 4, "the mix really has stops (%d) and cancels (%d)", stopped, cancelled);
     check(crowd->peak_running >= 32, "the crowd run really ran many at once (peak %d)", crowd->peak_running);
+    /* the check is sensitive: OpenBLAS sgemm for multi-row matmuls (not batch-invariant) must
+     * make some logits rows differ from the alone run */
+    batchfile *blas = make_batch(lines, n, stops, 1);
+    int blas_diff = 0;
+    if (blas && run_batch_mode(blas, 64, 64, 256, 1) == 0)
+        for (int i = 0; i < n; i++) blas_diff += !same_job(&alone->jobs[i], &blas->jobs[i]);
+    printf("sensitivity: with OpenBLAS sgemm (not invariant) %d of %d requests differ from alone\n", blas_diff, n);
+    check(blas_diff > 0, "the invariance check detects a non-invariant matmul");
+    batchfile_free(blas);
     batchfile_free(alone), batchfile_free(crowd), batchfile_free(eight);
     for (int i = 0; i < n; i++) free(lines[i]), free(stops[i]);
     free(lines), free(stops);

@@ -1,6 +1,7 @@
 /* gpt2-tool — the offline utility: make models, tokenize, inspect logits, generate, run batches.
  *
  *   gpt2-tool mkmodel --out DIR --layers L --embd D --heads H --ctx C [--vocab V] [--seed S]
+ *   gpt2-tool info --model DIR                            validate a model directory
  *   gpt2-tool tokenize --model DIR [--allow-special]      text on stdin -> ids on stdout
  *   gpt2-tool detokenize --model DIR                      ids on stdin -> exact bytes on stdout
  *   gpt2-tool logits --model DIR --ids 464,2068 [--out FILE]
@@ -38,9 +39,10 @@ typedef struct {
 } args;
 
 static void usage(void) {
-    fputs("usage: gpt2-tool mkmodel|tokenize|detokenize|logits|generate|batch [flags]\n"
+    fputs("usage: gpt2-tool mkmodel|info|tokenize|detokenize|logits|generate|batch [flags]\n"
           "  mkmodel    --out DIR --layers L --embd D --heads H --ctx C [--vocab 50257] [--seed S]\n"
           "             [--tokenizer DIR]\n"
+          "  info       --model DIR                     (validate and print the shape)\n"
           "  tokenize   --model DIR [--allow-special]   (text on stdin, ids on stdout)\n"
           "  detokenize --model DIR                     (ids on stdin, bytes on stdout)\n"
           "  logits     --model DIR --ids 464,2068,7586 [--out FILE]\n"
@@ -199,6 +201,33 @@ static char *read_stdin(size_t *len) {
     buf[n] = 0;
     *len = n;
     return buf;
+}
+
+/* info: loads and validates a model directory (checkpoint + tokenizer) and prints its shape. */
+static int cmd_info(const args *a) {
+    const char *dir = need(a, "--model");
+    if (!dir) return 2;
+    char err[512];
+    gpt2_checkpoint ck = {0};
+    if (ckpt_load(&ck, dir, err, sizeof err) != 0) {
+        fprintf(stderr, "gpt2-tool info: %s\n", err);
+        return 1;
+    }
+    bpe_tokenizer *t = bpe_load(dir, err, sizeof err);
+    if (!t) {
+        fprintf(stderr, "gpt2-tool info: %s\n", err);
+        ckpt_destroy(&ck);
+        return 1;
+    }
+    const gpt2_config *c = &ck.cfg;
+    double params = (double)c->n_vocab * c->n_embd + (double)c->n_ctx * c->n_embd +
+                    (double)c->n_layer * (12.0 * c->n_embd * c->n_embd + 13.0 * c->n_embd);
+    printf("%s: %d layers, %d wide, %d heads, ctx %d, vocab %d, %.1fM parameters, lm_head %s\n", dir,
+           c->n_layer, c->n_embd, c->n_head, c->n_ctx, c->n_vocab, params / 1e6,
+           ck.lm_head == ck.wte ? "tied to wte" : "separate");
+    bpe_free(t);
+    ckpt_destroy(&ck);
+    return 0;
 }
 
 static int cmd_tokenize(const args *a) {
@@ -469,6 +498,7 @@ int main(int argc, char **argv) {
     }
     const char *c = argv[1];
     if (strcmp(c, "mkmodel") == 0) return cmd_mkmodel(&a);
+    if (strcmp(c, "info") == 0) return cmd_info(&a);
     if (strcmp(c, "tokenize") == 0) return cmd_tokenize(&a);
     if (strcmp(c, "detokenize") == 0) return cmd_detokenize(&a);
     if (strcmp(c, "logits") == 0) return cmd_logits(&a);

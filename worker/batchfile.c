@@ -262,7 +262,7 @@ int batchfile_run_on(batchfile *bf, engine *e, int concurrency, char *err, size_
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    engine_callbacks cb = {on_token, on_done, on_logits, &rs};
+    engine_callbacks cb = {on_token, on_done, bf->hash_logits ? on_logits : NULL, &rs};
     engine_set_callbacks(e, &cb);
     if (concurrency < 1) concurrency = 1;
     int next = 0, step = 0, done = 0;

@@ -282,7 +282,15 @@ static void attention_head(const attn_job *j, int i, int h, float *scores) {
     size_t stride;
     for (int t = 0; t < T;) {
         int n = kv_run(j->kv, slot, j->layer, t, T - t, &k, &v, &stride);
-        for (int u = 0; u < n; u++) scores[t + u] = vm_dot(q, k + u * stride + h * hd, hd) * scale;
+        const float *kh = k + h * hd;
+        int u = 0;
+        for (; u + 4 <= n; u += 4) {
+            float d[4];
+            vm_dot4(q, kh + u * stride, kh + (u + 1) * stride, kh + (u + 2) * stride,
+                    kh + (u + 3) * stride, hd, d);
+            for (int w = 0; w < 4; w++) scores[t + u + w] = d[w] * scale;
+        }
+        for (; u < n; u++) scores[t + u] = vm_dot(q, kh + u * stride, hd) * scale;
         t += n;
     }
     float mx = scores[0];

@@ -72,6 +72,29 @@ static inline float vm_dot(const float *a, const float *b, int n) {
     return s;
 }
 
+/* Four dot products of q with b0..b3 at once (independent chains for throughput); each result is
+ * bit-identical to vm_dot(q, bi, n). */
+static inline void vm_dot4(const float *q, const float *b0, const float *b1, const float *b2,
+                           const float *b3, int n, float *out) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 qv = _mm256_loadu_ps(q + i);
+        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(b0 + i), a0);
+        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(b1 + i), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(b2 + i), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(b3 + i), a3);
+    }
+    float s0 = vm_hsum(a0), s1 = vm_hsum(a1), s2 = vm_hsum(a2), s3 = vm_hsum(a3);
+    for (; i < n; i++) {
+        s0 = fmaf(q[i], b0[i], s0);
+        s1 = fmaf(q[i], b1[i], s1);
+        s2 = fmaf(q[i], b2[i], s2);
+        s3 = fmaf(q[i], b3[i], s3);
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
 /* Sum of n floats, same scheme as vm_dot. */
 static inline float vm_sum(const float *a, int n) {
     __m256 acc = _mm256_setzero_ps();

@@ -1,0 +1,15 @@
+#!/bin/sh
+# make run: serves the default model in the foreground (Ctrl-C stops it).
+# With the daemon built: gpt2d with 2 workers on the default ipc endpoint; talk to it with
+# build/gpt2c "your prompt". Env: BUILD (binary dir), GPT2D_WORKERS (default 2).
+set -eu
+BUILD=${BUILD:-build}
+DIR=${1:-models/gpt2}
+"$BUILD/gpt2-tool" info --model "$DIR"
+if [ -x "$BUILD/gpt2d" ]; then
+    echo "run: starting gpt2d on $DIR with ${GPT2D_WORKERS:-2} workers (Ctrl-C to stop);"
+    echo "run: in another terminal: $BUILD/gpt2c \"Dear team,\""
+    exec "$BUILD/gpt2d" --model "$DIR" --workers "${GPT2D_WORKERS:-2}"
+fi
+echo "run: no daemon built; generating locally"
+exec "$BUILD/gpt2-tool" generate --model "$DIR" --prompt "Dear team," -n 64
