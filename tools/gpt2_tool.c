@@ -10,7 +10,7 @@
  * Sampling flags: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R
  *   --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable) --ignore-eos
  *   --logit-bias ID:VALUE (repeatable). Engine flags: --slots N --ctx C --max-batch-tokens N
- *   --threads N. Exit status: 0 success, 1 runtime failure, 2 bad usage. */
+ *   --threads N --kv-mem MB --blas. Exit status: 0 success, 1 runtime failure, 2 bad usage. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -51,7 +51,7 @@ static void usage(void) {
           "sampling: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R\n"
           "          --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable)\n"
           "          --ignore-eos --logit-bias ID:VALUE (repeatable) --allow-special\n"
-          "engine:   --slots N --ctx C --max-batch-tokens N --threads N\n"
+          "engine:   --slots N --ctx C --kv-mem MB (slots from a KV budget) --max-batch-tokens N --threads N\n"
           "          --blas (OpenBLAS sgemm: faster prefill, output no longer batch-invariant)\n",
           stderr);
 }
@@ -141,11 +141,12 @@ static int parse_sampling(const args *a, engine_request *q) {
 }
 
 static int parse_engine(const args *a, engine_config *c) {
-    long slots = 0, ctx = 0, mbt = 0, threads = 0;
-    if (flag_int(a, "--slots", &slots) || flag_int(a, "--ctx", &ctx) ||
+    long slots = 0, ctx = 0, mbt = 0, threads = 0, kv_mb = 0;
+    if (flag_int(a, "--slots", &slots) || flag_int(a, "--ctx", &ctx) || flag_int(a, "--kv-mem", &kv_mb) ||
         flag_int(a, "--max-batch-tokens", &mbt) || flag_int(a, "--threads", &threads))
         return -1;
     c->n_slots = (int)slots;
+    c->kv_budget_mb = kv_mb > 0 ? (size_t)kv_mb : 0;
     c->n_ctx = (int)ctx;
     c->max_batch_tokens = (int)mbt;
     c->n_threads = (int)threads;
@@ -472,7 +473,7 @@ static int cmd_batch(const args *a) {
     engine_config ec = {0};
     if (!dir || !in || !out || flag_int(a, "--concurrency", &conc) || parse_engine(a, &ec)) return 2;
     ec.model_dir = dir;
-    if (ec.n_slots <= 0) ec.n_slots = (int)(conc > 0 ? conc : 1);
+    if (ec.n_slots <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
     char err[512];
     batchfile *bf = batchfile_read(in, err, sizeof err);
     if (!bf) {

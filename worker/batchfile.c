@@ -301,6 +301,7 @@ int batchfile_run(batchfile *bf, const engine_config *cfg, int concurrency, char
     engine *e = engine_new(cfg, &cb, err, errlen);
     if (!e) return -1;
     int rc = batchfile_run_on(bf, e, concurrency, err, errlen);
+    engine_get_stats(e, &bf->engine_stats);
     engine_free(e);
     return rc;
 }
@@ -345,4 +346,10 @@ void batchfile_summary(const batchfile *bf, FILE *f) {
     for (int i = 0; i < bf->n; i++) toks += bf->jobs[i].n_tokens;
     fprintf(f, "%d requests, %ld tokens generated in %.2f s: %.1f tokens/s (peak %d live)\n", bf->n,
             toks, bf->wall_ms / 1e3, toks / (bf->wall_ms / 1e3 + 1e-9), bf->peak_running);
+    const engine_stats *s = &bf->engine_stats;
+    if (s->n_slots)
+        fprintf(f, "KV arena: %d slots, %.0f MB mapped (resident as used); %llu steps, %llu tokens "
+                "prefilled, %llu generated\n", s->n_slots, s->kv_bytes / 1048576.0,
+                (unsigned long long)s->steps, (unsigned long long)s->tokens_prefilled,
+                (unsigned long long)s->tokens_generated);
 }

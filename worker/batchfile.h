@@ -49,6 +49,7 @@ typedef struct {
     int n;
     double wall_ms;               /* the whole run */
     int peak_running;
+    engine_stats engine_stats;    /* the engine's counters after batchfile_run */
     int hash_logits;              /* 1: record logits_hash for every job (tests; costs ~1 us/row) */
     int static_batching;          /* 1: admit the next `concurrency` only when all live ones ended
                                      (the baseline continuous batching is measured against) */

@@ -90,11 +90,20 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     }
     e->cfg = *cfg;
     e->cb = *cb;
-    if (e->cfg.n_slots <= 0) e->cfg.n_slots = 64;
-    if (e->cfg.max_batch_tokens <= 0) e->cfg.max_batch_tokens = 512;
+    if (e->cfg.max_batch_tokens <= 0) e->cfg.max_batch_tokens = 128;
     if (ckpt_load(&ck, cfg->model_dir, err, errlen) != 0) goto fail;
     e->n_vocab = ck.cfg.n_vocab;
     e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : ck.cfg.n_ctx;
+    if (e->cfg.n_slots <= 0 && e->cfg.kv_budget_mb > 0) {
+        size_t slot_bytes = (size_t)ck.cfg.n_layer * 2 * e->n_ctx * ck.cfg.n_embd * sizeof(float);
+        e->cfg.n_slots = (int)((e->cfg.kv_budget_mb << 20) / slot_bytes);
+        if (e->cfg.n_slots < 1) {
+            snprintf(err, errlen, "engine: a KV budget of %zu MB holds no slot of %d positions (%zu MB each)",
+                     e->cfg.kv_budget_mb, e->n_ctx, slot_bytes >> 20);
+            goto fail;
+        }
+    }
+    if (e->cfg.n_slots <= 0) e->cfg.n_slots = 64;
     if (e->n_ctx > ck.cfg.n_ctx) {
         snprintf(err, errlen, "engine: --ctx %d exceeds the model's context of %d", e->n_ctx, ck.cfg.n_ctx);
         goto fail;

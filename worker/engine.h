@@ -28,9 +28,11 @@
 
 typedef struct {
     const char *model_dir;
-    int n_slots;           /* concurrent requests (KV slots); default 64 */
+    int n_slots;           /* concurrent requests (KV slots); 0: from kv_budget_mb, else 64 */
+    size_t kv_budget_mb;   /* with n_slots == 0: as many slots of n_ctx positions as fit in this */
     int n_ctx;             /* positions per slot; 0 = the model's n_ctx */
-    int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 512 */
+    int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 128. Lower keeps
+                              inter-token latency flat while prompts prefill; higher fills faster */
     int n_threads;         /* compute threads; 0 = all cores */
     int use_blas;          /* 0 (default): batch-invariant kernels; 1: OpenBLAS sgemm for multi-row
                               matmuls, not batch-invariant (the baseline invariance is measured against) */
