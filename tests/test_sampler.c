@@ -1,10 +1,13 @@
 /* test_sampler.c — the sampler against independent references.
  *
  * The reference (ref_sample) is the naive reading of sampler.h: apply the edits with O(n^2)
- * history scans, qsort every candidate, cut top-k / top-p / min-p on the sorted array and walk it.
- * The sampler must return the same token for the same (seed, i) and a log-probability within
- * rounding; distributions are checked with a chi-square statistic over many i. Timings are printed,
- * not asserted. */
+ * history scans, qsort every candidate, weights in double, cut top-k / top-p / min-p on the sorted
+ * array and walk it. The sampler must return the same token for the same (seed, i) and a
+ * log-probability within rounding, on fixed modes and on random vocab sizes, logits and
+ * parameters; a draw whose top-p, min-p or draw boundary lies within float rounding of its
+ * threshold is "too close to call" and only counted. Distributions are checked with a chi-square
+ * statistic over many i. The scratch is misaligned and full of garbage on purpose. Timings are
+ * printed, not asserted. */
 #include "check.h"
 #include "sampler.h"
 
@@ -126,40 +129,58 @@ static void ref_edit(const sampler_params *p, float *l, int n_vocab, const int *
     }
 }
 
-/* The whole pipeline on a full qsort. Returns the token (or -1), log-probability in *lp. */
+#define REF_TOL 3e-7 /* a decision closer than this (relative) to its threshold is "ambiguous" */
+
+/* 1 if x and y are within REF_TOL of each other relative to scale. */
+static int ref_near(double x, double y, double scale) {
+    return fabs(x - y) <= REF_TOL * scale;
+}
+
+/* The whole pipeline on a full qsort, weights in double. Returns the token (or -1), the
+ * log-probability in *lp, and in *ambiguous whether a float implementation may legitimately
+ * decide otherwise (a top-p, min-p or draw boundary within rounding of its threshold). */
 static int ref_sample(const sampler_params *p, const float *in, int n_vocab, const int *hist,
-                      int nh, uint64_t i, float *lp) {
+                      int nh, uint64_t i, float *lp, int *ambiguous) {
     float *l = malloc(sizeof(float) * (size_t)n_vocab);
     ref_cand *c = malloc(sizeof(ref_cand) * (size_t)n_vocab);
     double *w = malloc(sizeof(double) * (size_t)n_vocab);
     memcpy(l, in, sizeof(float) * (size_t)n_vocab);
     ref_edit(p, l, n_vocab, hist, nh);
-    int n = 0, id = -1;
+    int n = 0, id = -1, amb = 0;
     *lp = 0.0f;
-    for (int j = 0; j < n_vocab; j++) {
-        float z = p->temperature == 0.0f ? l[j] : l[j] / p->temperature;
-        if (!isnan(z) && z != -INFINITY)
-            c[n++] = (ref_cand){z, j};
-    }
+    for (int j = 0; j < n_vocab; j++)
+        if (!isnan(l[j]) && l[j] != -INFINITY)
+            c[n++] = (ref_cand){l[j], j};
     qsort(c, (size_t)n, sizeof(*c), ref_cmp);
     if (n > 0 && p->temperature == 0.0f) {
         id = c[0].id;
     } else if (n > 0) {
         if (p->top_k > 0 && p->top_k < n)
             n = p->top_k;
-        double z_all = 0.0, total = 0.0, cum = 0.0;
+        double z_all = 0.0, total = 0.0, cum = 0.0, prev;
         for (int j = 0; j < n; j++) {
-            w[j] = c[0].z == INFINITY ? (c[j].z == INFINITY) : expf(c[j].z - c[0].z);
+            if (c[0].z == INFINITY)
+                w[j] = c[j].z == INFINITY;
+            else
+                w[j] = exp(((double)c[j].z - c[0].z) / p->temperature);
             z_all += w[j];
         }
         if (p->top_p < 1.0f)
-            for (int j = 0; j < n; j++)
-                if ((cum += w[j]) >= p->top_p * z_all) {
+            for (int j = 0; j < n; j++) {
+                prev = cum;
+                cum += w[j];
+                if (cum >= p->top_p * z_all) {
+                    amb |= ref_near(cum, p->top_p * z_all, z_all) ||
+                           ref_near(prev, p->top_p * z_all, z_all);
                     n = j + 1;
                     break;
                 }
+            }
         for (int j = 0; j < n; j++)
-            if (!(w[j] > 0.0 && (float)w[j] >= p->min_p * (float)w[0])) {
+            if (w[j] < p->min_p * w[0] || w[j] < 1e-37) { /* float weights flush to 0 there */
+                if (p->min_p > 0.0f) /* the max itself is always kept */
+                    amb |= ref_near(w[j], p->min_p * w[0], w[0]) ||
+                           (j > 1 && ref_near(w[j - 1], p->min_p * w[0], w[0]));
                 n = j;
                 break;
             }
@@ -168,14 +189,19 @@ static int ref_sample(const sampler_params *p, const float *in, int n_vocab, con
         double target = sampler_uniform(p->seed, i) * total;
         int pick = n - 1;
         cum = 0.0;
-        for (int j = 0; j < n; j++)
-            if ((cum += w[j]) > target) {
+        for (int j = 0; j < n; j++) {
+            prev = cum;
+            cum += w[j];
+            if (cum > target) {
+                amb |= ref_near(cum, target, total) || ref_near(prev, target, total);
                 pick = j;
                 break;
             }
+        }
         id = c[pick].id;
         *lp = (float)log(w[pick] / total);
     }
+    *ambiguous = amb;
     free(l);
     free(c);
     free(w);
@@ -445,7 +471,7 @@ static void test_determinism(void *scr) {
     free(x);
 }
 
-/* Draws n_draw tokens from a small vocab (logits copied fresh each time) into hist. */
+/* Draws n_draw tokens from a small vocab (logits copied fresh each time), counts into hits. */
 static void draw_many(const sampler_params *p, const float *l, int n, int n_draw, void *scr,
                       int *hits) {
     float x[64];
@@ -593,53 +619,65 @@ static void test_against_reference(void *scr) {
     struct {
         const char *name;
         float sd;      /* logit spread: small = flat distribution, large = peaky */
-        int ties;      /* logits rounded to a few values: ties everywhere */
+        int ties;      /* 1: logits take 13 values (ties everywhere); 2: all equal */
         float t, top_p, min_p, rep, pres, freq;
         int top_k;
+        int loose;     /* 1: boundaries lie within float rounding by design (only count) */
     } mode[] = {
-        {"greedy", 2, 0, 0.0f, 1, 0, 1.3f, 0.4f, 0.1f, 0},
-        {"temperature only, flat", 1, 0, 1.0f, 1, 0, 1, 0, 0, 0},
-        {"temperature only, peaky", 6, 0, 0.8f, 1, 0, 1, 0, 0, 0},
-        {"top_p 0.95 flat", 1, 0, 0.8f, 0.95f, 0, 1, 0, 0, 0},
-        {"top_p 0.95 peaky", 5, 0, 0.8f, 0.95f, 0, 1, 0, 0, 0},
-        {"top_p 0.5 peaky", 8, 0, 1.0f, 0.5f, 0, 1, 0, 0, 0},
-        {"min_p 0.05", 3, 0, 1.0f, 1, 0.05f, 1, 0, 0, 0},
-        {"top_p + min_p", 2, 0, 0.7f, 0.9f, 0.01f, 1, 0, 0, 0},
-        {"top_k 40", 2, 0, 0.8f, 1, 0, 1, 0, 0, 40},
-        {"top_k 40 + top_p 0.9 + min_p", 2, 0, 0.8f, 0.9f, 0.1f, 1, 0, 0, 40},
-        {"top_k 5000 (sort path)", 2, 0, 1.1f, 0.97f, 0, 1, 0, 0, 5000},
-        {"ties, top_p", 0, 1, 1.0f, 0.6f, 0, 1, 0, 0, 0},
-        {"ties, top_k 100", 0, 1, 1.0f, 1, 0, 1, 0, 0, 100},
-        {"ties, temperature only", 0, 1, 1.0f, 1, 0, 1, 0, 0, 0},
-        {"penalties + top_p", 2, 0, 0.9f, 0.9f, 0, 1.2f, 0.5f, 0.3f, 0},
-        {"tiny temperature", 2, 0, 1e-4f, 1, 0, 1, 0, 0, 0},
+        {"greedy", 2, 0, 0.0f, 1, 0, 1.3f, 0.4f, 0.1f, 0, 0},
+        {"temperature only, flat", 1, 0, 1.0f, 1, 0, 1, 0, 0, 0, 0},
+        {"temperature only, peaky", 6, 0, 0.8f, 1, 0, 1, 0, 0, 0, 0},
+        {"top_p 0.95 flat", 1, 0, 0.8f, 0.95f, 0, 1, 0, 0, 0, 0},
+        {"top_p 0.95 peaky", 5, 0, 0.8f, 0.95f, 0, 1, 0, 0, 0, 0},
+        {"top_p 0.5 peaky", 8, 0, 1.0f, 0.5f, 0, 1, 0, 0, 0, 0},
+        {"min_p 0.05", 3, 0, 1.0f, 1, 0.05f, 1, 0, 0, 0, 0},
+        {"top_p + min_p", 2, 0, 0.7f, 0.9f, 0.01f, 1, 0, 0, 0, 0},
+        {"top_k 40", 2, 0, 0.8f, 1, 0, 1, 0, 0, 40, 0},
+        {"top_k 40 + top_p 0.9 + min_p", 2, 0, 0.8f, 0.9f, 0.1f, 1, 0, 0, 40, 0},
+        {"top_k 5000 (sort path)", 2, 0, 1.1f, 0.97f, 0, 1, 0, 0, 5000, 0},
+        {"ties, top_p", 0, 1, 1.0f, 0.6f, 0, 1, 0, 0, 0, 0},
+        {"ties, top_k 100", 0, 1, 1.0f, 1, 0, 1, 0, 0, 100, 0},
+        {"ties, temperature only", 0, 1, 1.0f, 1, 0, 1, 0, 0, 0, 0},
+        {"penalties + top_p", 2, 0, 0.9f, 0.9f, 0, 1.2f, 0.5f, 0.3f, 0, 0},
+        {"tiny temperature", 2, 0, 1e-4f, 1, 0, 1, 0, 0, 0, 0},
+        {"top_p 0.999 peaky (deep tail)", 4, 0, 1.0f, 0.999f, 0, 1, 0, 0, 0, 1},
+        {"top_p 1e-6 (top token only)", 1, 0, 1.0f, 1e-6f, 0, 1, 0, 0, 0, 0},
+        {"all logits equal, top_p 0.5", 0, 2, 1.0f, 0.5f, 0, 1, 0, 0, 0, 0},
+        {"all logits equal, min_p 1", 0, 2, 1.0f, 1, 1.0f, 1, 0, 0, 0, 0},
+        {"high temperature 5, top_p 0.9", 3, 0, 5.0f, 0.9f, 0, 1, 0, 0, 0, 0},
     };
     float *base = malloc(sizeof(float) * V_GPT2), *x = malloc(sizeof(float) * V_GPT2);
     int hist[300];
     uint64_t hs = 77;
     for (int j = 0; j < 300; j++)
         hist[j] = (int)(rng_next(&hs) % 400); /* repeats: counts up to several */
-    for (size_t m = 0; m < sizeof(mode) / sizeof(mode[0]); m++) {
-        fill_normal(base, V_GPT2, mode[m].sd, 1000 + m);
+    double max_lp_err = 0.0;
+    int total_amb = 0, n_mode = (int)(sizeof(mode) / sizeof(mode[0]));
+    for (int m = 0; m < n_mode; m++) {
+        fill_normal(base, V_GPT2, mode[m].sd, 1000 + (uint64_t)m);
         if (mode[m].ties)
-            for (int j = 0; j < V_GPT2; j++)
-                base[j] = (float)(j * 7919 % 13) * 0.5f - 3.0f; /* 13 values, ~3866 ties each */
+            for (int j = 0; j < V_GPT2; j++) /* 1: 13 values, ~3866 ties each; 2: all equal */
+                base[j] = mode[m].ties == 1 ? (float)(j * 7919 % 13) * 0.5f - 3.0f : 0.25f;
         sampler_params p;
         sampler_params_default(&p);
         p.temperature = mode[m].t, p.top_p = mode[m].top_p, p.min_p = mode[m].min_p;
         p.repetition_penalty = mode[m].rep, p.presence_penalty = mode[m].pres;
-        p.frequency_penalty = mode[m].freq, p.top_k = mode[m].top_k, p.seed = 31337 + m;
+        p.frequency_penalty = mode[m].freq, p.top_k = mode[m].top_k, p.seed = 31337 + (uint64_t)m;
         p.n_bias = 2, p.bias_id[0] = 5, p.bias[0] = -INFINITY, p.bias_id[1] = 6;
         p.bias[1] = 1.0f;
         int nh = (mode[m].rep != 1 || mode[m].pres != 0 || mode[m].freq != 0) ? 300 : 0;
-        int same = 1, valid = 1, first_bad = -1, got = 0, want = 0;
+        int same = 1, valid = 1, first_bad = -1, got = 0, want = 0, n_amb = 0;
         double lp_err = 0.0;
         for (int i = 0; i < DRAWS; i++) {
             float lp, lpr;
+            int amb;
             memcpy(x, base, sizeof(float) * V_GPT2);
             int t = sampler_sample(&p, x, V_GPT2, hist, nh, (uint64_t)i, scr, &lp);
-            int r = ref_sample(&p, base, V_GPT2, hist, nh, (uint64_t)i, &lpr);
+            int r = ref_sample(&p, base, V_GPT2, hist, nh, (uint64_t)i, &lpr, &amb);
             valid &= t >= 0 && t < V_GPT2 && t != 5 && lp <= 0.0f && isfinite(lp);
+            n_amb += amb;
+            if (amb)
+                continue;
             if (t != r && first_bad < 0)
                 first_bad = i, got = t, want = r;
             same &= t == r;
@@ -648,8 +686,81 @@ static void test_against_reference(void *scr) {
         check(valid, "%s: tokens valid, not banned, logprob finite <= 0", mode[m].name);
         check(same, "%s: same tokens as the reference (first diff at i=%d: %d vs %d)",
               mode[m].name, first_bad, got, want);
+        check(mode[m].loose || n_amb <= DRAWS / 5, "%s: %d of %d draws too close to call",
+              mode[m].name, n_amb, DRAWS);
         check(lp_err < 1e-4, "%s: logprob max diff %.3g", mode[m].name, lp_err);
+        max_lp_err = fmax(max_lp_err, lp_err);
+        total_amb += n_amb;
     }
+    printf("  reference: %d modes x %d draws, %d too close to call, logprob max diff %.3g\n",
+           n_mode, DRAWS, total_amb, max_lp_err);
+    free(base);
+    free(x);
+}
+
+/* Random vocab sizes, logits (spreads, ties, bans, NaN) and parameters against the reference. */
+static void test_fuzz(void *scr) {
+    enum { ITERS = 400 };
+    static const int sizes[] = {1, 2, 3, 8, 17, 100, 1000, 4100, 9000, 20000, V_GPT2};
+    static const float temps[] = {0.0f, 0.05f, 0.3f, 0.7f, 1.0f, 1.5f, 3.0f};
+    static const float sds[] = {0.1f, 1.0f, 3.0f, 10.0f, 30.0f};
+    float *base = malloc(sizeof(float) * V_GPT2), *x = malloc(sizeof(float) * V_GPT2);
+    int hist[64], same = 1, n_amb = 0, first_bad = -1, valid = 1;
+    double lp_err = 0.0;
+    uint64_t s = 99991;
+    for (int it = 0; it < ITERS; it++) {
+        int nv = sizes[rng_next(&s) % 11];
+        fill_normal(base, nv, sds[rng_next(&s) % 5], 5000 + (uint64_t)it);
+        int kind = (int)(rng_next(&s) % 10);
+        for (int j = 0; j < nv; j++) {
+            if (kind == 0)
+                base[j] = roundf(base[j] * 2.0f) * 0.5f; /* ties */
+            else if (kind == 1 && rng_next(&s) % 4 == 0)
+                base[j] = rng_next(&s) % 2 ? -INFINITY : NAN; /* banned */
+            else if (kind == 2)
+                base[j] = 1.0f; /* all equal */
+        }
+        sampler_params p;
+        sampler_params_default(&p);
+        p.temperature = temps[rng_next(&s) % 7];
+        p.seed = rng_next(&s);
+        if (rng_next(&s) % 2)
+            p.top_k = (int)(rng_next(&s) % (uint64_t)(nv + 5)) + 1;
+        if (rng_next(&s) % 5 < 3)
+            p.top_p = (float)(1.0 - rng_unit(&s) * rng_unit(&s));
+        if (rng_next(&s) % 5 < 2)
+            p.min_p = (float)(rng_unit(&s) * 0.5);
+        if (rng_next(&s) % 3 == 0)
+            p.repetition_penalty = 1.3f, p.presence_penalty = 0.5f, p.frequency_penalty = 0.2f;
+        if (rng_next(&s) % 3 == 0) {
+            p.n_bias = 2, p.bias_id[0] = (int)(rng_next(&s) % (uint64_t)nv), p.bias[0] = -INFINITY;
+            p.bias_id[1] = (int)(rng_next(&s) % (uint64_t)nv), p.bias[1] = 2.0f;
+        }
+        for (int j = 0; j < 64; j++)
+            hist[j] = (int)(rng_next(&s) % (uint64_t)nv);
+        char err[128];
+        check(sampler_params_validate(&p, nv, err, sizeof(err)) == 0, "fuzz params valid: %s",
+              err);
+        float lp, lpr;
+        int amb;
+        memcpy(x, base, sizeof(float) * (size_t)nv);
+        int t = sampler_sample(&p, x, nv, hist, 64, (uint64_t)it, scr, &lp);
+        int r = ref_sample(&p, base, nv, hist, 64, (uint64_t)it, &lpr, &amb);
+        valid &= (t == -1 && r == -1) || (t >= 0 && t < nv && isfinite(lp) && lp <= 0.0f);
+        n_amb += amb;
+        if (amb)
+            continue;
+        if (t != r && first_bad < 0)
+            first_bad = it;
+        same &= t == r;
+        lp_err = fmax(lp_err, fabs((double)lp - (double)lpr));
+    }
+    check(valid, "fuzz: every token valid (or -1 exactly when the reference has none)");
+    check(same, "fuzz: same tokens as the reference (first diff at iteration %d)", first_bad);
+    check(n_amb <= ITERS / 10, "fuzz: %d of %d too close to call", n_amb, ITERS);
+    check(lp_err < 1e-4, "fuzz: logprob max diff %.3g", lp_err);
+    printf("  fuzz: %d cases, %d too close to call, logprob max diff %.3g\n", ITERS, n_amb,
+           lp_err);
     free(base);
     free(x);
 }
@@ -708,6 +819,7 @@ int main(void) {
     test_filters(scr);
     test_top_k1_is_greedy(scr);
     test_against_reference(scr);
+    test_fuzz(scr);
     bench(scr);
     free(base);
     return check_done("test_sampler");

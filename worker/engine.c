@@ -557,6 +557,10 @@ int engine_step(engine *e) {
         float logprob = 0.0f;
         int tok = sampler_sample(&r->sampling, lg, e->n_vocab, r->ids, r->n_ids, (uint64_t)r->n_gen,
                                  e->sampler_scratch, &logprob);
+        if (tok < 0) {
+            request_finish(e, r, ENGINE_FINISH_ERROR, "no token can be sampled: every logit is -inf or NaN");
+            continue;
+        }
         emit_token(e, r, tok, logprob);
     }
     return n;

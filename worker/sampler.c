@@ -1,15 +1,18 @@
 /* sampler.c — logits row -> next token (contract in sampler.h).
  *
- * Reads top to bottom: parameters, the counter-based RNG, scratch layout, logit edits (bias and
- * penalties), AVX2 kernels (exp, max), greedy, candidate ordering and sorting, the shared tail
- * (top-p, min-p, draw) and the three candidate paths (small top-k heap, sort-everything, logit
- * bands), then the entry.
+ * Reads top to bottom: parameters and validation, the counter-based RNG, constants and scratch
+ * layout, logit edits (bias, penalties), AVX2 kernels (exp, max), greedy, the candidate order and
+ * its sorts, then the three sampling paths and the entry:
+ *   top-k <= 1024      a heap picks the k best in one pass; the tail works on that sorted list;
+ *   top-k > 1024       (or a +inf logit) radix-sort every candidate, then the same tail;
+ *   top-k off          the logit-level search: only a small logit range is ever sorted.
  *
- * The candidate order is "edited logit descending, ties by lower id"; temperature > 0 keeps it
- * (weights exp((l - max) / T) never increase along it). Every filter keeps a prefix of that order
- * and is stated as a logit threshold (min-p: l >= max + T ln min_p), so the fast paths sort only
- * the prefix they need and the shared tail checks the answer lies inside it (else the prefix
- * widens): the result never depends on how far a path had to sort. */
+ * The candidate order is "edited logit descending, ties by lower id". Temperature does not
+ * change it: a token's weight is exp((l - max) / T), never increasing along the order. Every
+ * filter keeps a prefix of the order and is stated on logits (min-p keeps l >= max + T ln min_p),
+ * and the draw walks that prefix until the running weight exceeds u * total. All weights come
+ * from one vectorized exp with explicit FMA, so the paths agree and the bits are the same on
+ * every AVX2+FMA machine: a draw is a pure function of (edited logits, parameters, seed, i). */
 #include "sampler.h"
 
 #include <immintrin.h>
@@ -21,20 +24,14 @@
 /* ---------------------------------------------------------------- parameters */
 
 void sampler_params_default(sampler_params *p) {
-    memset(p, 0, sizeof(*p));
-    p->temperature = 0.0f;
-    p->top_k = 0;
+    memset(p, 0, sizeof(*p)); /* greedy, top_k/min_p/presence/frequency off, seed 0, no bias */
     p->top_p = 1.0f;
-    p->min_p = 0.0f;
     p->repetition_penalty = 1.0f;
-    p->presence_penalty = 0.0f;
-    p->frequency_penalty = 0.0f;
-    p->seed = 0;
-    p->n_bias = 0;
 }
 
 /* Writes a message into err (if any); returns -1 for the caller to pass on. */
-__attribute__((format(printf, 3, 4))) static int sampler_fail(char *err, size_t errlen, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int sampler_fail(char *err, size_t errlen,
+                                                              const char *fmt, ...) {
     if (err && errlen > 0) {
         va_list ap;
         va_start(ap, fmt);
@@ -105,7 +102,7 @@ double sampler_uniform(uint64_t seed, uint64_t i) {
     return (double)(r >> 11) * 0x1.0p-53; /* top 53 bits: exactly representable, < 1 */
 }
 
-/* ---------------------------------------------------------------- scratch layout */
+/* ---------------------------------------------------------------- constants, scratch layout */
 
 #define SAMPLER_ALIGN 64         /* bytes; every scratch region starts on a cache line */
 #define SAMPLER_RADIX_BITS 8     /* LSD radix digit; four passes cover a 32-bit key */
@@ -129,9 +126,10 @@ typedef struct {
 
 typedef struct {
     int32_t *count;     /* (V) occurrences in history; only history ids are ever touched */
-    float *w;           /* (V) weight exp((logit - max) / T) by id, valid where a path wrote it */
+    float *w;           /* (V) weight exp((logit - max) * (1/T)) by id, where a path wrote it */
     sampler_cand *cand; /* (V) the candidate list being built and sorted */
     sampler_cand *tmp;  /* (V) radix sort ping-pong buffer */
+    sampler_cand *pre;  /* (V) tokens above a scanned range, joined in front of it if few */
     uint32_t *radix;    /* (PASSES, RADIX) digit histograms */
 } sampler_work;
 
@@ -141,24 +139,25 @@ static size_t sampler_align(size_t n) {
 }
 
 /* Byte sizes of the regions in layout order; returns their sum. */
-static size_t sampler_layout(int n_vocab, size_t size[5]) {
+static size_t sampler_layout(int n_vocab, size_t size[6]) {
     size_t v = (size_t)(n_vocab > 0 ? n_vocab : 0);
     size[0] = sampler_align(v * sizeof(int32_t));
     size[1] = sampler_align(v * sizeof(float));
     size[2] = sampler_align(v * sizeof(sampler_cand));
     size[3] = sampler_align(v * sizeof(sampler_cand));
-    size[4] = sampler_align(SAMPLER_PASSES * SAMPLER_RADIX * sizeof(uint32_t));
-    return size[0] + size[1] + size[2] + size[3] + size[4];
+    size[4] = sampler_align(v * sizeof(sampler_cand));
+    size[5] = sampler_align(SAMPLER_PASSES * SAMPLER_RADIX * sizeof(uint32_t));
+    return size[0] + size[1] + size[2] + size[3] + size[4] + size[5];
 }
 
 size_t sampler_scratch_size(int n_vocab) {
-    size_t size[5];
+    size_t size[6];
     return sampler_layout(n_vocab, size) + SAMPLER_ALIGN; /* slack to align any base pointer */
 }
 
 /* Carves the regions out of the caller's scratch (any alignment, any prior content). */
 static sampler_work sampler_work_carve(void *scratch, int n_vocab) {
-    size_t size[5];
+    size_t size[6];
     sampler_layout(n_vocab, size);
     size_t pad = (SAMPLER_ALIGN - (uintptr_t)scratch % SAMPLER_ALIGN) % SAMPLER_ALIGN;
     char *b = (char *)scratch + pad;
@@ -167,7 +166,8 @@ static sampler_work sampler_work_carve(void *scratch, int n_vocab) {
     s.w = (float *)(void *)(b += size[0]);
     s.cand = (sampler_cand *)(void *)(b += size[1]);
     s.tmp = (sampler_cand *)(void *)(b += size[2]);
-    s.radix = (uint32_t *)(void *)(b += size[3]);
+    s.pre = (sampler_cand *)(void *)(b += size[3]);
+    s.radix = (uint32_t *)(void *)(b += size[4]);
     return s;
 }
 
@@ -220,25 +220,24 @@ static void sampler_apply_penalties(const sampler_params *p, float *logits, int 
 
 /* ---------------------------------------------------------------- vector kernels (AVX2) */
 
-/* exp of 8 lanes: Cephes expf (range reduction by ln 2 in two parts, degree-5 polynomial,
- * ~1 ulp); below SAMPLER_EXP_MIN (and -inf) gives 0. Plain mul/add, no FMA: the same bits on
- * every AVX2 machine. Every weight in this file comes from here, so all paths agree. */
-static __m256 sampler_exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(SAMPLER_EXP_MIN), hi = _mm256_set1_ps(88.0f);
+/* exp of 8 lanes, x <= 0: Cephes expf (range reduction by ln 2 in two parts, degree-5
+ * polynomial, ~1 ulp); below SAMPLER_EXP_MIN (and -inf) gives 0. Explicit FMA, so the same bits
+ * on every AVX2+FMA machine. Every weight in this file comes from here, so all paths agree. */
+static inline __m256 sampler_exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(SAMPLER_EXP_MIN);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi); /* NaN lanes become lo (callers mask them) */
+    x = _mm256_max_ps(x, lo); /* NaN lanes become lo (callers mask them) */
     __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
-    x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(-2.12194440e-4f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
     __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, _mm256_mul_ps(x, x)), x),
-                      _mm256_set1_ps(1.0f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x), _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)),
                                   23);
     return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
@@ -265,10 +264,11 @@ static void sampler_store8(float *p, int j, int n, __m256 x) {
     memcpy(p + j, buf, sizeof(float) * (size_t)(n - j));
 }
 
-/* The weights exp((l - m) / T) of 8 logits against the finite max m; 0 for -inf and NaN. */
-static __m256 sampler_weight8(__m256 v, float m, float temperature) {
+/* The weights exp((l - m) * inv_t) of 8 logits against the finite max m (inv_t = 1 / T);
+ * 0 for -inf and NaN. */
+static inline __m256 sampler_weight8(__m256 v, float m, float inv_t) {
     __m256 valid = _mm256_cmp_ps(v, _mm256_set1_ps(-INFINITY), _CMP_GT_OQ);
-    __m256 x = _mm256_div_ps(_mm256_sub_ps(v, _mm256_set1_ps(m)), _mm256_set1_ps(temperature));
+    __m256 x = _mm256_mul_ps(_mm256_sub_ps(v, _mm256_set1_ps(m)), _mm256_set1_ps(inv_t));
     return _mm256_and_ps(sampler_exp8(x), valid);
 }
 
@@ -386,7 +386,7 @@ static int sampler_crossed(double cum, double target, int strict) {
     return strict ? cum > target : cum >= target;
 }
 
-/* ---------------------------------------------------------------- complete lists (top-k paths) */
+/* ---------------------------------------------------------------- top-k paths: a sorted list */
 
 /* Weights of the listed tokens against m (8 at a time through sampler_exp8) into w[id]; with
  * m = +inf the +inf logits share the mass equally and the rest get 0. */
@@ -397,7 +397,7 @@ static void sampler_weigh_list(const float *l, const sampler_cand *c, int n, flo
         int cnt = n - j < 8 ? n - j : 8;
         for (int t = 0; t < 8; t++)
             in[t] = t < cnt ? l[c[j + t].id] : m;
-        _mm256_storeu_ps(out, sampler_weight8(_mm256_loadu_ps(in), m, temperature));
+        _mm256_storeu_ps(out, sampler_weight8(_mm256_loadu_ps(in), m, 1.0f / temperature));
         for (int t = 0; t < cnt; t++)
             w[c[j + t].id] = m == INFINITY ? (in[t] == INFINITY ? 1.0f : 0.0f) : out[t];
     }
@@ -445,7 +445,7 @@ static int sampler_finish_list(const sampler_params *p, const float *l, const sa
     return c[pick].id;
 }
 
-/* ---------------------------------------------------------------- path 1: small top-k heap */
+/* ---------------------------------------------------------------- path 1: top-k heap */
 
 /* Restores the heap below i: the root is the worst kept candidate (last in the order). */
 static void sampler_heap_down(sampler_cand *h, int n, int i) {
@@ -513,7 +513,7 @@ static int sampler_top_k_heap(const float *l, int n_vocab, int k, sampler_cand *
     return n;
 }
 
-/* ---------------------------------------------------------------- path 2: sort everything */
+/* ---------------------------------------------------------------- path 2: sort every candidate */
 
 /* All candidates (logit > -inf) in id order into c; sorted; truncated to k if 0 < k. */
 static int sampler_sort_all(const float *l, int n_vocab, int k, sampler_work *s) {
@@ -525,7 +525,7 @@ static int sampler_sort_all(const float *l, int n_vocab, int k, sampler_work *s)
     return (k > 0 && k < n) ? k : n;
 }
 
-/* ---------------------------------------------------------------- path 3: logit levels
+/* ---------------------------------------------------------------- path 3: logit-level search
  *
  * Top-k off, finite max m. Eligible tokens: weight > 0 and kept by min-p (l >= l_minp). The
  * nucleus end and the draw are both "the token where the running weight in candidate order
@@ -550,7 +550,7 @@ typedef struct {
 
 typedef struct {
     const float *l;      /* (V) edited logits */
-    const float *w;      /* (V) weights exp((l - m) / T), 0 where banned */
+    const float *w;      /* (V) weights exp((l - m) * (1/T)), 0 where banned */
     int n_vocab;
     float m, temperature;
     float l_minp;        /* eligible: l >= l_minp and w > 0 */
@@ -563,9 +563,9 @@ typedef struct {
     int gathered;        /* 1 if s->cand holds all n of them (a capped scan only counts) */
     int sorted;          /* 1 if s->cand is sorted */
     double before;       /* exact weight of the eligible tokens >= hi */
-    sampler_level sub;   /* [lo, hi) cut finer, if has_sub */
+    sampler_level sub;   /* [lo, hi) cut into a level by the scan, if has_sub */
     int has_sub;
-} sampler_bands;
+} sampler_search;
 
 /* Adds e (weights of 8 tokens with logits v, already masked to the level) to each guide whose
  * threshold v reaches. */
@@ -586,34 +586,42 @@ static void sampler_guide_sum(const __m256 guide[SAMPLER_NT], float out[SAMPLER_
     }
 }
 
-/* 4 + 4 doubles of the 8 float lanes of e, added to acc. */
-static __m256d sampler_acc_pd(__m256d acc, __m256 e) {
+/* Adds the 8 float lanes of e to the 4 double lanes of acc (lane t gets e[t] + e[t + 4], an
+ * exact sum in double). */
+static inline __m256d sampler_acc_pd(__m256d acc, __m256 e) {
     return _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(e)),
                                             _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1))));
 }
 
-/* One pass over V: weights into w, z_all, z_minp and the top level's guides. */
-static void sampler_weigh_all(sampler_bands *b, float *w) {
+/* One pass over V: weights into w, z_all, z_minp and the top level's guides. Invariants are
+ * copied to locals first: the stores to w could otherwise alias them. */
+static void sampler_weigh_all(sampler_search *b, float *w) {
+    const float *l = b->l, m = b->m, inv_t = 1.0f / b->temperature, l_minp = b->l_minp;
+    const int n = b->n_vocab, minp_on = l_minp > -INFINITY;
+    float thr[SAMPLER_NT];
+    memcpy(thr, b->top.thr, sizeof(thr));
     __m256d za = _mm256_setzero_pd(), zm = _mm256_setzero_pd();
     __m256 guide[SAMPLER_NT];
     for (int k = 0; k < SAMPLER_NT; k++)
         guide[k] = _mm256_setzero_ps();
-    for (int j = 0; j < b->n_vocab; j += 8) {
-        __m256 v = sampler_load8(b->l, j, b->n_vocab);
-        __m256 e = sampler_weight8(v, b->m, b->temperature);
-        sampler_store8(w, j, b->n_vocab, e);
+    for (int j = 0; j < n; j += 8) {
+        __m256 v = sampler_load8(l, j, n);
+        __m256 e = sampler_weight8(v, m, inv_t);
+        sampler_store8(w, j, n, e);
         za = sampler_acc_pd(za, e);
-        e = _mm256_and_ps(e, _mm256_cmp_ps(v, _mm256_set1_ps(b->l_minp), _CMP_GE_OQ));
-        zm = sampler_acc_pd(zm, e);
-        sampler_guide_add(guide, v, e, b->top.thr);
+        if (minp_on) {
+            e = _mm256_and_ps(e, _mm256_cmp_ps(v, _mm256_set1_ps(l_minp), _CMP_GE_OQ));
+            zm = sampler_acc_pd(zm, e);
+        }
+        sampler_guide_add(guide, v, e, thr);
     }
     b->z_all = sampler_hsum4(za);
-    b->z_minp = sampler_hsum4(zm);
+    b->z_minp = minp_on ? sampler_hsum4(zm) : b->z_all;
     sampler_guide_sum(guide, b->top.guide);
 }
 
 /* Range k of a level, clamped to the min-p limit: [lo, hi). */
-static void sampler_level_range(const sampler_bands *b, const sampler_level *lv, int k, float *lo,
+static void sampler_level_range(const sampler_search *b, const sampler_level *lv, int k, float *lo,
                                 float *hi) {
     *hi = k == 0 ? lv->hi : lv->thr[k - 1];
     *lo = k < SAMPLER_NT ? lv->thr[k] : lv->lo;
@@ -621,9 +629,9 @@ static void sampler_level_range(const sampler_bands *b, const sampler_level *lv,
     *lo = *lo > b->l_minp ? *lo : b->l_minp;
 }
 
-/* Sets lv to [lo, hi) cut at NT even thresholds (guides still to fill); 0 if the range has no
- * width to cut (weights below max - 88 T are 0, so that is the range's real floor). */
-static int sampler_level_init(const sampler_bands *b, sampler_level *lv, float lo, float hi) {
+/* Sets lv to [lo, hi) cut at NT even thresholds (guides still to fill). Returns 0 if the
+ * range has no width to cut (weights below max - 88 T are 0: that is the range's real floor). */
+static int sampler_level_init(const sampler_search *b, sampler_level *lv, float lo, float hi) {
     float top = hi < b->m ? hi : b->m, bottom = b->m - 88.0f * b->temperature;
     bottom = lo > bottom ? lo : bottom;
     lv->lo = lo, lv->hi = hi;
@@ -632,52 +640,112 @@ static int sampler_level_init(const sampler_bands *b, sampler_level *lv, float l
     return top > bottom;
 }
 
-/* Counts the eligible tokens of [lo, hi), gathers them into s->cand (id order, unsorted) unless
- * there are more than cap, computes b->before, the exact weight (double, fixed order) of the
- * eligible tokens >= hi, and (when capped, for a possible next level) b->sub, the range cut at
- * NT thresholds with its guides. One pass over V, none if that range is already there. */
-static void sampler_range_scan(sampler_bands *b, float lo, float hi, int cap) {
-    if (b->n >= 0 && b->lo == lo && b->hi == hi && (b->gathered || b->n > cap))
-        return;
-    int cut = cap < b->n_vocab && sampler_level_init(b, &b->sub, lo, hi);
-    __m256d acc = _mm256_setzero_pd();
+/* Cuts the range scanned in b into the level lv and computes its guides in one pass over V.
+ * Returns 0 if the range cannot be cut. */
+static int sampler_level_split(const sampler_search *b, sampler_level *lv) {
+    float lo = b->lo, hi = b->hi, thr[SAMPLER_NT];
+    if (!sampler_level_init(b, lv, lo, hi))
+        return 0;
+    lv->base = b->before;
+    memcpy(thr, lv->thr, sizeof(thr));
     __m256 guide[SAMPLER_NT];
     for (int k = 0; k < SAMPLER_NT; k++)
         guide[k] = _mm256_setzero_ps();
-    int n = 0;
+    for (int j = 0; j < b->n_vocab; j += 8) {
+        __m256 v = sampler_load8(b->l, j, b->n_vocab), e = sampler_load8(b->w, j, b->n_vocab);
+        __m256 in = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_set1_ps(lo), _CMP_GE_OQ),
+                                  _mm256_cmp_ps(v, _mm256_set1_ps(hi), _CMP_LT_OQ));
+        sampler_guide_add(guide, v, _mm256_and_ps(e, in), thr);
+    }
+    sampler_guide_sum(guide, lv->guide);
+    return 1;
+}
+
+/* Appends the tokens of bit mask (lanes of the chunk at j) to c[*n..] if they fit in cap, else
+ * only counts them. *n only grows, so once a chunk does not fit none after it does: the list is
+ * complete exactly when the final *n <= cap. */
+static void sampler_gather_mask(const float *l, int j, unsigned mask, sampler_cand *c, int *n,
+                                int cap) {
+    if (*n + __builtin_popcount(mask) > cap) {
+        *n += __builtin_popcount(mask);
+        return;
+    }
+    for (; mask; mask &= mask - 1) {
+        int id = j + __builtin_ctz(mask);
+        c[(*n)++] = (sampler_cand){sampler_key(l[id]), id};
+    }
+}
+
+/* After a capped scan that also gathered the n_above tokens above [lo, hi) into s->pre: if
+ * both fit, joins them in front of the range, making s->cand the whole prefix [lo, +inf)
+ * (running weight before it: 0), so later searches above lo need no pass over V. */
+static void sampler_range_join(sampler_search *b, int n_above, int cap) {
+    if (!b->gathered || b->n + n_above > cap)
+        return;
+    memmove(b->s->cand + n_above, b->s->cand, sizeof(sampler_cand) * (size_t)b->n);
+    memcpy(b->s->cand, b->s->pre, sizeof(sampler_cand) * (size_t)n_above);
+    b->hi = INFINITY, b->n += n_above, b->before = 0.0;
+}
+
+/* Counts the eligible tokens of [lo, hi), gathers them into s->cand (id order, unsorted) unless
+ * there are more than cap, and computes b->before, the exact weight (double, fixed order) of
+ * the eligible tokens >= hi. A capped scan also gathers the tokens above hi and, if all fit,
+ * keeps the whole prefix (sampler_range_join); with `cut` it also fills b->sub, the range cut
+ * into a level, saving a pass if it proves too big. One pass over V, none if already there. */
+static void sampler_range_scan(sampler_search *b, float lo, float hi, int cap, int cut) {
+    if (b->n >= 0 && b->lo == lo && b->hi == hi && (b->gathered || b->n > cap))
+        return;
+    int capped = cap < b->n_vocab, n = 0, n_above = 0;
+    cut = cut && sampler_level_init(b, &b->sub, lo, hi);
+    float thr[SAMPLER_NT];
+    memcpy(thr, b->sub.thr, sizeof(thr));
+    __m256 guide[SAMPLER_NT];
+    for (int k = 0; k < SAMPLER_NT; k++)
+        guide[k] = _mm256_setzero_ps();
+    __m256d acc = _mm256_setzero_pd();
     for (int j = 0; j < b->n_vocab; j += 8) {
         __m256 v = sampler_load8(b->l, j, b->n_vocab), e = sampler_load8(b->w, j, b->n_vocab);
         __m256 above = _mm256_cmp_ps(v, _mm256_set1_ps(hi), _CMP_GE_OQ);
         __m256 in = _mm256_andnot_ps(above, _mm256_cmp_ps(v, _mm256_set1_ps(lo), _CMP_GE_OQ));
         acc = sampler_acc_pd(acc, _mm256_and_ps(e, above));
         if (cut)
-            sampler_guide_add(guide, v, _mm256_and_ps(e, in), b->sub.thr);
-        unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_and_ps(
-            in, _mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_GT_OQ)));
-        if (n + 8 > cap) { /* over the cap: count only */
-            n += __builtin_popcount(mask);
-            continue;
-        }
-        for (; mask; mask &= mask - 1) {
-            int id = j + __builtin_ctz(mask);
-            b->s->cand[n++] = (sampler_cand){sampler_key(b->l[id]), id};
-        }
+            sampler_guide_add(guide, v, _mm256_and_ps(e, in), thr);
+        unsigned pos = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(e, _mm256_setzero_ps(),
+                                                                  _CMP_GT_OQ));
+        unsigned up = (unsigned)_mm256_movemask_ps(above) & pos;
+        sampler_gather_mask(b->l, j, (unsigned)_mm256_movemask_ps(in) & pos, b->s->cand, &n, cap);
+        if (capped && up)
+            sampler_gather_mask(b->l, j, up, b->s->pre, &n_above, cap);
     }
-    b->lo = lo, b->hi = hi, b->n = n, b->sorted = 0, b->gathered = n + 8 <= cap;
+    b->lo = lo, b->hi = hi, b->n = n, b->sorted = 0, b->gathered = n <= cap;
     b->before = sampler_hsum4(acc);
-    b->sub.base = b->before;
+    b->sub.base = b->before, b->has_sub = cut;
     sampler_guide_sum(guide, b->sub.guide);
-    b->has_sub = cut;
+    if (capped)
+        sampler_range_join(b, n_above, cap);
 }
 
-/* Scans range k of lv (gathering up to cap tokens), moved up while the exact weight before it
- * has already crossed target (float guides can point one range too far). Returns the k used. */
-static int sampler_level_scan(sampler_bands *b, const sampler_level *lv, int k, double target,
-                              int strict, int cap) {
+/* 1 if range k of lv surely holds more than LEAF_MAX tokens: its guide mass over the largest
+ * weight a token in it can have (its top logit's) is a lower bound on its count. */
+static int sampler_level_big(const sampler_search *b, const sampler_level *lv, int k) {
+    if (k == SAMPLER_NT)
+        return 1; /* everything below the last threshold: usually the long tail */
+    float lo, hi;
+    sampler_level_range(b, lv, k, &lo, &hi);
+    float mass = lv->guide[k] - (k > 0 ? lv->guide[k - 1] : 0.0f);
+    float w_hi = expf(((hi < b->m ? hi : b->m) - b->m) / b->temperature);
+    return mass > (float)SAMPLER_LEAF_MAX * w_hi;
+}
+
+/* Scans range k of lv (gathering up to LEAF_MAX tokens), moved up while the exact weight
+ * before it has already crossed target (float guides can point one range too far). Returns
+ * the k used. */
+static int sampler_level_scan(sampler_search *b, const sampler_level *lv, int k, double target,
+                              int strict) {
     for (;; k--) {
         float lo, hi;
         sampler_level_range(b, lv, k, &lo, &hi);
-        sampler_range_scan(b, lo, hi, cap);
+        sampler_range_scan(b, lo, hi, SAMPLER_LEAF_MAX, sampler_level_big(b, lv, k));
         if (k == 0 || !sampler_crossed(b->before, target, strict))
             return k; /* range 0 starts at the level's base, which has not crossed */
     }
@@ -694,9 +762,9 @@ static int sampler_level_pick(const sampler_level *lv, double target, int strict
 /* Walks the range in b (gathering it whole first if the scan stopped at the cap, then sorting),
  * adding weights to r->cum. Stops (returns 1) at the first token whose running weight crosses
  * target, or at *stop (also when the walk would pass it). r->c is the last token visited. */
-static int sampler_walk_range(sampler_bands *b, sampler_walked *r, double target, int strict,
+static int sampler_walk_range(sampler_search *b, sampler_walked *r, double target, int strict,
                               const sampler_cand *stop) {
-    sampler_range_scan(b, b->lo, b->hi, b->n_vocab);
+    sampler_range_scan(b, b->lo, b->hi, b->n_vocab, 0);
     if (!b->sorted)
         sampler_radix_sort(b->s->cand, b->s->tmp, b->n, b->s->radix);
     b->sorted = 1;
@@ -713,40 +781,62 @@ static int sampler_walk_range(sampler_bands *b, sampler_walked *r, double target
     return 0;
 }
 
+/* Leaves in b the range where the running weight should cross target, lv/k naming it: a whole
+ * prefix already at hand (k = NT of a level ending at its lo), else the range the guides point
+ * to, cut into finer levels while it holds more than LEAF_MAX tokens. */
+static void sampler_descend(sampler_search *b, sampler_level *lv, int *k, double target,
+                            int strict) {
+    if (b->gathered && b->hi == INFINITY) {
+        lv->lo = b->lo, *k = SAMPLER_NT;
+        return;
+    }
+    for (int depth = 1;; depth++) {
+        *k = sampler_level_scan(b, lv, sampler_level_pick(lv, target, strict), target, strict);
+        if (b->n <= SAMPLER_LEAF_MAX || depth == SAMPLER_DEPTH_MAX)
+            return;
+        if (b->has_sub)
+            *lv = b->sub; /* the scan already cut the range */
+        else if (!sampler_level_split(b, lv))
+            return;
+    }
+}
+
+/* The range after range k of lv: k + 1, then everything eligible below lv (k = NT + 1).
+ * 0 if there is none. */
+static int sampler_next_range(const sampler_search *b, const sampler_level *lv, int *k, float *lo,
+                              float *hi) {
+    if (*k < SAMPLER_NT) {
+        sampler_level_range(b, lv, ++*k, lo, hi);
+        return 1;
+    }
+    if (*k > SAMPLER_NT || !(lv->lo > b->l_minp))
+        return 0;
+    *k = SAMPLER_NT + 1, *lo = b->l_minp, *hi = lv->lo;
+    return 1;
+}
+
 /* The token where the running weight crosses target (or *stop, or the last eligible token if
- * rounding leaves it uncrossed), with the running weight there. Descends levels until the range
- * is small, then walks it and, if rounding put the crossing just beyond, the ranges after it. */
-static sampler_walked sampler_find(sampler_bands *b, double target, int strict,
+ * rounding leaves it uncrossed), with the running weight there: descends to a small range,
+ * walks it and, if rounding put the crossing just beyond, the ranges after it. */
+static sampler_walked sampler_find(sampler_search *b, double target, int strict,
                                    const sampler_cand *stop) {
     sampler_level lv = b->top;
     int k;
-    for (int depth = 1;; depth++) {
-        k = sampler_level_scan(b, &lv, sampler_level_pick(&lv, target, strict), target, strict,
-                               SAMPLER_LEAF_MAX);
-        if (b->n <= SAMPLER_LEAF_MAX || depth == SAMPLER_DEPTH_MAX || !b->has_sub)
-            break;
-        lv = b->sub; /* the scanned range, cut finer */
-    }
+    float lo, hi;
+    sampler_descend(b, &lv, &k, target, strict);
     sampler_walked r = {{0, -1}, b->before};
-    while (!sampler_walk_range(b, &r, target, strict, stop)) {
-        float lo, hi;
-        if (k < SAMPLER_NT)
-            sampler_level_range(b, &lv, ++k, &lo, &hi);
-        else if (lv.lo > b->l_minp)
-            lo = b->l_minp, hi = lv.lo, k = SAMPLER_NT + 1; /* everything below the level */
-        else
-            break; /* no token left: r holds the last eligible one */
-        if (k > SAMPLER_NT + 1)
-            break;
-        sampler_range_scan(b, lo, hi, b->n_vocab);
-    }
+    while (!sampler_walk_range(b, &r, target, strict, stop) &&
+           sampler_next_range(b, &lv, &k, &lo, &hi))
+        sampler_range_scan(b, lo, hi, b->n_vocab, 0);
+    if (r.c.id < 0 && stop)
+        r.c = *stop; /* nothing left to walk (rounding at the very end): the nucleus end */
     return r;
 }
 
 /* Top-p's nucleus end (if on), then the draw inside the kept prefix. */
 static int sampler_sample_levels(const sampler_params *p, const float *l, int n_vocab, float m,
                                  double u, sampler_work *s, float *logprob) {
-    sampler_bands b = {.l = l, .w = s->w, .n_vocab = n_vocab, .m = m,
+    sampler_search b = {.l = l, .w = s->w, .n_vocab = n_vocab, .m = m,
                        .temperature = p->temperature, .s = s, .n = -1};
     b.l_minp = sampler_minp_logit(m, p->temperature, p->min_p);
     b.top.lo = b.l_minp, b.top.hi = INFINITY, b.top.base = 0.0;
@@ -760,6 +850,8 @@ static int sampler_sample_levels(const sampler_params *p, const float *l, int n_
         total = end.cum; /* the nucleus, or all eligible tokens if min-p cut first */
     }
     sampler_walked pick = sampler_find(&b, u * total, 1, end.c.id >= 0 ? &end.c : NULL);
+    if (pick.c.id < 0) /* cannot happen (the max token is eligible); stay in bounds anyway */
+        pick.c.id = sampler_first_eq(l, n_vocab, m);
     *logprob = (float)log((double)s->w[pick.c.id] / total);
     return pick.c.id;
 }
