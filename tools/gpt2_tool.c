@@ -343,7 +343,7 @@ static int last_logits(const char *dir, const int *ids, int n, float **out, int 
     }
     *V = ck.cfg.n_vocab;
     m = gpt2_new(&ck, n, n, 0, err, errlen);
-    kv = m ? kv_new(1, ck.cfg.n_layer, n, ck.cfg.n_embd, err, errlen) : NULL;
+    kv = m ? kv_new(1, ck.cfg.n_layer, n, ck.cfg.n_embd, ck.cfg.n_head, err, errlen) : NULL;
     if (!kv) goto done;
     pos = malloc(sizeof(int) * n);
     slot = calloc(n, sizeof(int));

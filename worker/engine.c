@@ -126,7 +126,7 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     }
     ckpt_destroy(&ck);
     e->kv = kv_new(e->cfg.n_slots, gpt2_config_of(e->model)->n_layer, e->n_ctx,
-                   gpt2_config_of(e->model)->n_embd, err, errlen);
+                   gpt2_config_of(e->model)->n_embd, gpt2_config_of(e->model)->n_head, err, errlen);
     if (!e->kv) goto fail;
     for (int id = 0; id < bpe_vocab_size(e->tok); id++) {
         size_t len = 0;

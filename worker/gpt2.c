@@ -258,8 +258,7 @@ static void kv_store_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, i
     int C = m->cfg.n_embd;
     for (int i = 0; i < b->n; i++) {
         const float *qkv = m->qkv + (size_t)i * 3 * C;
-        memcpy(kv_k_row(kv, b->slot[i], layer, b->pos[i]), qkv + C, C * sizeof(float));
-        memcpy(kv_v_row(kv, b->slot[i], layer, b->pos[i]), qkv + 2 * C, C * sizeof(float));
+        kv_store(kv, b->slot[i], layer, b->pos[i], qkv + C, qkv + 2 * C);
     }
 }
 
@@ -281,8 +280,8 @@ static void attention_head(const attn_job *j, int i, int h, float *scores) {
     const float *k, *v;
     size_t stride;
     for (int t = 0; t < T;) {
-        int n = kv_run(j->kv, slot, j->layer, t, T - t, &k, &v, &stride);
-        const float *kh = k + h * hd;
+        int n = kv_run(j->kv, slot, j->layer, h, t, T - t, &k, &v, &stride);
+        const float *kh = k;
         int u = 0;
         for (; u + 4 <= n; u += 4) {
             float d[4];
@@ -303,10 +302,10 @@ static void attention_head(const attn_job *j, int i, int h, float *scores) {
     float inv = 1.0f / vm_sum(scores, T);
     for (int d = 0; d < hd; d++) out[d] = 0.0f;
     for (int t0 = 0; t0 < T;) {
-        int n = kv_run(j->kv, slot, j->layer, t0, T - t0, &k, &v, &stride);
+        int n = kv_run(j->kv, slot, j->layer, h, t0, T - t0, &k, &v, &stride);
         for (int u = 0; u < n; u++) {
             float p = scores[t0 + u] * inv;
-            const float *vr = v + u * stride + h * hd;
+            const float *vr = v + u * stride;
             int d = 0;
             __m256 pv = _mm256_set1_ps(p);
             for (; d + 8 <= hd; d += 8)

@@ -1,4 +1,6 @@
-/* kv.c — see kv.h. Layout: [slot][layer][K rows (n_ctx, C) | V rows (n_ctx, C)]. */
+/* kv.c — see kv.h. Layout: [slot][layer][K | V][head][n_ctx][head_dim]. */
+#include <string.h>
+
 #include "kv.h"
 
 #include <stdio.h>
@@ -6,7 +8,7 @@
 #include <sys/mman.h>
 
 struct kv_arena {
-    int n_slots, n_layer, n_ctx, n_embd;
+    int n_slots, n_layer, n_ctx, n_embd, n_head, head_dim;
     size_t slot_floats;   /* n_layer * 2 * n_ctx * n_embd */
     size_t bytes;
     float *base;          /* the mapping */
@@ -14,8 +16,9 @@ struct kv_arena {
     int n_free;
 };
 
-kv_arena *kv_new(int n_slots, int n_layer, int n_ctx, int n_embd, char *err, size_t errlen) {
-    if (n_slots < 1 || n_layer < 1 || n_ctx < 1 || n_embd < 1) {
+kv_arena *kv_new(int n_slots, int n_layer, int n_ctx, int n_embd, int n_head, char *err,
+                 size_t errlen) {
+    if (n_slots < 1 || n_layer < 1 || n_ctx < 1 || n_embd < 1 || n_head < 1 || n_embd % n_head) {
         snprintf(err, errlen, "kv arena: invalid shape (slots %d, layers %d, ctx %d, embd %d)",
                  n_slots, n_layer, n_ctx, n_embd);
         return NULL;
@@ -26,6 +29,8 @@ kv_arena *kv_new(int n_slots, int n_layer, int n_ctx, int n_embd, char *err, siz
     a->n_layer = n_layer;
     a->n_ctx = n_ctx;
     a->n_embd = n_embd;
+    a->n_head = n_head;
+    a->head_dim = n_embd / n_head;
     a->slot_floats = (size_t)n_layer * 2 * n_ctx * n_embd;
     a->bytes = a->slot_floats * n_slots * sizeof(float);
     a->free_list = malloc(sizeof(int) * n_slots);
@@ -67,23 +72,26 @@ int kv_slots_used(const kv_arena *a) { return a->n_slots - a->n_free; }
 int kv_ctx(const kv_arena *a) { return a->n_ctx; }
 size_t kv_bytes(const kv_arena *a) { return a->bytes; }
 
-static float *kv_layer(kv_arena *a, int slot, int layer) {
+static float *kv_layer(const kv_arena *a, int slot, int layer) {
     return a->base + (size_t)slot * a->slot_floats + (size_t)layer * 2 * a->n_ctx * a->n_embd;
 }
 
-float *kv_k_row(kv_arena *a, int slot, int layer, int pos) {
-    return kv_layer(a, slot, layer) + (size_t)pos * a->n_embd;
+void kv_store(kv_arena *a, int slot, int layer, int pos, const float *k, const float *v) {
+    float *K = kv_layer(a, slot, layer), *V = K + (size_t)a->n_ctx * a->n_embd;
+    size_t hd = a->head_dim, head_stride = (size_t)a->n_ctx * hd;
+    for (int h = 0; h < a->n_head; h++) {
+        memcpy(K + h * head_stride + pos * hd, k + h * hd, hd * sizeof(float));
+        memcpy(V + h * head_stride + pos * hd, v + h * hd, hd * sizeof(float));
+    }
 }
 
-float *kv_v_row(kv_arena *a, int slot, int layer, int pos) {
-    return kv_layer(a, slot, layer) + ((size_t)a->n_ctx + pos) * a->n_embd;
-}
-
-int kv_run(kv_arena *a, int slot, int layer, int pos, int n_max, const float **k, const float **v,
-           size_t *stride) {
-    *k = kv_k_row(a, slot, layer, pos);
-    *v = kv_v_row(a, slot, layer, pos);
-    *stride = (size_t)a->n_embd;
+int kv_run(const kv_arena *a, int slot, int layer, int head, int pos, int n_max, const float **k,
+           const float **v, size_t *stride) {
+    const float *K = kv_layer(a, slot, layer);
+    size_t hd = a->head_dim, off = (size_t)head * a->n_ctx * hd + (size_t)pos * hd;
+    *k = K + off;
+    *v = K + (size_t)a->n_ctx * a->n_embd + off;
+    *stride = hd;
     int n = a->n_ctx - pos;
     return n < n_max ? n : n_max;
 }
