@@ -334,7 +334,7 @@ static void attention_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, 
 static void linear_forward(gpt2_model *m, const mm_weight *w, const float *raw, int transposed,
                            const float *x, int ldx, float *out, int ldo, int n) {
     if (!m->blas || n == 1) {
-        mm_forward(m->pool, w, x, ldx, out, ldo, n);
+        mm_forward(m->pool, w, x, ldx, out, ldo, n, MM_STORE);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -350,7 +350,8 @@ static void linear_forward(gpt2_model *m, const mm_weight *w, const float *raw, 
 
 #define RAW(l, field) (m->blas ? m->blas->layers[l].field : NULL)
 
-/* One pre-LN transformer block on x (n, C), in place. */
+/* One pre-LN transformer block on x (n, C), in place. The panel kernels fuse GELU and the
+ * residual adds into their stores; BLAS mode does them as separate passes. */
 static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int l) {
     const gpt2_layer *L = &m->layers[l];
     int n = b->n, C = m->cfg.n_embd;
@@ -359,13 +360,22 @@ static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int 
     linear_forward(m, &L->c_attn, RAW(l, c_attn_w), 0, m->h, C, m->qkv, 3 * C, n);
     kv_store_forward(m, kv, b, l);
     attention_forward(m, kv, b, l);
-    linear_forward(m, &L->attn_proj, RAW(l, attn_proj_w), 0, m->att, C, m->tmp, C, n);
-    residual_forward(m->x, m->tmp, (size_t)n * C);
+    if (m->blas && n > 1) {
+        linear_forward(m, &L->attn_proj, RAW(l, attn_proj_w), 0, m->att, C, m->tmp, C, n);
+        residual_forward(m->x, m->tmp, (size_t)n * C);
+    } else {
+        mm_forward(m->pool, &L->attn_proj, m->att, C, m->x, C, n, MM_ADD);
+    }
     layernorm_forward(m->h, m->x, L->ln_2_w, L->ln_2_b, n, C, eps);
-    linear_forward(m, &L->c_fc, RAW(l, c_fc_w), 0, m->h, C, m->fc, 4 * C, n);
-    gelu_forward(m, m->fc, n, 4 * C);
-    linear_forward(m, &L->mlp_proj, RAW(l, mlp_proj_w), 0, m->fc, 4 * C, m->tmp, C, n);
-    residual_forward(m->x, m->tmp, (size_t)n * C);
+    if (m->blas && n > 1) {
+        linear_forward(m, &L->c_fc, RAW(l, c_fc_w), 0, m->h, C, m->fc, 4 * C, n);
+        gelu_forward(m, m->fc, n, 4 * C);
+        linear_forward(m, &L->mlp_proj, RAW(l, mlp_proj_w), 0, m->fc, 4 * C, m->tmp, C, n);
+        residual_forward(m->x, m->tmp, (size_t)n * C);
+    } else {
+        mm_forward(m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n, MM_GELU);
+        mm_forward(m->pool, &L->mlp_proj, m->fc, 4 * C, m->x, C, n, MM_ADD);
+    }
 }
 
 static int batch_valid(const gpt2_model *m, kv_arena *kv, const gpt2_batch *b) {

@@ -37,8 +37,12 @@ static inline float mm_at(const mm_weight *w, int k, int n) {
     return w->panels[((size_t)(n / MM_PANEL) * w->K + k) * MM_PANEL + n % MM_PANEL];
 }
 
-/* out (M, ldo) = x (M, ldx) · W + bias, first N columns of each out row written.
- * Uses the pool (may be NULL: single thread). */
-void mm_forward(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M);
+/* What happens to acc + bias (fused into the kernel, saving a pass over the output). */
+enum { MM_STORE = 0, MM_GELU = 1, MM_ADD = 2 };
+
+/* out (M, ldo) = x (M, ldx) · W + bias, first N columns of each out row written; with MM_GELU
+ * out = gelu(x W + b), with MM_ADD out += x W + b (the residual add). Uses the pool (may be NULL). */
+void mm_forward(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
+                int mode);
 
 #endif
