@@ -104,6 +104,11 @@ run: all
 	@test -f models/gpt2/config.json || BUILD=$(BUILD) sh tools/model.sh models/gpt2
 	@BUILD=$(BUILD) sh tools/run.sh models/gpt2
 
+# Fuzz the protocol decoder (libFuzzer, clang) for FUZZ_TIME seconds; corpus in fuzz-corpus/.
+FUZZ_TIME ?= 60
+fuzz: | $(DEPS_OK)
+	@FUZZ_TIME=$(FUZZ_TIME) sh fuzz/run.sh
+
 clean:
 	rm -rf build
 

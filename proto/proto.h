@@ -42,12 +42,12 @@
 #define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
 
 /* ---- defaults of a submit ------------------------------------------------------------------------ */
-#define PROTO_DEFAULT_MAX_TOKENS 64
-#define PROTO_DEFAULT_TEMPERATURE 1.0f
+#define PROTO_DEFAULT_MAX_TOKENS 16     /* as gpt2-tool generate -n */
+#define PROTO_DEFAULT_TEMPERATURE 0.0f  /* greedy, as gpt2-tool generate */
 
 /* ---- timings ---------------------------------------------------------------------------------- */
 #define PROTO_HEARTBEAT_MS 1000        /* a peer with nothing else to send sends "hb" this often */
-#define PROTO_LIVENESS 3               /* heartbeats missed before a peer is declared dead */
+#define PROTO_LIVENESS 5               /* heartbeat intervals of silence before a peer is declared dead */
 #define PROTO_CONNECT_TIMEOUT_MS 3000  /* a client waits this long for "welcome" */
 #define PROTO_CANCEL_GRACE_MS 1000     /* a client that cancels waits this long for the done frames */
 #define PROTO_RESTART_MIN_MS 250       /* first restart delay of a crashed local worker */
@@ -225,7 +225,7 @@ typedef struct {
     msgpack_zone *zone;            /* decoder-owned arrays (NULL for encoded messages) */
 } proto_msg;
 
-/* Zeroes m and sets the type's defaults (submit: max_tokens 64, temperature 1, top_p 1,
+/* Zeroes m and sets the type's defaults (submit: max_tokens 16, temperature 0 (greedy), top_p 1,
  * repetition_penalty 1, stream 1; everything else 0 / off), v = PROTO_VERSION, has = 0. */
 void proto_msg_init(proto_msg *m, proto_type type);
 

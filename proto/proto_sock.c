@@ -40,9 +40,14 @@ int proto_sock_send(void *sock, const void *ident, size_t ident_len, const proto
         errno = EINVAL;
         return -1;
     }
+    return proto_sock_send_raw(sock, ident, ident_len, sb->data, sb->size, flags);
+}
+
+int proto_sock_send_raw(void *sock, const void *ident, size_t ident_len, const void *data, size_t len,
+                        int flags) {
     if (ident_len > 0 && zmq_send(sock, ident, ident_len, ZMQ_SNDMORE | flags) < 0) return -1;
     /* with a routing id frame queued, the body cannot fail for lack of room (atomic multipart) */
-    if (zmq_send(sock, sb->data, sb->size, flags) < 0) return -1;
+    if (zmq_send(sock, data, len, flags) < 0) return -1;
     return 0;
 }
 

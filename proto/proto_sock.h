@@ -36,6 +36,10 @@ void proto_sock_close(void **sock);
 int proto_sock_send(void *sock, const void *ident, size_t ident_len, const proto_msg *m, int flags,
                     msgpack_sbuffer *sb, char *err, size_t errlen);
 
+/* Sends len bytes already encoded (e.g. a stored request), prefixed by ident. As proto_sock_send(). */
+int proto_sock_send_raw(void *sock, const void *ident, size_t ident_len, const void *data, size_t len,
+                        int flags);
+
 /* Receives one message. router: expect a routing id frame first. 0 with f filled (close it with
  * proto_frame_close()); -1 with errno EAGAIN / EINTR / ...; -2 if the message had the wrong number
  * of frames (it was read and dropped). */

@@ -9,7 +9,9 @@ DIR=${1:-models/gpt2}
 if [ -x "$BUILD/gpt2d" ]; then
     echo "run: starting gpt2d on $DIR with ${GPT2D_WORKERS:-2} workers (Ctrl-C to stop);"
     echo "run: in another terminal: $BUILD/gpt2c \"Dear team,\""
-    exec "$BUILD/gpt2d" --model "$DIR" --workers "${GPT2D_WORKERS:-2}"
+    # 32 slots of 1024 positions per worker (2.4 GB of KV each at most, resident only as used):
+    # 64 concurrent requests over the two workers.
+    exec "$BUILD/gpt2d" --model "$DIR" --workers "${GPT2D_WORKERS:-2}" --slots 32
 fi
 echo "run: no daemon built; generating locally"
 exec "$BUILD/gpt2-tool" generate --model "$DIR" --prompt "Dear team," -n 64

@@ -43,15 +43,18 @@ static void on_signal(int sig) {
 
 typedef struct {
     const char *model, *connect, *name, *log_level;
-    int slots, ctx, max_batch_tokens, threads, blas, step_delay_ms;
+    int slots, ctx, max_batch_tokens, threads, blas, step_delay_ms, kv_budget_mb;
     char connect_buf[512], name_buf[PROTO_MAX_NAME_BYTES];
 } wk_options;
 
 static void wk_usage(FILE *f) {
     fprintf(f, "usage: gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--slots N] [--ctx N]\n"
-               "                    [--max-batch-tokens N] [--threads N] [--blas] [--log-level L]\n"
+               "                    [--kv-budget-mb N] [--max-batch-tokens N] [--threads N] [--blas]\n"
+               "                    [--log-level L]\n"
+               "Engine options default to the engine's (0 = its default: slots from --kv-budget-mb, else 64).\n"
                "Runs one GPT-2 engine for a gpt2d broker (default endpoint ipc://$RUNTIME/worker.sock;\n"
-               "a remote machine uses --connect tcp://BROKER:PORT).\n");
+               "a remote machine uses --connect tcp://BROKER:PORT).\n"
+               "Testing only: --debug-step-delay-ms N sleeps N ms after every engine step.\n");
 }
 
 static int wk_int(const char *flag, const char *v, int lo, int hi, int *out) {
@@ -69,7 +72,6 @@ static int wk_int(const char *flag, const char *v, int lo, int hi, int *out) {
 /* 0 to run, 1 after --help, -1 on a usage error. */
 static int wk_parse(wk_options *o, int argc, char **argv) {
     memset(o, 0, sizeof(*o));
-    o->slots = 64;
     o->log_level = "info";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -84,7 +86,8 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
         else if (strcmp(a, "--connect") == 0) o->connect = v;
         else if (strcmp(a, "--name") == 0) o->name = v;
         else if (strcmp(a, "--log-level") == 0) o->log_level = v;
-        else if (strcmp(a, "--slots") == 0) rc = wk_int(a, v, 1, PROTO_MAX_SLOTS, &o->slots);
+        else if (strcmp(a, "--slots") == 0) rc = wk_int(a, v, 0, PROTO_MAX_SLOTS, &o->slots);
+        else if (strcmp(a, "--kv-budget-mb") == 0) rc = wk_int(a, v, 0, 1 << 24, &o->kv_budget_mb);
         else if (strcmp(a, "--ctx") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->ctx);
         else if (strcmp(a, "--max-batch-tokens") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->max_batch_tokens);
         else if (strcmp(a, "--threads") == 0) rc = wk_int(a, v, 0, 4096, &o->threads);
@@ -142,6 +145,7 @@ typedef struct {
     wk_live *live;        /* requests in the engine */
     int n_live, cap_live;
     int freed;            /* slots freed since the last credit frame */
+    int slots;            /* the engine's KV slots: the capacity announced in ready */
     int n_ctx;
     double broker_expiry_ms, last_send_ms;
 } worker;
@@ -263,7 +267,7 @@ static void wk_on_done(void *user, uint64_t rid, const engine_result *r) {
 static void wk_send_ready(worker *w) {
     proto_msg m;
     proto_msg_init(&m, PROTO_T_READY);
-    m.slots = w->opt->slots;
+    m.slots = w->slots;
     m.name = (proto_str){w->opt->name, (uint32_t)strlen(w->opt->name)};
     if (m.name.len > PROTO_MAX_NAME_BYTES) m.name.len = PROTO_MAX_NAME_BYTES;
     m.pid = (int32_t)getpid();
@@ -300,7 +304,7 @@ static int wk_connect(worker *w) {
     w->broker_expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
     wk_send_ready(w);
     proto_log(&w->log, PROTO_LOG_INFO, "connected to %s as %s (%d slots)", w->opt->connect, w->opt->name,
-              w->opt->slots);
+              w->slots);
     return 0;
 }
 
@@ -494,6 +498,7 @@ int main(int argc, char **argv) {
     proto_log_init(&w.log, "gpt2d-worker", proto_log_parse_level(opt.log_level));
     msgpack_sbuffer_init(&w.sb);
     engine_config ec = {.model_dir = opt.model, .n_slots = opt.slots, .n_ctx = opt.ctx,
+                        .kv_budget_mb = (size_t)opt.kv_budget_mb,
                         .max_batch_tokens = opt.max_batch_tokens, .n_threads = opt.threads,
                         .use_blas = opt.blas};
     engine_callbacks cb = {.on_token = wk_on_token, .on_done = wk_on_done, .user = &w};
@@ -507,6 +512,7 @@ int main(int argc, char **argv) {
     }
     engine_stats st;
     engine_get_stats(w.e, &st);
+    w.slots = st.n_slots > PROTO_MAX_SLOTS ? PROTO_MAX_SLOTS : st.n_slots;
     w.n_ctx = opt.ctx;
     gpt2_config mc;
     if (w.n_ctx == 0 && ckpt_read_config(&mc, opt.model, err, sizeof(err)) == 0) w.n_ctx = mc.n_ctx;

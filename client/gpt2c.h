@@ -1,0 +1,76 @@
+/* gpt2c.h — what the parts of the gpt2c client share: exit codes, the connection to the broker,
+ * the request flags, and the three commands (generate, batch, stats).
+ *
+ * Connection: a DEALER socket; "hello" is answered by "welcome" within PROTO_CONNECT_TIMEOUT_MS or
+ * the broker is unreachable. While requests are outstanding the broker sends something at least
+ * every PROTO_HEARTBEAT_MS; PROTO_LIVENESS intervals of silence mean it is gone. */
+#ifndef GPT2D_GPT2C_H
+#define GPT2D_GPT2C_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include "proto.h"
+#include "proto_sock.h"
+
+/* Exit codes. */
+enum {
+    GPT2C_OK = 0,
+    GPT2C_USAGE = 1,        /* bad command line or local failure (file, memory) */
+    GPT2C_SERVER_ERROR = 2, /* an error frame (other than overloaded), or finish "error" */
+    GPT2C_OVERLOADED = 3,   /* the broker's queue was full */
+    GPT2C_UNREACHABLE = 4,  /* no broker answered, or it fell silent */
+    GPT2C_INTERRUPTED = 130 /* Ctrl-C: requests were cancelled */
+};
+
+/* ---- connection (conn.c) -------------------------------------------------------------------- */
+typedef struct {
+    void *ctx, *sock;
+    msgpack_sbuffer sb;
+    double last_recv_ms;  /* liveness of the broker */
+    proto_frame frame;    /* the frame behind the last received message */
+} conn;
+
+/* Connects to endpoint and exchanges hello/welcome. 0, or a GPT2C_* code with a message on stderr. */
+int conn_open(conn *c, const char *endpoint);
+void conn_close(conn *c); /* safe on a failed or closed conn */
+
+/* 0, or -1 with a message on stderr. */
+int conn_send(conn *c, const proto_msg *m);
+
+/* Waits up to timeout_ms for one valid message. 1: m holds it (valid until the next conn_recv;
+ * call proto_msg_destroy); 0: timeout or a signal; -1: socket failure. Undecodable frames are
+ * reported on stderr and skipped. */
+int conn_recv(conn *c, proto_msg *m, int timeout_ms);
+
+/* 1 if the broker has been silent longer than PROTO_LIVENESS heartbeats. */
+int conn_broker_dead(const conn *c);
+
+/* ---- request flags (options.c) ---------------------------------------------------------------- */
+typedef struct {
+    proto_msg req;                     /* a submit with every sampling field set from flags */
+    char stop_buf[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES + 1];
+    proto_bias bias[PROTO_MAX_BIAS];
+    const char *connect;               /* --connect, else $GPT2D_ENDPOINT, else the default */
+    char connect_buf[512];
+    int json;                          /* --json */
+    int concurrency;                   /* batch -c */
+    const char *output;                /* batch -o */
+    int progress;                      /* batch: -1 auto (tty), 0 off, 1 on */
+    const char *args[4];               /* positional arguments */
+    int n_args;
+} gpt2c_options;
+
+/* Parses argv (after the command word). 0, or -1 after printing the problem. */
+int options_parse(gpt2c_options *o, int argc, char **argv);
+void options_usage(FILE *f);
+
+/* ---- commands ----------------------------------------------------------------------------------- */
+int cmd_generate(gpt2c_options *o, volatile sig_atomic_t *interrupted);
+int cmd_batch(gpt2c_options *o, volatile sig_atomic_t *interrupted);
+int cmd_stats(gpt2c_options *o);
+
+/* Exit code for an error frame's code. */
+int gpt2c_code_exit(int code);
+
+#endif

@@ -1,0 +1,73 @@
+/* stats.c — `gpt2c stats`: asks the broker for its live state and prints it (or --json). */
+#include <string.h>
+
+#include "gpt2c.h"
+#include "gpt2c_json.h"
+
+static json_t *stats_pct(const proto_pct *p) {
+    return json_pack("{s:f, s:f, s:f}", "p50", p->p50, "p90", p->p90, "p99", p->p99);
+}
+
+static void stats_json(const proto_msg *m) {
+    json_t *ws = json_array();
+    for (uint32_t i = 0; i < m->n_worker_list; i++) {
+        const proto_worker_info *w = &m->worker_list[i];
+        json_array_append_new(ws, json_pack("{s:o, s:i, s:b, s:i, s:i, s:i, s:I}", "name",
+                                            json_text(w->name.ptr, w->name.len), "pid", w->pid, "local",
+                                            w->local, "slots", w->slots, "running", w->running, "credit",
+                                            w->credit, "tokens", (json_int_t)w->tokens));
+    }
+    json_print_line(stdout, json_pack("{s:f, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:f, s:o, s:o, s:o}", "uptime_s",
+                                      m->uptime_s, "queue", m->queue, "max_queue", m->max_queue, "running",
+                                      m->running, "requests_total", (json_int_t)m->requests_total, "tokens_total",
+                                      (json_int_t)m->tokens_total, "errors_total", (json_int_t)m->errors_total,
+                                      "overloaded_total", (json_int_t)m->overloaded_total, "tokens_per_s",
+                                      m->tokens_per_s, "ttft_ms", stats_pct(&m->ttft_pct), "itl_ms",
+                                      stats_pct(&m->itl_pct), "workers", ws));
+}
+
+static void stats_text(const proto_msg *m) {
+    printf("gpt2d up %.1f s | queue %d/%d | running %d | %.1f tokens/s\n", m->uptime_s, m->queue, m->max_queue,
+           m->running, m->tokens_per_s);
+    printf("requests %llu, tokens %llu, errors %llu, overloaded %llu\n", (unsigned long long)m->requests_total,
+           (unsigned long long)m->tokens_total, (unsigned long long)m->errors_total,
+           (unsigned long long)m->overloaded_total);
+    printf("time to first token ms  p50 %8.2f  p90 %8.2f  p99 %8.2f\n", m->ttft_pct.p50, m->ttft_pct.p90,
+           m->ttft_pct.p99);
+    printf("inter-token ms          p50 %8.2f  p90 %8.2f  p99 %8.2f\n", m->itl_pct.p50, m->itl_pct.p90,
+           m->itl_pct.p99);
+    printf("%-24s %8s %-6s %6s %8s %7s %10s\n", "worker", "pid", "where", "slots", "running", "credit", "tokens");
+    for (uint32_t i = 0; i < m->n_worker_list; i++) {
+        const proto_worker_info *w = &m->worker_list[i];
+        printf("%-24.*s %8d %-6s %6d %8d %7d %10llu\n", (int)w->name.len, w->name.ptr ? w->name.ptr : "", w->pid,
+               w->local ? "local" : "remote", w->slots, w->running, w->credit, (unsigned long long)w->tokens);
+    }
+}
+
+int cmd_stats(gpt2c_options *o) {
+    conn c;
+    int rc = conn_open(&c, o->connect);
+    if (rc != 0) {
+        conn_close(&c);
+        return rc;
+    }
+    proto_msg q;
+    proto_msg_init(&q, PROTO_T_STATS);
+    rc = GPT2C_UNREACHABLE;
+    if (conn_send(&c, &q) == 0) {
+        double deadline = proto_clock_ms() + PROTO_CONNECT_TIMEOUT_MS;
+        while (rc == GPT2C_UNREACHABLE && proto_clock_ms() < deadline) {
+            proto_msg m;
+            if (conn_recv(&c, &m, (int)(deadline - proto_clock_ms()) + 1) != 1) continue;
+            if (m.type == PROTO_T_STATS_REPLY) {
+                if (o->json) stats_json(&m);
+                else stats_text(&m);
+                rc = GPT2C_OK;
+            }
+            proto_msg_destroy(&m);
+        }
+        if (rc != GPT2C_OK) fprintf(stderr, "gpt2c: no stats from %s\n", o->connect);
+    }
+    conn_close(&c);
+    return rc;
+}

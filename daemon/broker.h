@@ -1,0 +1,33 @@
+/* broker.h — gpt2d's event loop: clients on one ROUTER, workers on another, a bounded FIFO between.
+ *
+ * Clients submit requests under ids of their choosing; the broker maps (client, id) to its own u64
+ * rid, queues the request (at most cfg->max_queue waiting; beyond that "overloaded" at once), and
+ * hands it to the worker with the most credit (credit = free slots the worker announced, so a
+ * worker is never given more than it can run). Token, done and error frames come back by rid and
+ * are forwarded to the client as they arrive. A client that cancels, or that the ROUTER can no
+ * longer reach, has its request cancelled on the worker. Heartbeats both ways (any traffic
+ * refreshes liveness); a worker silent for PROTO_LIVENESS intervals, or a local worker process that
+ * exits, is dead: each of its requests ends with a worker_lost error frame. Local workers are run
+ * and restarted by the supervisor; remote ones connect to the worker endpoint themselves. */
+#ifndef GPT2D_BROKER_H
+#define GPT2D_BROKER_H
+
+#include <signal.h>
+
+#include "config.h"
+#include "proto_log.h"
+
+typedef struct broker broker;
+
+/* Binds both endpoints (creating the runtime directory for ipc:// defaults) and prepares the
+ * supervisor. NULL with err on failure. */
+broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t errlen);
+
+/* Ends every live request with a shutting_down error, stops local workers, closes the sockets. */
+void broker_free(broker *b); /* NULL-safe */
+
+/* Serves until *stop is set (by a signal handler). *child is set by the SIGCHLD handler; the loop
+ * clears it and reaps. Returns 0, or -1 on a fatal socket error. */
+int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *child);
+
+#endif

@@ -1,0 +1,60 @@
+/* metrics.c — see metrics.h. */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void metrics_init(metrics *m, double now_ms) {
+    memset(m, 0, sizeof(*m));
+    for (int i = 0; i < METRICS_RATE_WINDOW_S; i++) m->bucket_sec[i] = -1;
+    m->start_ms = now_ms;
+}
+
+void metrics_ttft(metrics *m, double ms) { m->ttft[m->n_ttft++ % METRICS_TTFT_SAMPLES] = ms; }
+void metrics_itl(metrics *m, double ms) { m->itl[m->n_itl++ % METRICS_ITL_SAMPLES] = ms; }
+
+void metrics_tokens(metrics *m, double now_ms, uint64_t n) {
+    int64_t sec = (int64_t)floor((now_ms - m->start_ms) / 1000.0);
+    int i = (int)(sec % METRICS_RATE_WINDOW_S);
+    if (m->bucket_sec[i] != sec) {
+        m->bucket_sec[i] = sec;
+        m->bucket_tokens[i] = 0;
+    }
+    m->bucket_tokens[i] += n;
+}
+
+double metrics_rate(const metrics *m, double now_ms) {
+    double t = (now_ms - m->start_ms) / 1000.0;
+    int64_t sec = (int64_t)floor(t);
+    uint64_t sum = 0;
+    for (int i = 0; i < METRICS_RATE_WINDOW_S; i++)
+        if (m->bucket_sec[i] >= 0 && m->bucket_sec[i] > sec - METRICS_RATE_WINDOW_S) sum += m->bucket_tokens[i];
+    /* the window covers the last full seconds plus the current partial one */
+    double span = t - (double)(sec - METRICS_RATE_WINDOW_S + 1);
+    if (span > t) span = t;
+    return span > 0.001 ? (double)sum / span : 0.0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static proto_pct pct_of(const double *ring, uint64_t count, int cap) {
+    proto_pct p = {0, 0, 0};
+    size_t n = count < (uint64_t)cap ? (size_t)count : (size_t)cap;
+    if (n == 0) return p;
+    double *v = malloc(n * sizeof(double));
+    if (!v) return p;
+    memcpy(v, ring, n * sizeof(double));
+    qsort(v, n, sizeof(double), cmp_double);
+    p.p50 = v[(size_t)(0.50 * (double)(n - 1) + 0.5)];
+    p.p90 = v[(size_t)(0.90 * (double)(n - 1) + 0.5)];
+    p.p99 = v[(size_t)(0.99 * (double)(n - 1) + 0.5)];
+    free(v);
+    return p;
+}
+
+proto_pct metrics_ttft_pct(const metrics *m) { return pct_of(m->ttft, m->n_ttft, METRICS_TTFT_SAMPLES); }
+proto_pct metrics_itl_pct(const metrics *m) { return pct_of(m->itl, m->n_itl, METRICS_ITL_SAMPLES); }

@@ -1,0 +1,33 @@
+/* metrics.h — the broker's live numbers for `gpt2c stats`: recent time-to-first-token and
+ * inter-token latencies (rings of the last samples, percentiles on demand) and tokens/s over a
+ * sliding window of one-second buckets. Caller-owned struct: metrics_init / metrics_destroy. */
+#ifndef GPT2D_METRICS_H
+#define GPT2D_METRICS_H
+
+#include <stdint.h>
+
+#include "proto.h"
+
+#define METRICS_TTFT_SAMPLES 1024
+#define METRICS_ITL_SAMPLES 8192
+#define METRICS_RATE_WINDOW_S 10
+
+typedef struct {
+    double ttft[METRICS_TTFT_SAMPLES]; /* ms, ring */
+    uint64_t n_ttft;                   /* samples ever added */
+    double itl[METRICS_ITL_SAMPLES];   /* ms between consecutive tokens of one request, ring */
+    uint64_t n_itl;
+    uint64_t bucket_tokens[METRICS_RATE_WINDOW_S]; /* tokens in second bucket_sec[i] */
+    int64_t bucket_sec[METRICS_RATE_WINDOW_S];
+    double start_ms;
+} metrics;
+
+void metrics_init(metrics *m, double now_ms);
+void metrics_ttft(metrics *m, double ms);
+void metrics_itl(metrics *m, double ms);
+void metrics_tokens(metrics *m, double now_ms, uint64_t n);
+double metrics_rate(const metrics *m, double now_ms); /* tokens/s over the window */
+proto_pct metrics_ttft_pct(const metrics *m);         /* zeros if no samples */
+proto_pct metrics_itl_pct(const metrics *m);
+
+#endif
