@@ -47,7 +47,7 @@ static run_figures figures(const batchfile *bf) {
 }
 
 static int run(batchfile *bf, const char *model, int conc, int is_static, int blas, run_figures *out) {
-    engine_config cfg = {.model_dir = model, .n_slots = conc, .n_ctx = 512, .max_batch_tokens = 256,
+    engine_config cfg = {.model_dir = model, .n_slots = conc, .n_ctx = 512, .max_batch_tokens = 0,
                          .use_blas = blas};
     char err[512];
     batchfile_reset(bf);
