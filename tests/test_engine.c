@@ -100,6 +100,44 @@ static int same_job(const batch_job *a, const batch_job *b) {
            a->logits_hash == b->logits_hash && a->n_logits == b->n_logits;
 }
 
+/* Crash replay: the same request resubmitted with the first k generated tokens as resume_ids
+ * continues exactly: the rest of the tokens, the finish reason and the final text are the alone
+ * run's, and the first run's pieces for tokens < k followed by the replay's pieces give the text. */
+static void test_resume(char **lines, int n, char **stops, batchfile *alone) {
+    int cases = 0, bad = 0;
+    for (int i = 0; i < n; i += 3) {
+        batch_job *a = &alone->jobs[i];
+        if (a->finish == ENGINE_FINISH_CANCELLED || a->n_tokens < 3) continue;
+        int ks[3] = {1, a->n_tokens / 2, a->n_tokens - 1};
+        for (int c = 0; c < 3; c++) {
+            int k = ks[c];
+            char *line = decorate(lines[i], i, stops ? stops[i] : NULL, 0), err[256];
+            batchfile *r = batchfile_parse((const char *const *)&line, 1, err, sizeof err);
+            free(line);
+            if (!r) continue;
+            r->jobs[0].req.resume_ids = a->tokens;
+            r->jobs[0].req.n_resume_ids = k;
+            run_batch(r, 1, 1, 16);
+            batch_job *b = &r->jobs[0];
+            size_t pre = a->piece_end[k - 1];
+            int ok = b->finish == a->finish && b->n_tokens == a->n_tokens &&
+                     memcmp(b->tokens, a->tokens, sizeof(int) * a->n_tokens) == 0 &&
+                     b->text_len == a->text_len && memcmp(b->text, a->text, a->text_len) == 0 &&
+                     pre + b->streamed_len == a->text_len && memcmp(a->text, a->streamed, pre) == 0 &&
+                     memcmp(a->text + pre, b->streamed, b->streamed_len) == 0;
+            if (!ok)
+                printf("resume %s at %d of %d: finish %s/%s, tokens %d/%d, text %zu/%zu, pieces %zu+%zu\n",
+                       a->id, k, a->n_tokens, engine_finish_name(b->finish), engine_finish_name(a->finish),
+                       b->n_tokens, a->n_tokens, b->text_len, a->text_len, pre, b->streamed_len);
+            bad += !ok;
+            cases++;
+            batchfile_free(r);
+        }
+    }
+    printf("crash replay: %d resumed requests (k = 1, n/2, n-1), %d differ from the undisturbed run\n", cases, bad);
+    check(cases >= 30 && bad == 0, "resumed requests continue exactly (%d of %d differ)", bad, cases);
+}
+
 static void test_invariance(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/data/emails.jsonl", getenv("GPT2D_ROOT") ? getenv("GPT2D_ROOT") : ".");
@@ -157,6 +195,8 @@ static void test_invariance(void) {
     check(mismatches == 0, "every request identical alone, among 64 and among 8 (%d mismatches)", mismatches);
     check(stopped >= 10 && cancelled >= 4, "the mix really has stops (%d) and cancels (%d)", stopped, cancelled);
     check(crowd->peak_running >= 32, "the crowd run really ran many at once (peak %d)", crowd->peak_running);
+    test_resume(lines, n, stops, alone);
+
     /* the check is sensitive: OpenBLAS sgemm for multi-row matmuls (not batch-invariant) must
      * make some logits rows differ from the alone run */
     batchfile *blas = make_batch(lines, n, stops, 1);

@@ -32,6 +32,7 @@ static void job_free(batch_job *j) {
     free(j->id);
     free(j->prompt);
     free(j->token_ms);
+    free(j->piece_end);
     for (int i = 0; i < ENGINE_MAX_STOPS; i++) free(j->stops[i]);
 }
 
@@ -117,7 +118,8 @@ static int job_from_json(batch_job *j, json_t *o, int index, char *err, size_t e
     for (int i = 0; i < q->n_stops; i++) q->stops[i] = j->stops[i];
     int cap = q->max_tokens > 0 ? q->max_tokens : 1;
     j->token_ms = calloc(cap, sizeof(double));
-    if (!j->token_ms) goto oom;
+    j->piece_end = calloc(cap, sizeof(size_t));
+    if (!j->token_ms || !j->piece_end) goto oom;
     job_clear_results(j);
     return 0;
 oom:
@@ -208,7 +210,10 @@ static void on_token(void *user, uint64_t id, int index, int token, const char *
     }
     memcpy(j->streamed + j->streamed_len, piece, len);
     j->streamed_len += len;
-    if (index < j->req.max_tokens) j->token_ms[index] = now_ms() - rs->t0;
+    if (index < j->req.max_tokens) {
+        j->token_ms[index] = now_ms() - rs->t0;
+        j->piece_end[index] = j->streamed_len;
+    }
     if (j->cancel_after > 0 && index + 1 == j->cancel_after) rs->to_cancel[rs->n_cancel++] = (int)(id - 1);
 }
 

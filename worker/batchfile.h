@@ -40,6 +40,7 @@ typedef struct {
     int prompt_tokens;
     double queue_ms, ttft_ms, total_ms;
     double *token_ms;             /* (max_tokens) arrival time of each token, ms since run start */
+    size_t *piece_end;            /* (max_tokens) streamed_len after each token's piece */
     uint64_t logits_hash;         /* FNV-1a over every logits row, in order */
     int n_logits;
 } batch_job;

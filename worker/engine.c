@@ -60,8 +60,6 @@ struct engine {
     request **prefill;                        /* (n_slots) prefilling requests, admission order */
     float *logits;                            /* (n_slots, V) */
     void *sampler_scratch;
-    char *piece;                              /* one token's piece: held text can be long */
-    size_t piece_cap;
     engine_stats stats;
 };
 
@@ -143,10 +141,8 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     e->prefill = malloc(sizeof(request *) * S);
     e->logits = malloc(sizeof(float) * (size_t)S * e->n_vocab);
     e->sampler_scratch = malloc(sampler_scratch_size(e->n_vocab));
-    e->piece_cap = (size_t)ENGINE_MAX_STOP_LEN * 8 + e->max_token_bytes * 4 + 64;
-    e->piece = malloc(e->piece_cap);
     if (!e->running || !e->b_token || !e->b_pos || !e->b_slot || !e->b_out || !e->b_req || !e->prefill ||
-        !e->logits || !e->sampler_scratch || !e->piece) {
+        !e->logits || !e->sampler_scratch) {
         snprintf(err, errlen, "engine: out of memory");
         goto fail;
     }
@@ -180,7 +176,6 @@ void engine_free(engine *e) {
     free(e->prefill);
     free(e->logits);
     free(e->sampler_scratch);
-    free(e->piece);
     free(e);
 }
 
@@ -197,6 +192,8 @@ const char *engine_finish_name(engine_finish f) {
     }
     return "error";
 }
+
+static size_t stop_hold(const struct request *r, const char *s, size_t n);
 
 /* ---------------------------------------------------------------------------------------------
  * Submit and cancel. */
@@ -279,14 +276,17 @@ static int request_stops(request *r, const engine_request *q, char *err, size_t 
     return 0;
 }
 
-/* Replays resumed tokens through the stream decoder so text and stop state continue exactly. */
+/* Replays resumed tokens through the stream decoder and the stop-string hold-back exactly as
+ * emit_token did when they were first generated, so text, held bytes and what counts as already
+ * emitted continue where the first run left off (crash replay). */
 static void request_replay(engine *e, request *r) {
     for (int i = r->n_prompt - r->n_resume; i < r->n_prompt; i++) {
         int n = bpe_stream_push(&r->stream, e->tok, r->ids[i], r->text + r->text_len,
                                 r->text_cap - r->text_len);
         if (n > 0) r->text_len += n;
+        size_t end = r->text_len - stop_hold(r, r->text + r->emitted, r->text_len - r->emitted);
+        if (end > r->emitted) r->emitted = end;
     }
-    r->emitted = r->text_len;
 }
 
 int engine_submit(engine *e, uint64_t req_id, const engine_request *q, char *err, size_t errlen) {
@@ -309,12 +309,19 @@ int engine_submit(engine *e, uint64_t req_id, const engine_request *q, char *err
         request_free(r);
         return -1;
     }
-    r->max_gen = q->n_resume_ids + q->max_tokens;
+    if (q->n_resume_ids >= q->max_tokens) {
+        snprintf(err, errlen, "%d resumed tokens leave nothing to generate (max_tokens %d)",
+                 q->n_resume_ids, q->max_tokens);
+        request_free(r);
+        return -1;
+    }
+    r->max_gen = q->max_tokens;
     r->sampling = q->sampling;
     r->ignore_eos = q->ignore_eos;
     r->want_logprobs = q->want_logprobs;
     int gen_cap = r->max_gen < e->n_ctx + 1 ? r->max_gen : e->n_ctx + 1;
-    r->text_cap = (size_t)gen_cap * (e->max_token_bytes + 4) + 64;
+    /* an invalid byte becomes U+FFFD (3 bytes): room for 3x the longest token per token */
+    r->text_cap = (size_t)gen_cap * (3 * e->max_token_bytes + 4) + 64;
     r->text = malloc(r->text_cap);
     if (!r->text) goto oom;
     bpe_stream_init(&r->stream);

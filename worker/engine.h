@@ -53,9 +53,11 @@ typedef struct {
     const int *prompt_ids;   /* token ids instead of text */
     int n_prompt_ids;
     const int *resume_ids;   /* tokens already generated (crash replay): fed as prompt, not re-emitted;
-                                generation index continues at n_resume_ids */
+                                generation index continues at n_resume_ids, and text, stop-string
+                                hold-back and sampling continue exactly as in the first run */
     int n_resume_ids;
-    int max_tokens;          /* >= 1 */
+    int max_tokens;          /* >= 1; counts resumed tokens too (a replay resends the original
+                                request plus resume_ids): n_resume_ids < max_tokens */
     sampler_params sampling;
     int n_stops;
     const char *stops[ENGINE_MAX_STOPS];
