@@ -52,7 +52,7 @@ ifneq ($(wildcard client/*.c),)
 BINS += $(BUILD)/gpt2c
 endif
 
-.PHONY: all deps test bench run model clean fuzz
+.PHONY: all deps test bench run model clean fuzz install uninstall soak
 all: $(BINS)
 
 deps: $(DEPS_OK)
@@ -103,6 +103,13 @@ model: all
 run: all
 	@test -f models/gpt2/config.json || BUILD=$(BUILD) sh tools/model.sh models/gpt2
 	@BUILD=$(BUILD) sh tools/run.sh models/gpt2
+
+# Install (PREFIX, DESTDIR): binaries, systemd units, /etc/gpt2d/gpt2d.conf, man pages, tokenizer.
+PREFIX ?= /usr/local
+install: all
+	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh
+uninstall:
+	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh --uninstall
 
 # Fuzz the protocol decoder (libFuzzer, clang) for FUZZ_TIME seconds; corpus in fuzz-corpus/.
 FUZZ_TIME ?= 60

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "batchfile.h"
 #include "bpe.h"
@@ -157,6 +158,22 @@ static int parse_engine(const args *a, engine_config *c) {
 /* ---------------------------------------------------------------------------------------------
  * mkmodel, tokenize, detokenize, logits. */
 
+/* The tokenizer files mkmodel copies: the source tree's data/ (compiled in), else an installed
+ * copy at <dir of this executable>/../share/gpt2d/gpt2-tokenizer. */
+static const char *default_tokenizer_dir(char *buf, size_t cap) {
+    const char *built = GPT2D_DATADIR "/gpt2-tokenizer";
+    snprintf(buf, cap, "%s/vocab.json", built);
+    if (access(buf, R_OK) == 0) return built;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return built;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(buf, cap, "%s/../share/gpt2d/gpt2-tokenizer", exe);
+    return buf;
+}
+
 static int cmd_mkmodel(const args *a) {
     gpt2_config c = {.n_vocab = 50257, .ln_eps = 1e-5f};
     long L = 0, D = 0, H = 0, T = 0, V = 50257, seed = 0;
@@ -170,8 +187,9 @@ static int cmd_mkmodel(const args *a) {
     c.n_head = (int)H;
     c.n_ctx = (int)T;
     c.n_vocab = (int)V;
+    char found[4200];
     const char *tokdir = flag(a, "--tokenizer");
-    if (!tokdir) tokdir = GPT2D_DATADIR "/gpt2-tokenizer";
+    if (!tokdir) tokdir = default_tokenizer_dir(found, sizeof found);
     char err[512];
     if (ckpt_write_random(out, &c, (uint64_t)seed, tokdir, err, sizeof err) != 0) {
         fprintf(stderr, "gpt2-tool mkmodel: %s\n", err);
