@@ -15,6 +15,8 @@
  * every AVX2+FMA machine: a draw is a pure function of (edited logits, parameters, seed, i). */
 #include "sampler.h"
 
+#include "vmath.h"
+
 #include <immintrin.h>
 #include <math.h>
 #include <stdarg.h>
@@ -220,28 +222,10 @@ static void sampler_apply_penalties(const sampler_params *p, float *logits, int 
 
 /* ---------------------------------------------------------------- vector kernels (AVX2) */
 
-/* exp of 8 lanes, x <= 0: Cephes expf (range reduction by ln 2 in two parts, degree-5
- * polynomial, ~1 ulp); below SAMPLER_EXP_MIN (and -inf) gives 0. Explicit FMA, so the same bits
- * on every AVX2+FMA machine. Every weight in this file comes from here, so all paths agree. */
-static inline __m256 sampler_exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(SAMPLER_EXP_MIN);
-    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo); /* NaN lanes become lo (callers mask them) */
-    __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)),
-                                  23);
-    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
-}
+/* exp of 8 lanes (x <= 0): vm_exp, the forward pass's own (below -87 and -inf give 0, NaN lanes
+ * give 0 too; callers mask them). Explicit FMA, so the same bits on every AVX2+FMA machine.
+ * Every weight in this file comes from here, so all paths agree. */
+static inline __m256 sampler_exp8(__m256 x) { return vm_exp(x); }
 
 /* 8 logits from l[j..] (j + 8 may pass n: missing lanes read as -inf). */
 static __m256 sampler_load8(const float *l, int j, int n) {
