@@ -115,7 +115,6 @@ double sampler_uniform(uint64_t seed, uint64_t i) {
 #define SAMPLER_DEPTH_MAX 3      /* levels at most (ties can make a range uncuttable) */
 #define SAMPLER_HEAP_MAX 1024    /* top_k up to this uses the heap, above it a full sort */
 #define SAMPLER_INSERTION_MAX 32 /* lists up to this length sort by insertion */
-#define SAMPLER_EXP_MIN (-87.0f) /* exp below this flushes to 0 (2^-125 ~ 2e-38 and smaller) */
 
 /* The top level's thresholds as depths below the max in units of temperature: threshold k is
  * the logit max - depth[k] * T, i.e. weight exp(-depth[k]) relative to the best. */
