@@ -10,6 +10,7 @@
 #include "checkpoint.h"
 #include "gpt2.h"
 #include "kv.h"
+#include "pool.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Requests. */
@@ -59,7 +60,10 @@ struct engine {
     request **b_req;                          /* (max_batch) request of each logits row */
     request **prefill;                        /* (n_slots) prefilling requests, admission order */
     float *logits;                            /* (n_slots, V) */
-    void *sampler_scratch;
+    char *sampler_scratch;                    /* (threads, scratch_size): one per compute thread */
+    size_t scratch_size;
+    int *s_token;                             /* (n_slots) sampled token of each logits row */
+    float *s_logprob;                         /* (n_slots) */
     engine_stats stats;
 };
 
@@ -140,9 +144,12 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     e->b_req = malloc(sizeof(request *) * B);
     e->prefill = malloc(sizeof(request *) * S);
     e->logits = malloc(sizeof(float) * (size_t)S * e->n_vocab);
-    e->sampler_scratch = malloc(sampler_scratch_size(e->n_vocab));
+    e->scratch_size = (sampler_scratch_size(e->n_vocab) + 63) / 64 * 64;
+    e->sampler_scratch = malloc(e->scratch_size * pool_threads(gpt2_pool(e->model)));
+    e->s_token = malloc(sizeof(int) * S);
+    e->s_logprob = malloc(sizeof(float) * S);
     if (!e->running || !e->b_token || !e->b_pos || !e->b_slot || !e->b_out || !e->b_req || !e->prefill ||
-        !e->logits || !e->sampler_scratch) {
+        !e->logits || !e->sampler_scratch || !e->s_token || !e->s_logprob) {
         snprintf(err, errlen, "engine: out of memory");
         goto fail;
     }
@@ -176,6 +183,8 @@ void engine_free(engine *e) {
     free(e->prefill);
     free(e->logits);
     free(e->sampler_scratch);
+    free(e->s_token);
+    free(e->s_logprob);
     free(e);
 }
 
@@ -538,6 +547,18 @@ static int emit_token(engine *e, request *r, int token, float logprob) {
     return done;
 }
 
+/* Samples logits rows [begin, end) with thread tid's scratch. */
+static void sample_task(void *ctx, int begin, int end, int tid) {
+    engine *e = ctx;
+    void *scratch = e->sampler_scratch + (size_t)tid * e->scratch_size;
+    for (int o = begin; o < end; o++) {
+        request *r = e->b_req[o];
+        e->s_logprob[o] = 0.0f;
+        e->s_token[o] = sampler_sample(&r->sampling, e->logits + (size_t)o * e->n_vocab, e->n_vocab,
+                                       r->ids, r->n_ids, (uint64_t)r->n_gen, scratch, &e->s_logprob[o]);
+    }
+}
+
 int engine_step(engine *e) {
     reap_cancelled(e);
     admit_waiting(e);
@@ -557,18 +578,20 @@ int engine_step(engine *e) {
         r->n_past++;
         if (r->state == REQ_PREFILL && r->n_past == r->n_prompt) r->state = REQ_DECODE;
     }
+    if (e->cb.on_logits)
+        for (int o = 0; o < n_out; o++)
+            e->cb.on_logits(e->cb.user, e->b_req[o]->id, e->b_req[o]->n_gen,
+                            e->logits + (size_t)o * e->n_vocab, e->n_vocab);
+    /* sample every row on the compute threads (a row's draw depends only on its own logits,
+     * history and (seed, index)), then emit in batch order on this thread */
+    pool_run(gpt2_pool(e->model), sample_task, e, n_out, 1);
     for (int o = 0; o < n_out; o++) {
         request *r = e->b_req[o];
-        float *lg = e->logits + (size_t)o * e->n_vocab;
-        if (e->cb.on_logits) e->cb.on_logits(e->cb.user, r->id, r->n_gen, lg, e->n_vocab);
-        float logprob = 0.0f;
-        int tok = sampler_sample(&r->sampling, lg, e->n_vocab, r->ids, r->n_ids, (uint64_t)r->n_gen,
-                                 e->sampler_scratch, &logprob);
-        if (tok < 0) {
+        if (e->s_token[o] < 0) {
             request_finish(e, r, ENGINE_FINISH_ERROR, "no token can be sampled: every logit is -inf or NaN");
             continue;
         }
-        emit_token(e, r, tok, logprob);
+        emit_token(e, r, e->s_token[o], e->s_logprob[o]);
     }
     return n;
 }

@@ -185,6 +185,7 @@ void gpt2_use_blas(gpt2_model *m, const gpt2_checkpoint *ck) {
 }
 
 const gpt2_config *gpt2_config_of(const gpt2_model *m) { return &m->cfg; }
+pool *gpt2_pool(gpt2_model *m) { return m->pool; }
 int gpt2_max_tokens(const gpt2_model *m) { return m->max_tokens; }
 size_t gpt2_weight_bytes(const gpt2_model *m) { return m->weight_bytes; }
 

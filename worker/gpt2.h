@@ -39,6 +39,7 @@ void gpt2_free(gpt2_model *m); /* NULL-safe */
 void gpt2_use_blas(gpt2_model *m, const gpt2_checkpoint *ck);
 
 const gpt2_config *gpt2_config_of(const gpt2_model *m);
+struct pool *gpt2_pool(gpt2_model *m); /* the compute threads, for work between forwards */
 int gpt2_max_tokens(const gpt2_model *m);
 size_t gpt2_weight_bytes(const gpt2_model *m); /* packed weights streamed per forward */
 
