@@ -107,9 +107,9 @@ run: all
 # Install (PREFIX, DESTDIR): binaries, systemd units, /etc/gpt2d/gpt2d.conf, man pages, tokenizer.
 PREFIX ?= /usr/local
 install: all
-	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh
+	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh install
 uninstall:
-	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh --uninstall
+	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh uninstall
 
 # Fuzz the protocol decoder (libFuzzer, clang) for FUZZ_TIME seconds; corpus in fuzz-corpus/.
 FUZZ_TIME ?= 60

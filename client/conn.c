@@ -13,6 +13,15 @@ int conn_open(conn *c, const char *endpoint) {
         fprintf(stderr, "gpt2c: %s\n", c->ctx ? err : "cannot create a ZeroMQ context");
         return GPT2C_USAGE;
     }
+    const char *key = getenv("GPT2D_CURVE_KEY"), *server = getenv("GPT2D_SERVER_KEY");
+    if (key && *key && (!server || !*server)) {
+        fprintf(stderr, "gpt2c: --curve-key needs --server-key (the broker's public key)\n");
+        return GPT2C_USAGE;
+    }
+    if (key && *key && proto_curve_client(c->sock, key, server, err, sizeof(err)) < 0) {
+        fprintf(stderr, "gpt2c: %s\n", err);
+        return GPT2C_USAGE;
+    }
     if (zmq_connect(c->sock, endpoint) < 0) {
         fprintf(stderr, "gpt2c: cannot connect to %s: %s\n", endpoint, zmq_strerror(errno));
         return GPT2C_UNREACHABLE;
@@ -94,4 +103,22 @@ int gpt2c_code_exit(int code) {
     case PROTO_CODE_OVERLOADED: return GPT2C_OVERLOADED;
     default: return GPT2C_SERVER_ERROR;
     }
+}
+
+int cmd_keygen(int argc, char **argv) {
+    if (argc != 1) {
+        fprintf(stderr, "usage: gpt2c keygen FILE   (writes a CURVE key pair, prints the public key)\n");
+        return GPT2C_USAGE;
+    }
+    char pub[PROTO_CURVE_KEY_Z85 + 1], err[512];
+    if (!zmq_has("curve")) {
+        fprintf(stderr, "gpt2c: this libzmq was built without CURVE support\n");
+        return GPT2C_USAGE;
+    }
+    if (proto_curve_keygen(argv[0], pub, err, sizeof(err)) < 0) {
+        fprintf(stderr, "gpt2c: %s\n", err);
+        return GPT2C_USAGE;
+    }
+    printf("%s\n", pub);
+    return GPT2C_OK;
 }

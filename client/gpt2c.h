@@ -31,7 +31,10 @@ typedef struct {
     proto_frame frame;    /* the frame behind the last received message */
 } conn;
 
-/* Connects to endpoint and exchanges hello/welcome. 0, or a GPT2C_* code with a message on stderr. */
+/* Connects to endpoint and exchanges hello/welcome. With $GPT2D_CURVE_KEY (a key pair file) and
+ * $GPT2D_SERVER_KEY (the broker's public key, or a file holding it) the link uses CURVE; a broker
+ * that refuses our key never answers hello, so that is reported as unreachable. 0, or a GPT2C_*
+ * code with a message on stderr. */
 int conn_open(conn *c, const char *endpoint);
 void conn_close(conn *c); /* safe on a failed or closed conn */
 
@@ -52,6 +55,8 @@ typedef struct {
     char stop_buf[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES + 1];
     proto_bias bias[PROTO_MAX_BIAS];
     const char *connect;               /* --connect, else $GPT2D_ENDPOINT, else the default */
+    const char *curve_key;             /* --curve-key FILE: our CURVE key pair (exported as $GPT2D_CURVE_KEY) */
+    const char *server_key;            /* --server-key KEY|FILE: the broker's public key ($GPT2D_SERVER_KEY) */
     char connect_buf[512];
     int json;                          /* --json */
     int concurrency;                   /* batch -c */
@@ -69,6 +74,8 @@ void options_usage(FILE *f);
 int cmd_generate(gpt2c_options *o, volatile sig_atomic_t *interrupted);
 int cmd_batch(gpt2c_options *o, volatile sig_atomic_t *interrupted);
 int cmd_stats(gpt2c_options *o);
+/* gpt2c keygen FILE: writes a new CURVE key pair (0600) and prints its public key. */
+int cmd_keygen(int argc, char **argv);
 
 /* Exit code for an error frame's code. */
 int gpt2c_code_exit(int code);

@@ -2,6 +2,7 @@
  *   gpt2c [flags] "prompt"                     stream a continuation to stdout
  *   gpt2c batch IN.jsonl [-c N] [-o OUT.jsonl]  many requests with bounded concurrency
  *   gpt2c stats                                the broker's live state
+ *   gpt2c keygen FILE                          a CURVE key pair for --curve-key / allow-lists
  * SIGINT/SIGTERM only set a flag: the command cancels its requests and exits 130. */
 #include <signal.h>
 #include <string.h>
@@ -30,6 +31,7 @@ int main(int argc, char **argv) {
         }
     }
     const char *cmd = argc > 1 ? argv[1] : "";
+    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 2, argv + 2);
     int skip = (strcmp(cmd, "batch") == 0 || strcmp(cmd, "stats") == 0) ? 2 : 1;
     gpt2c_options o;
     if (options_parse(&o, argc - skip, argv + skip) < 0) return GPT2C_USAGE;

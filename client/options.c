@@ -38,6 +38,8 @@ static const opt opts[] = {
     {"--json", NULL, O_ON, G(json), " machine-readable output: one JSON object per frame"},
     {"--concurrency", "-c", O_INT, G(concurrency), "N  batch: requests in flight (default 64)"},
     {"--output", "-o", O_STR, G(output), "FILE  batch: results (default stdout)"},
+    {"--curve-key", NULL, O_STR, G(curve_key), "FILE  CURVE key pair (gpt2c keygen) for a broker with --curve-secret"},
+    {"--server-key", NULL, O_STR, G(server_key), "KEY  the broker's CURVE public key (Z85, or a file holding it)"},
     {"--progress", NULL, O_ON, G(progress), " batch: progress bar on stderr even if not a terminal"},
     {"--no-progress", NULL, O_NOPROGRESS, G(progress), " batch: no progress bar"},
 };
@@ -145,6 +147,9 @@ int options_parse(gpt2c_options *o, int argc, char **argv) {
         }
         if (opt_value(o, p, argv[++i]) < 0) return -1;
     }
+    /* the connection reads the CURVE settings from the environment (one place for every command) */
+    if (o->curve_key) setenv("GPT2D_CURVE_KEY", o->curve_key, 1);
+    if (o->server_key) setenv("GPT2D_SERVER_KEY", o->server_key, 1);
     if (!o->connect) o->connect = getenv("GPT2D_ENDPOINT");
     if (!o->connect || !*o->connect) {
         if (!proto_default_endpoint(0, o->connect_buf, sizeof(o->connect_buf), NULL, 0)) {

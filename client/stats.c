@@ -8,6 +8,49 @@ static json_t *stats_pct(const proto_pct *p) {
     return json_pack("{s:f, s:f, s:f}", "p50", p->p50, "p90", p->p90, "p99", p->p99);
 }
 
+/* ---- latency histograms (PROTO_HIST_BOUNDS_MS buckets) ------------------------------------------ */
+
+static const double hist_bounds[PROTO_HIST_BUCKETS - 1] = PROTO_HIST_BOUNDS_MS;
+
+/* {"1": n, "2": n, ..., "60000": n, "inf": n}: the wire's own keys. */
+static json_t *stats_hist_json(const proto_hist *h) {
+    json_t *o = json_object();
+    for (int i = 0; i < PROTO_HIST_BUCKETS; i++) {
+        char key[32];
+        if (i < PROTO_HIST_BUCKETS - 1) snprintf(key, sizeof(key), "%g", hist_bounds[i]);
+        else snprintf(key, sizeof(key), "inf");
+        json_object_set_new(o, key, json_integer((json_int_t)h->n[i]));
+    }
+    return o;
+}
+
+/* One row per bucket from the first to the last non-empty one, with a bar scaled to the fullest:
+ *     (10, 20] ms        12  ########################################  */
+static void stats_hist_text(const char *title, const proto_hist *h) {
+    int lo = -1, hi = -1;
+    uint64_t total = 0, max = 0;
+    for (int i = 0; i < PROTO_HIST_BUCKETS; i++) {
+        if (!h->n[i]) continue;
+        if (lo < 0) lo = i;
+        hi = i;
+        total += h->n[i];
+        if (h->n[i] > max) max = h->n[i];
+    }
+    printf("%s: %llu sample%s\n", title, (unsigned long long)total, total == 1 ? "" : "s");
+    for (int i = lo; lo >= 0 && i <= hi; i++) {
+        char range[48];
+        if (i == 0) snprintf(range, sizeof(range), "<= %g ms", hist_bounds[0]);
+        else if (i == PROTO_HIST_BUCKETS - 1) snprintf(range, sizeof(range), "> %g ms", hist_bounds[i - 1]);
+        else snprintf(range, sizeof(range), "(%g, %g] ms", hist_bounds[i - 1], hist_bounds[i]);
+        int bar = (int)((h->n[i] * 40 + max - 1) / max);
+        char bars[41];
+        memset(bars, '#', (size_t)bar);
+        bars[bar] = 0;
+        double pct = 100.0 * (double)h->n[i] / (double)total;
+        printf("  %18s %10llu %5.1f%%  %s\n", range, (unsigned long long)h->n[i], pct, bars);
+    }
+}
+
 static void stats_json(const proto_msg *m) {
     json_t *ws = json_array();
     for (uint32_t i = 0; i < m->n_worker_list; i++) {
@@ -17,13 +60,18 @@ static void stats_json(const proto_msg *m) {
                                             w->local, "slots", w->slots, "running", w->running, "credit",
                                             w->credit, "tokens", (json_int_t)w->tokens));
     }
-    json_print_line(stdout, json_pack("{s:f, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:f, s:o, s:o, s:o}", "uptime_s",
-                                      m->uptime_s, "queue", m->queue, "max_queue", m->max_queue, "running",
-                                      m->running, "requests_total", (json_int_t)m->requests_total, "tokens_total",
-                                      (json_int_t)m->tokens_total, "errors_total", (json_int_t)m->errors_total,
-                                      "overloaded_total", (json_int_t)m->overloaded_total, "tokens_per_s",
-                                      m->tokens_per_s, "ttft_ms", stats_pct(&m->ttft_pct), "itl_ms",
-                                      stats_pct(&m->itl_pct), "workers", ws));
+    json_t *o = json_pack("{s:f, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:f, s:o, s:o, s:o}", "uptime_s", m->uptime_s,
+                          "queue", m->queue, "max_queue", m->max_queue, "running", m->running, "requests_total",
+                          (json_int_t)m->requests_total, "tokens_total", (json_int_t)m->tokens_total,
+                          "errors_total", (json_int_t)m->errors_total, "overloaded_total",
+                          (json_int_t)m->overloaded_total, "tokens_per_s", m->tokens_per_s, "ttft_ms",
+                          stats_pct(&m->ttft_pct), "itl_ms", stats_pct(&m->itl_pct), "workers", ws);
+    if (o && (m->has & PROTO_HAS(PF_TTFT_HIST))) {
+        json_object_set_new(o, "ttft_hist_ms", stats_hist_json(&m->ttft_hist));
+        json_object_set_new(o, "itl_hist_ms", stats_hist_json(&m->itl_hist));
+        json_object_set_new(o, "total_hist_ms", stats_hist_json(&m->total_hist));
+    }
+    json_print_line(stdout, o);
 }
 
 static void stats_text(const proto_msg *m) {
@@ -36,6 +84,11 @@ static void stats_text(const proto_msg *m) {
            m->ttft_pct.p99);
     printf("inter-token ms          p50 %8.2f  p90 %8.2f  p99 %8.2f\n", m->itl_pct.p50, m->itl_pct.p90,
            m->itl_pct.p99);
+    if (m->has & PROTO_HAS(PF_TTFT_HIST)) {
+        stats_hist_text("time to first token (submit -> first token), since start", &m->ttft_hist);
+        stats_hist_text("inter-token gaps, since start", &m->itl_hist);
+        stats_hist_text("request latency (submit -> end), since start", &m->total_hist);
+    }
     printf("%-24s %8s %-6s %6s %8s %7s %10s\n", "worker", "pid", "where", "slots", "running", "credit", "tokens");
     for (uint32_t i = 0; i < m->n_worker_list; i++) {
         const proto_worker_info *w = &m->worker_list[i];

@@ -26,8 +26,26 @@ broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t
 /* Ends every live request with a shutting_down error, stops local workers, closes the sockets. */
 void broker_free(broker *b); /* NULL-safe */
 
-/* Serves until *stop is set (by a signal handler). *child is set by the SIGCHLD handler; the loop
- * clears it and reaps. Returns 0, or -1 on a fatal socket error. */
+/* Serves until *stop is set (by a signal handler) and the drain is over: from then on a submit is
+ * refused with shutting_down and waiting requests end with it; running requests may finish for
+ * cfg->shutdown_grace_ms, then are cancelled (their done "cancelled" frame is forwarded, waited for
+ * up to PROTO_CANCEL_GRACE_MS). *child is set by the SIGCHLD handler; the loop clears it and reaps.
+ * Returns 0, or -1 on a fatal socket error. */
 int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *child);
+
+/* The broker's state, for the service manager (sd_notify STATUS=, READY=1, STOPPING=1). */
+typedef struct {
+    int ready;                     /* every local worker has loaded the model and can serve */
+    int draining;                  /* stopping: submits are refused */
+    int local_ready, local_wanted; /* local workers announced / configured */
+    int workers, running, queued;  /* workers connected, requests on them, requests waiting */
+    double tokens_per_s;           /* over the last seconds */
+} broker_status;
+
+typedef void (*broker_tick_fn)(void *user, const broker_status *st);
+
+/* fn is called from the event loop every tick (PROTO_HEARTBEAT_MS / 4), and at once when the
+ * broker becomes ready or starts draining: it is the loop's pulse (sd_notify WATCHDOG=1). */
+void broker_on_tick(broker *b, broker_tick_fn fn, void *user);
 
 #endif

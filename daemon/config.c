@@ -1,60 +1,320 @@
-/* config.c — the option table of gpt2d and its parser. */
+/* config.c — the option table of gpt2d; the command-line and file parsers and the commented file it
+ * generates all read this one table. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "proto.h"
 #include "proto_log.h"
 
-typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
+#define CONFIG_MAX_FILE_BYTES (1 << 20)
+
+typedef enum { OPT_STR, OPT_INT, OPT_BOOL } opt_kind;
 
 typedef struct {
-    const char *name;
+    const char *name; /* the file key; the flag is --name */
     opt_kind kind;
-    size_t off;
-    int min, max;
+    size_t off;       /* the field in config */
+    const char *def;  /* the default, as written in the file ("": unset or computed, see help) */
+    int min, max;     /* OPT_INT: the accepted range */
+    const char *arg;  /* --help: what the value is */
     const char *help;
 } option;
 
+/* ---- the table: one line per setting ------------------------------------------------------------ */
 #define C(f) offsetof(config, f)
 static const option options[] = {
-    {"--model", OPT_STR, C(model), 0, 0, "DIR  model directory (config.json, model.safetensors, tokenizer)"},
-    {"--workers", OPT_INT, C(workers), 0, 256, "N  local worker processes to run and supervise (default 1)"},
-    {"--listen", OPT_STR, C(listen), 0, 0, "EP  client endpoint (default ipc://$RUNTIME/client.sock)"},
-    {"--worker-listen", OPT_STR, C(worker_listen), 0, 0, "EP  worker endpoint (default ipc://$RUNTIME/worker.sock)"},
-    {"--max-queue", OPT_INT, C(max_queue), 0, 1000000, "N  requests waiting for a slot before 'overloaded' (default 256)"},
-    {"--worker-bin", OPT_STR, C(worker_bin), 0, 0, "PATH  worker executable (default: gpt2d-worker beside gpt2d)"},
-    {"--log-level", OPT_STR, C(log_level), 0, 0, "L  error, warn, info (default) or debug"},
-    {"--slots", OPT_INT, C(slots), 0, PROTO_MAX_SLOTS, "N  concurrent requests per worker (default: the engine's, 64)"},
-    {"--kv-budget-mb", OPT_INT, C(kv_budget_mb), 0, 1 << 24, "N  with --slots 0: as many KV slots as fit in N MiB"},
-    {"--ctx", OPT_INT, C(ctx), 0, 1 << 20, "N  positions per slot (default: the model's n_ctx)"},
-    {"--max-batch-tokens", OPT_INT, C(max_batch_tokens), 0, 1 << 20, "N  tokens per engine step (default: the engine's)"},
-    {"--threads", OPT_INT, C(threads), 0, 4096, "N  compute threads per worker (default: cores / workers)"},
-    {"--blas", OPT_FLAG, C(blas), 0, 0, "  OpenBLAS kernels: faster prefill, results then depend on batching"},
-    {"--debug-step-delay-ms", OPT_INT, C(step_delay_ms), 0, 10000, "N  testing: workers sleep N ms per step"},
+/*   name                    kind      field                  default  min  max              arg     help */
+    {"model",                OPT_STR,  C(model),              "",      0,   0,               "DIR",  "model directory (config.json, model.safetensors, vocab.json, merges.txt); required when workers > 0"},
+    {"workers",              OPT_INT,  C(workers),            "1",     0,   256,             "N",    "local worker processes to run and supervise (0: only remote workers)"},
+    {"listen",               OPT_STR,  C(listen),             "",      0,   0,               "EP",   "client endpoint, ipc://PATH or tcp://HOST:PORT (default ipc://$RUNTIME/client.sock)"},
+    {"worker-listen",        OPT_STR,  C(worker_listen),      "",      0,   0,               "EP",   "worker endpoint; remote workers connect here (default ipc://$RUNTIME/worker.sock)"},
+    {"max-queue",            OPT_INT,  C(max_queue),          "256",   0,   1000000,         "N",    "requests that may wait for a slot; beyond that a submit is answered 'overloaded'"},
+    {"worker-bin",           OPT_STR,  C(worker_bin),         "",      0,   0,               "PATH", "worker executable (default: gpt2d-worker beside gpt2d)"},
+    {"log-level",            OPT_STR,  C(log_level),          "info",  0,   0,               "L",    "error, warn, info or debug (info logs one line per finished request)"},
+    {"log-file",             OPT_STR,  C(log_file),           "",      0,   0,               "PATH", "append logs to PATH instead of stderr; reopened on SIGHUP (default: stderr, the journal under systemd)"},
+    {"shutdown-grace-ms",    OPT_INT,  C(shutdown_grace_ms),  "30000", 0,   3600000,         "MS",   "on SIGTERM, running requests may finish for this long; then they are cancelled"},
+    {"start-timeout-s",      OPT_INT,  C(start_timeout_s),    "600",   0,   86400,           "S",    "under systemd, keep extending the start timeout while workers load the model, up to S seconds"},
+    {"slots",                OPT_INT,  C(slots),              "0",     0,   PROTO_MAX_SLOTS, "N",    "concurrent requests per worker (0: the engine's default, 64)"},
+    {"kv-budget-mb",         OPT_INT,  C(kv_budget_mb),       "0",     0,   1 << 24,         "N",    "with slots 0: as many KV-cache slots as fit in N MiB (0: off)"},
+    {"ctx",                  OPT_INT,  C(ctx),                "0",     0,   1 << 20,         "N",    "positions per slot (0: the model's n_ctx)"},
+    {"max-batch-tokens",     OPT_INT,  C(max_batch_tokens),   "0",     0,   1 << 20,         "N",    "tokens per engine step (0: the engine's default)"},
+    {"threads",              OPT_INT,  C(threads),            "0",     0,   4096,            "N",    "compute threads per worker (0: cores / workers)"},
+    {"blas",                 OPT_BOOL, C(blas),               "false", 0,   0,               "BOOL", "OpenBLAS kernels: faster prefill, but results then depend on batching"},
+    {"debug-step-delay-ms",  OPT_INT,  C(step_delay_ms),      "0",     0,   10000,           "N",    "testing only: workers sleep N ms per engine step"},
+    {"queue-timeout-ms",     OPT_INT,  C(queue_timeout_ms),   "60000", 1,   86400000,        "MS",   "a request still waiting for a slot after MS fails with 'timeout' (504, queue_timeout)"},
+    {"request-timeout-ms",   OPT_INT,  C(request_timeout_ms), "600000", 1,  86400000,        "MS",   "a request not done MS after its submit is cancelled and fails with 'timeout' (504, request_timeout)"},
+    {"max-client-requests",  OPT_INT,  C(max_client_requests), "1024", 1,   1000000,         "N",    "requests one client connection may have in flight; beyond that 'overloaded' (429, client_limit)"},
+    {"restart-max-ms",       OPT_INT,  C(restart_max_ms),     "30000", 1,   3600000,         "MS",   "cap of the restart delay of a crashing local worker (it starts at 250 ms and doubles)"},
+    {"curve-secret",         OPT_STR,  C(curve_secret),       "",      0,   0,               "FILE", "the broker's CURVE key pair (gpt2c keygen): encrypt and authenticate both endpoints"},
+    {"curve-clients",        OPT_STR,  C(curve_clients),      "",      0,   0,               "FILE", "with curve-secret: public keys of the clients allowed in, one Z85 key per line"},
+    {"curve-workers",        OPT_STR,  C(curve_workers),      "",      0,   0,               "FILE", "with curve-secret: public keys of the workers allowed in, one Z85 key per line"},
 };
+#undef C
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 
-static void config_usage(FILE *f) {
-    fprintf(f, "usage: gpt2d --model DIR [--workers N] [--listen EP] [--worker-listen EP] [options]\n"
-               "GPT-2 generation broker: clients (gpt2c) -> gpt2d -> gpt2d-worker processes.\n"
-               "Remote workers join with: gpt2d-worker --model DIR --connect tcp://HOST:PORT\n\n");
-    for (size_t i = 0; i < N_OPTIONS; i++) fprintf(f, "  %s %s\n", options[i].name, options[i].help);
-    fprintf(f, "  --help, --version\n\n$RUNTIME is $GPT2D_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gpt2d, "
-               "else /tmp/gpt2d-$UID.\n");
+/* ---- one value ---------------------------------------------------------------------------------- */
+
+static const option *opt_find(const char *name, size_t len) {
+    for (size_t k = 0; k < N_OPTIONS; k++)
+        if (strlen(options[k].name) == len && strncmp(name, options[k].name, len) == 0) return &options[k];
+    return NULL;
+}
+
+/* "true"/"yes"/"on"/"1" -> 1, "false"/"no"/"off"/"0" -> 0, else -1. */
+static int parse_bool(const char *s) {
+    static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) return 1;
+        if (strcasecmp(s, no[i]) == 0) return 0;
+    }
+    return -1;
+}
+
+/* Stores val (a string that outlives cfg) into o's field. 0, or -1 with err. An empty string
+ * unsets a string option. */
+static int opt_set(config *cfg, const option *o, const char *val, char *err, size_t errlen) {
+    char *p = (char *)cfg + o->off;
+    if (o->kind == OPT_STR) {
+        *(const char **)p = *val ? val : NULL;
+        return 0;
+    }
+    if (o->kind == OPT_BOOL) {
+        int v = parse_bool(val);
+        if (v < 0) {
+            snprintf(err, errlen, "%s wants true or false, got '%s'", o->name, val);
+            return -1;
+        }
+        *(int *)p = v;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long v = strtol(val, &end, 10);
+    if (errno || end == val || *end || v < o->min || v > o->max) {
+        snprintf(err, errlen, "%s wants an integer in [%d, %d], got '%s'", o->name, o->min, o->max, val);
+        return -1;
+    }
+    *(int *)p = (int)v;
+    return 0;
+}
+
+/* The value of o in cfg as the file would write it, into buf. */
+static const char *opt_format(const config *cfg, const option *o, char *buf, size_t cap) {
+    const char *p = (const char *)cfg + o->off;
+    if (o->kind == OPT_STR) {
+        const char *s = *(const char *const *)p;
+        return s ? s : "";
+    }
+    if (o->kind == OPT_BOOL) return *(const int *)p ? "true" : "false";
+    snprintf(buf, cap, "%d", *(const int *)p);
+    return buf;
 }
 
 static void config_defaults(config *cfg) {
     memset(cfg, 0, sizeof(*cfg));
-    cfg->workers = 1;
-    cfg->max_queue = 256;
-    cfg->log_level = "info";
+    char err[160];
+    for (size_t k = 0; k < N_OPTIONS; k++)
+        if (opt_set(cfg, &options[k], options[k].def, err, sizeof(err)) < 0) abort(); /* a bad table line */
+}
+
+/* ---- the file ------------------------------------------------------------------------------------- */
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    return s;
+}
+
+/* Reads path into a NUL-terminated malloc'd buffer. NULL after printing why. */
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "gpt2d: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(CONFIG_MAX_FILE_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, CONFIG_MAX_FILE_BYTES + 1, f) : 0;
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad || n > CONFIG_MAX_FILE_BYTES || memchr(buf, 0, n)) {
+        fprintf(stderr, "gpt2d: %s: %s\n", path,
+                !buf ? "out of memory" : bad ? "read error" : n > CONFIG_MAX_FILE_BYTES ? "larger than 1 MiB"
+                                                                                     : "contains a NUL byte");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+/* Applies every "key = value" line of path; the text stays in cfg->file_text (values point into
+ * it). 0, or -1 after printing "path:line: message". */
+static int config_load_file(config *cfg, const char *path) {
+    char *text = read_text(path);
+    if (!text) return -1;
+    free(cfg->file_text);
+    cfg->file_text = text;
+    int first_line[N_OPTIONS] = {0};
+    int line_no = 0;
+    for (char *p = text; p;) {
+        line_no++;
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = 0;
+        char *line = trim(p);
+        p = nl ? nl + 1 : NULL;
+        if (!*line || *line == '#') continue;
+        char err[256];
+        char *eq = strchr(line, '=');
+        if (!eq) {
+            fprintf(stderr, "%s:%d: expected 'key = value', got '%s'\n", path, line_no, line);
+            return -1;
+        }
+        *eq = 0;
+        char *key = trim(line), *val = trim(eq + 1);
+        size_t vlen = strlen(val);
+        if (vlen >= 2 && val[0] == '"' && val[vlen - 1] == '"') {
+            val[vlen - 1] = 0;
+            val++;
+        }
+        const option *o = opt_find(key, strlen(key));
+        if (!o) {
+            fprintf(stderr, "%s:%d: unknown key '%s' (gpt2d --help lists them)\n", path, line_no, key);
+            return -1;
+        }
+        size_t k = (size_t)(o - options);
+        if (first_line[k]) {
+            fprintf(stderr, "%s:%d: '%s' is already set on line %d\n", path, line_no, key, first_line[k]);
+            return -1;
+        }
+        first_line[k] = line_no;
+        if (opt_set(cfg, o, val, err, sizeof(err)) < 0) {
+            fprintf(stderr, "%s:%d: %s\n", path, line_no, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the command line ------------------------------------------------------------------------------ */
+
+static void config_usage(FILE *f) {
+    fprintf(f, "usage: gpt2d [--config FILE] --model DIR [--workers N] [--listen EP] [options]\n"
+               "GPT-2 generation broker: clients (gpt2c) -> gpt2d -> gpt2d-worker processes.\n"
+               "Remote workers join with: gpt2d-worker --model DIR --connect tcp://HOST:PORT\n\n"
+               "Settings (each is also a 'key = value' line of the configuration file; a flag wins):\n");
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option *o = &options[k];
+        char head[64];
+        snprintf(head, sizeof(head), "--%s %s", o->name, o->arg);
+        fprintf(f, "  %-28s %s", head, o->help);
+        if (*o->def) fprintf(f, " [%s]", o->def);
+        fputc('\n', f);
+    }
+    fprintf(f, "\nActions:\n"
+               "  %-28s read settings from FILE first (e.g. /etc/gpt2d/gpt2d.conf)\n"
+               "  %-28s validate the settings (file and flags), print the result, exit 0 or 2\n"
+               "  %-28s print the fully commented configuration file for these settings\n"
+               "  %-28s this text; the version\n\n"
+               "Signals: SIGTERM/SIGINT stop gracefully (see shutdown-grace-ms); SIGHUP reopens the log\n"
+               "file and reloads log-level, max-queue and shutdown-grace-ms from the file.\n"
+               "$RUNTIME is $GPT2D_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gpt2d, else /tmp/gpt2d-$UID.\n",
+            "--config FILE", "--check-config", "--print-config", "--help, --version");
+}
+
+/* The flag's option and value at argv[*i] (advancing *i past a separate value). 0 (o NULL for an
+ * action flag), or -1 after printing the error. */
+static int arg_next(int argc, char **argv, int *i, const option **o, const char **val) {
+    const char *a = argv[*i];
+    *o = NULL;
+    *val = NULL;
+    int is_action = strcmp(a, "--check-config") == 0 || strcmp(a, "--print-config") == 0 ||
+                    strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "--version") == 0;
+    if (is_action) return 0;
+    size_t alen = strcspn(a, "=");
+    int is_config = alen == 8 && strncmp(a, "--config", 8) == 0;
+    if (!is_config && (strncmp(a, "--", 2) != 0 || !(*o = opt_find(a + 2, alen - 2)))) {
+        fprintf(stderr, "gpt2d: unknown option '%s' (see --help)\n", a);
+        return -1;
+    }
+    if (a[alen] == '=') *val = a + alen + 1;
+    else if (*o && (*o)->kind == OPT_BOOL) *val = "true";
+    else if (*i + 1 < argc) *val = argv[++*i];
+    else {
+        fprintf(stderr, "gpt2d: %s needs a value\n", a);
+        return -1;
+    }
+    return 0;
+}
+
+/* Pass 1: the actions and --config. 1 if --help/--version was printed, -1 on error, else 0. */
+static int config_actions(config *cfg, int argc, char **argv, int *print) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            config_usage(stdout);
+            return 1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("gpt2d (protocol v%d)\n", PROTO_VERSION);
+            return 1;
+        }
+        if (strcmp(a, "--check-config") == 0) cfg->check_config = 1;
+        if (strcmp(a, "--print-config") == 0) *print = 1;
+        const option *o;
+        const char *val;
+        if (arg_next(argc, argv, &i, &o, &val) < 0) return -1;
+        if (!o && val) cfg->config_file = val; /* --config */
+    }
+    return 0;
+}
+
+/* Pass 2: the settings, over whatever the file set. 0 or -1. */
+static int config_flags(config *cfg, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const option *o;
+        const char *val;
+        char err[256];
+        if (arg_next(argc, argv, &i, &o, &val) < 0) return -1;
+        if (o && opt_set(cfg, o, val, err, sizeof(err)) < 0) {
+            fprintf(stderr, "gpt2d: --%s\n", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- validation and computed defaults ---------------------------------------------------------------- */
+
+static int endpoint_ok(const char *ep) {
+    return !ep || strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "tcp://", 6) == 0;
+}
+
+static int config_validate(const config *cfg) {
+    const char *where = cfg->config_file ? cfg->config_file : "the command line";
+    if (proto_log_parse_level(cfg->log_level ? cfg->log_level : "") < 0) {
+        fprintf(stderr, "gpt2d: %s: log-level must be error, warn, info or debug\n", where);
+        return -1;
+    }
+    if (cfg->workers > 0 && !cfg->model) {
+        fprintf(stderr, "gpt2d: %s: model (--model DIR) is required to run local workers (or set workers = 0)\n",
+                where);
+        return -1;
+    }
+    if (!endpoint_ok(cfg->listen) || !endpoint_ok(cfg->worker_listen)) {
+        fprintf(stderr, "gpt2d: %s: listen and worker-listen must be ipc://PATH or tcp://HOST:PORT\n", where);
+        return -1;
+    }
+    return 0;
 }
 
 /* gpt2d-worker in the directory of /proc/self/exe, else plain "gpt2d-worker" (PATH). */
@@ -74,64 +334,7 @@ static void config_default_worker_bin(config *cfg) {
     cfg->worker_bin = "gpt2d-worker";
 }
 
-static int config_set(config *cfg, const option *o, const char *val) {
-    char *p = (char *)cfg + o->off;
-    if (o->kind == OPT_STR) {
-        *(const char **)p = val;
-        return 0;
-    }
-    char *end;
-    errno = 0;
-    long v = strtol(val, &end, 10);
-    if (errno || end == val || *end || v < o->min || v > o->max) {
-        fprintf(stderr, "gpt2d: %s wants an integer in [%d, %d], got '%s'\n", o->name, o->min, o->max, val);
-        return -1;
-    }
-    *(int *)p = (int)v;
-    return 0;
-}
-
-int config_parse(config *cfg, int argc, char **argv) {
-    config_defaults(cfg);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            config_usage(stdout);
-            return 1;
-        }
-        if (strcmp(a, "--version") == 0) {
-            printf("gpt2d (protocol v%d)\n", PROTO_VERSION);
-            return 1;
-        }
-        const option *o = NULL;
-        const char *val = NULL;
-        size_t alen = strcspn(a, "=");
-        for (size_t k = 0; k < N_OPTIONS && !o; k++)
-            if (strlen(options[k].name) == alen && strncmp(a, options[k].name, alen) == 0) o = &options[k];
-        if (!o) {
-            fprintf(stderr, "gpt2d: unknown option '%s' (see --help)\n", a);
-            return -1;
-        }
-        if (o->kind == OPT_FLAG) {
-            *(int *)((char *)cfg + o->off) = 1;
-            continue;
-        }
-        if (a[alen] == '=') val = a + alen + 1;
-        else if (i + 1 < argc) val = argv[++i];
-        else {
-            fprintf(stderr, "gpt2d: %s needs a value\n", o->name);
-            return -1;
-        }
-        if (config_set(cfg, o, val) < 0) return -1;
-    }
-    if (proto_log_parse_level(cfg->log_level) < 0) {
-        fprintf(stderr, "gpt2d: --log-level must be error, warn, info or debug\n");
-        return -1;
-    }
-    if (cfg->workers > 0 && !cfg->model) {
-        fprintf(stderr, "gpt2d: --model DIR is required to run local workers (or use --workers 0)\n");
-        return -1;
-    }
+static int config_compute(config *cfg) {
     if (!proto_default_endpoint(0, cfg->listen_buf, sizeof(cfg->listen_buf), cfg->runtime_dir,
                                 sizeof(cfg->runtime_dir)) ||
         !proto_default_endpoint(1, cfg->worker_listen_buf, sizeof(cfg->worker_listen_buf), NULL, 0)) {
@@ -146,4 +349,86 @@ int config_parse(config *cfg, int argc, char **argv) {
         cfg->threads = cores > cfg->workers ? (int)(cores / cfg->workers) : 1;
     }
     return 0;
+}
+
+/* ---- public ------------------------------------------------------------------------------------------ */
+
+int config_parse(config *cfg, int argc, char **argv) {
+    config_defaults(cfg);
+    int print = 0;
+    int rc = config_actions(cfg, argc, argv, &print);
+    if (rc != 0) return rc;
+    if (cfg->config_file && config_load_file(cfg, cfg->config_file) < 0) return -1;
+    if (config_flags(cfg, argc, argv) < 0 || config_validate(cfg) < 0) return -1;
+    if (print) {
+        config_write(cfg, stdout);
+        return 1;
+    }
+    return config_compute(cfg);
+}
+
+int config_reload(const config *cfg, config *fresh, int argc, char **argv) {
+    config_defaults(fresh);
+    fresh->config_file = cfg->config_file;
+    if (fresh->config_file && config_load_file(fresh, fresh->config_file) < 0) return -1;
+    if (config_flags(fresh, argc, argv) < 0 || config_validate(fresh) < 0) return -1;
+    return config_compute(fresh);
+}
+
+int config_check(const config *cfg) {
+    char path[PATH_MAX];
+    int rc = 0;
+    if (cfg->workers > 0 && cfg->model) {
+        snprintf(path, sizeof(path), "%s/config.json", cfg->model);
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, "gpt2d: model: %s: %s (no model there yet?)\n", path, strerror(errno));
+            rc = -1;
+        }
+        if (access(cfg->worker_bin, X_OK) != 0 && strchr(cfg->worker_bin, '/')) {
+            fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", cfg->worker_bin, strerror(errno));
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/* Writes text as "# "-prefixed lines of at most ~96 columns. */
+static void write_comment(FILE *f, const char *text) {
+    const char *p = text;
+    while (*p) {
+        size_t n = strlen(p);
+        if (n > 94) {
+            n = 94;
+            while (n > 0 && p[n] != ' ') n--;
+            if (n == 0) n = strcspn(p, " ");
+        }
+        fprintf(f, "# %.*s\n", (int)n, p);
+        p += n;
+        while (*p == ' ') p++;
+    }
+}
+
+void config_write(const config *cfg, FILE *f) {
+    fprintf(f, "# gpt2d.conf: settings of gpt2d, the GPT-2 generation broker (see gpt2d(8)).\n"
+               "#\n"
+               "# One 'key = value' per line; lines starting with '#' are comments; a value may be put\n"
+               "# in double quotes. Every key is also a command-line flag (--key VALUE), and a flag wins\n"
+               "# over this file. Lines below that are commented out show the default. Check a file with\n"
+               "#     gpt2d --check-config --config /etc/gpt2d/gpt2d.conf\n"
+               "# SIGHUP (systemctl reload gpt2d) re-reads log-level, max-queue and shutdown-grace-ms.\n");
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option *o = &options[k];
+        char buf[32];
+        const char *v = opt_format(cfg, o, buf, sizeof(buf));
+        int differs = strcmp(v, o->def) != 0;
+        fputc('\n', f);
+        write_comment(f, o->help);
+        const char *shown = differs ? v : o->def;
+        fprintf(f, "%s%s =%s%s\n", differs ? "" : "#", o->name, *shown ? " " : "", shown);
+    }
+}
+
+void config_destroy(config *cfg) {
+    free(cfg->file_text);
+    cfg->file_text = NULL;
 }

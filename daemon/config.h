@@ -1,30 +1,67 @@
-/* config.h — gpt2d's command line: one option table (config.c) gives parsing, defaults and --help.
- * Engine options are passed on to every local worker unchanged. */
+/* config.h — gpt2d's settings: one option table (config.c: name, type, default, help) drives the
+ * command line, the `key = value` configuration file, --help and the commented default file.
+ *
+ * Precedence: table default < configuration file (--config FILE) < command-line flag. Every setting
+ * is both a file key ("workers = 2") and a flag ("--workers 2"). Engine options are passed on to
+ * every local worker unchanged. Adding a setting: one line in the table plus a field here. */
 #ifndef GPT2D_CONFIG_H
 #define GPT2D_CONFIG_H
 
+#include <stdio.h>
+
 typedef struct {
-    const char *model;        /* --model DIR: what local workers load */
-    int workers;              /* --workers N: local worker processes (0: only remote workers) */
-    const char *listen;       /* --listen ENDPOINT: clients (default ipc://<runtime>/client.sock) */
-    const char *worker_listen;/* --worker-listen ENDPOINT: workers (default ipc://<runtime>/worker.sock) */
-    int max_queue;            /* --max-queue N: requests waiting for a slot before "overloaded" */
-    const char *worker_bin;   /* --worker-bin PATH: default gpt2d-worker next to gpt2d */
-    const char *log_level;    /* --log-level error|warn|info|debug */
+    const char *model;        /* model DIR: what local workers load */
+    int workers;              /* local worker processes (0: only remote workers) */
+    const char *listen;       /* client endpoint (default ipc://<runtime>/client.sock) */
+    const char *worker_listen;/* worker endpoint (default ipc://<runtime>/worker.sock) */
+    int max_queue;            /* requests waiting for a slot before "overloaded" */
+    const char *worker_bin;   /* default gpt2d-worker next to gpt2d */
+    const char *log_level;    /* error|warn|info|debug */
+    const char *log_file;     /* append logs here instead of stderr; reopened on SIGHUP */
+    int shutdown_grace_ms;    /* SIGTERM: running requests may finish this long, then are cancelled */
+    int start_timeout_s;      /* systemd: extend the start timeout while workers load, up to this */
     /* engine options, passed to local workers */
-    int slots;                /* --slots N: concurrent requests per worker (0: the engine's default) */
-    int kv_budget_mb;         /* --kv-budget-mb N: with --slots 0, as many slots as fit */
-    int ctx;                  /* --ctx N: positions per slot (0: the model's) */
-    int max_batch_tokens;     /* --max-batch-tokens N (0: the engine's default) */
-    int threads;              /* --threads N: compute threads per worker (0: cores / workers) */
-    int blas;                 /* --blas: OpenBLAS kernels, faster prefill, not batch-invariant */
-    int step_delay_ms;        /* --debug-step-delay-ms N: testing only: workers sleep N ms per step */
-    /* storage for computed defaults */
+    int slots;                /* concurrent requests per worker (0: the engine's default) */
+    int kv_budget_mb;         /* with slots 0, as many slots as fit */
+    int ctx;                  /* positions per slot (0: the model's) */
+    int max_batch_tokens;     /* tokens per engine step (0: the engine's default) */
+    int threads;              /* compute threads per worker (0: cores / workers) */
+    int blas;                 /* OpenBLAS kernels, faster prefill, not batch-invariant */
+    int step_delay_ms;        /* testing only: workers sleep N ms per step */
+    /* deadlines, limits and CurveZMQ (0 / NULL: the PROTO_ default, or off) */
+    int queue_timeout_ms;     /* a request waiting longer for a slot fails with timeout */
+    int request_timeout_ms;   /* a request not done this long after submit fails with timeout */
+    int max_client_requests;  /* requests in flight per client connection */
+    int restart_max_ms;       /* cap of a crashing local worker's restart delay */
+    const char *curve_secret; /* file with the broker's CURVE key pair: CURVE on both links */
+    const char *curve_clients;/* file of client public keys allowed in (with curve_secret) */
+    const char *curve_workers;/* file of worker public keys allowed in (with curve_secret) */
+    /* command-line only */
+    const char *config_file;  /* --config FILE (NULL: none) */
+    int check_config;         /* --check-config: validate and exit */
+    /* storage */
+    char *file_text;          /* the configuration file, values point into it (config_destroy) */
     char listen_buf[512], worker_listen_buf[512], runtime_dir[512], worker_bin_buf[4200];
 } config;
 
-/* Fills cfg from argv. 0 to run; 1 if --help/--version was printed (exit 0); -1 after printing
- * a usage error to stderr (exit 2). */
+/* Fills cfg from the table defaults, the file named by --config, then argv.
+ * 0 to run (or, with cfg->check_config, to report success); 1 if --help, --version or
+ * --print-config was printed (exit 0); -1 after printing the error to stderr — a file error as
+ * "FILE:LINE: message" (exit 2). Release with config_destroy() whatever it returned. */
 int config_parse(config *cfg, int argc, char **argv);
+
+/* Re-reads cfg->config_file into fresh (the command line argv still wins) for SIGHUP. Same return
+ * values as config_parse (never 1); fresh needs config_destroy() either way. */
+int config_reload(const config *cfg, config *fresh, int argc, char **argv);
+
+/* --check-config's deeper checks: the model directory and the worker executable exist. 0, or -1
+ * after printing what is wrong to stderr. */
+int config_check(const config *cfg);
+
+/* Writes the fully commented configuration file for cfg: every option with its help and default;
+ * settings that differ from the default are written active, the others commented out. */
+void config_write(const config *cfg, FILE *f);
+
+void config_destroy(config *cfg); /* frees file_text; safe twice */
 
 #endif

@@ -11,8 +11,24 @@ void metrics_init(metrics *m, double now_ms) {
     m->start_ms = now_ms;
 }
 
-void metrics_ttft(metrics *m, double ms) { m->ttft[m->n_ttft++ % METRICS_TTFT_SAMPLES] = ms; }
-void metrics_itl(metrics *m, double ms) { m->itl[m->n_itl++ % METRICS_ITL_SAMPLES] = ms; }
+int metrics_hist_bucket(double ms) {
+    static const double bounds[PROTO_HIST_BUCKETS - 1] = PROTO_HIST_BOUNDS_MS;
+    int i = 0;
+    while (i < PROTO_HIST_BUCKETS - 1 && !(ms <= bounds[i])) i++;
+    return i;
+}
+
+void metrics_ttft(metrics *m, double ms) {
+    m->ttft[m->n_ttft++ % METRICS_TTFT_SAMPLES] = ms;
+    m->ttft_hist.n[metrics_hist_bucket(ms)]++;
+}
+
+void metrics_itl(metrics *m, double ms) {
+    m->itl[m->n_itl++ % METRICS_ITL_SAMPLES] = ms;
+    m->itl_hist.n[metrics_hist_bucket(ms)]++;
+}
+
+void metrics_total(metrics *m, double ms) { m->total_hist.n[metrics_hist_bucket(ms)]++; }
 
 void metrics_tokens(metrics *m, double now_ms, uint64_t n) {
     int64_t sec = (int64_t)floor((now_ms - m->start_ms) / 1000.0);

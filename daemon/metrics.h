@@ -1,6 +1,8 @@
 /* metrics.h — the broker's live numbers for `gpt2c stats`: recent time-to-first-token and
- * inter-token latencies (rings of the last samples, percentiles on demand) and tokens/s over a
- * sliding window of one-second buckets. Caller-owned struct: metrics_init / metrics_destroy. */
+ * inter-token latencies (rings of the last samples, percentiles on demand), latency histograms
+ * since start (time to first token, inter-token, whole request; buckets of PROTO_HIST_BOUNDS_MS),
+ * and tokens/s over a sliding window of one-second buckets.
+ * Caller-owned struct, metrics_init(); nothing to release. */
 #ifndef GPT2D_METRICS_H
 #define GPT2D_METRICS_H
 
@@ -17,6 +19,8 @@ typedef struct {
     uint64_t n_ttft;                   /* samples ever added */
     double itl[METRICS_ITL_SAMPLES];   /* ms between consecutive tokens of one request, ring */
     uint64_t n_itl;
+    proto_hist ttft_hist, itl_hist;    /* every sample since start */
+    proto_hist total_hist;             /* submit -> end of every request that ended */
     uint64_t bucket_tokens[METRICS_RATE_WINDOW_S]; /* tokens in second bucket_sec[i] */
     int64_t bucket_sec[METRICS_RATE_WINDOW_S];
     double start_ms;
@@ -25,9 +29,13 @@ typedef struct {
 void metrics_init(metrics *m, double now_ms);
 void metrics_ttft(metrics *m, double ms);
 void metrics_itl(metrics *m, double ms);
+void metrics_total(metrics *m, double ms);            /* a request ended, ms after its submit */
 void metrics_tokens(metrics *m, double now_ms, uint64_t n);
 double metrics_rate(const metrics *m, double now_ms); /* tokens/s over the window */
 proto_pct metrics_ttft_pct(const metrics *m);         /* zeros if no samples */
 proto_pct metrics_itl_pct(const metrics *m);
+
+/* The bucket of a latency in a proto_hist: 0 .. PROTO_HIST_BUCKETS - 1. */
+int metrics_hist_bucket(double ms);
 
 #endif

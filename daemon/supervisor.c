@@ -28,12 +28,14 @@ struct supervisor {
     char **argv;        /* worker command + 2 spare entries for --name NAME + NULL */
     int argc;
     int stopping;
+    int restart_max_ms; /* cap of the restart delay */
     const proto_logger *log;
 };
 
-supervisor *supervisor_new(int n, char *const *argv, const proto_logger *log) {
+supervisor *supervisor_new(int n, char *const *argv, int restart_max_ms, const proto_logger *log) {
     supervisor *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
+    s->restart_max_ms = restart_max_ms > 0 ? restart_max_ms : PROTO_RESTART_MAX_MS;
     while (argv[s->argc]) s->argc++;
     s->n = n;
     s->log = log;
@@ -43,7 +45,7 @@ supervisor *supervisor_new(int n, char *const *argv, const proto_logger *log) {
     for (int i = 0; i < s->argc; i++) s->argv[i] = argv[i];
     for (int k = 0; k < n; k++) {
         snprintf(s->slots[k].name, sizeof(s->slots[k].name), "local-%d", k);
-        s->slots[k].backoff_ms = PROTO_RESTART_MIN_MS;
+        s->slots[k].backoff_ms = PROTO_RESTART_MIN_MS < s->restart_max_ms ? PROTO_RESTART_MIN_MS : s->restart_max_ms;
     }
     return s;
 fail:
@@ -117,13 +119,13 @@ void supervisor_reap(supervisor *s, double now_ms, void (*on_exit)(void *user, p
             char how[64];
             sup_describe(status, how, sizeof(how));
             sl->pid = 0;
-            if (now_ms - sl->started_ms >= PROTO_RESTART_RESET_MS) sl->backoff_ms = PROTO_RESTART_MIN_MS;
+            if (now_ms - sl->started_ms >= PROTO_RESTART_RESET_MS)
+                sl->backoff_ms = PROTO_RESTART_MIN_MS < s->restart_max_ms ? PROTO_RESTART_MIN_MS : s->restart_max_ms;
             sl->due_ms = now_ms + sl->backoff_ms;
             if (!s->stopping)
                 proto_log(s->log, PROTO_LOG_WARN, "worker %s (pid %d) %s; restarting in %d ms", sl->name,
                           (int)pid, how, sl->backoff_ms);
-            sl->backoff_ms = sl->backoff_ms * 2 > PROTO_RESTART_MAX_MS ? PROTO_RESTART_MAX_MS
-                                                                       : sl->backoff_ms * 2;
+            sl->backoff_ms = sl->backoff_ms * 2 > s->restart_max_ms ? s->restart_max_ms : sl->backoff_ms * 2;
         }
         if (on_exit) on_exit(user, pid);
     }

@@ -13,8 +13,9 @@
 
 typedef struct supervisor supervisor;
 
-/* argv: the worker command line without --name (copied, NULL-terminated). NULL on failure. */
-supervisor *supervisor_new(int n, char *const *argv, const proto_logger *log);
+/* argv: the worker command line without --name (copied, NULL-terminated). restart_max_ms caps the
+ * restart delay (0: PROTO_RESTART_MAX_MS; tests shorten it). NULL on failure. */
+supervisor *supervisor_new(int n, char *const *argv, int restart_max_ms, const proto_logger *log);
 void supervisor_free(supervisor *s); /* NULL-safe; does not stop the children (see _stop) */
 
 /* Starts every slot whose restart time has come. Returns the ms until the next one is due

@@ -79,6 +79,17 @@ static const pfield worker_fields[] = {
     {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
     {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
 };
+#define H(i) (offsetof(proto_hist, n) + (i) * sizeof(uint64_t))
+static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUNDS_MS, then "inf" */
+    {"1", K_U64, 0, H(0), 0, 0, 0, NULL, 0, 0},     {"2", K_U64, 0, H(1), 0, 0, 0, NULL, 0, 0},
+    {"5", K_U64, 0, H(2), 0, 0, 0, NULL, 0, 0},     {"10", K_U64, 0, H(3), 0, 0, 0, NULL, 0, 0},
+    {"20", K_U64, 0, H(4), 0, 0, 0, NULL, 0, 0},    {"50", K_U64, 0, H(5), 0, 0, 0, NULL, 0, 0},
+    {"100", K_U64, 0, H(6), 0, 0, 0, NULL, 0, 0},   {"200", K_U64, 0, H(7), 0, 0, 0, NULL, 0, 0},
+    {"500", K_U64, 0, H(8), 0, 0, 0, NULL, 0, 0},   {"1000", K_U64, 0, H(9), 0, 0, 0, NULL, 0, 0},
+    {"2000", K_U64, 0, H(10), 0, 0, 0, NULL, 0, 0}, {"5000", K_U64, 0, H(11), 0, 0, 0, NULL, 0, 0},
+    {"10000", K_U64, 0, H(12), 0, 0, 0, NULL, 0, 0}, {"30000", K_U64, 0, H(13), 0, 0, 0, NULL, 0, 0},
+    {"60000", K_U64, 0, H(14), 0, 0, 0, NULL, 0, 0}, {"inf", K_U64, 0, H(15), 0, 0, 0, NULL, 0, 0},
+};
 #define NSUB(a) (uint8_t)(sizeof(a) / sizeof((a)[0]))
 
 /* Indexed by proto_field_id. */
@@ -136,6 +147,11 @@ static const pfield fields[PF_COUNT] = {
     [PF_WORKER_LIST] = {"worker_list", K_MAPARRAY, 0, M(worker_list), M(n_worker_list), 0,
                         PROTO_MAX_WORKERS, worker_fields, NSUB(worker_fields),
                         sizeof(proto_worker_info)},
+    [PF_REASON] = {"reason", K_STR, 0, M(reason), 0, 0, 32, NULL, 0, 0},
+    [PF_FIELD] = {"field", K_STR, 0, M(field), 0, 0, 64, NULL, 0, 0},
+    [PF_TTFT_HIST] = {"ttft_hist", K_MAP, 0, M(ttft_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
+    [PF_ITL_HIST] = {"itl_hist", K_MAP, 0, M(itl_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
+    [PF_TOTAL_HIST] = {"total_hist", K_MAP, 0, M(total_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -173,13 +189,14 @@ static const uint8_t t_stats_reply[] = {
     FLD(D, PF_NAME), FLD(D, PF_UPTIME_S), FLD(D, PF_QUEUE), FLD(D, PF_MAX_QUEUE), FLD(D, PF_RUNNING),
     FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
     FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
-    FLD(D, PF_WORKER_LIST)};
+    FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST)};
 static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
                                   FLD(R, PF_TEXT), FLD(O, PF_LOGPROB)};
 static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH), FLD(D, PF_TEXT),
                                  FLD(D, PF_TOKENS), FLD(D, PF_USAGE), FLD(D, PF_TIMINGS),
                                  FLD(O, PF_MESSAGE), FLD(O, PF_NAME)};
-static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE)};
+static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE),
+                                  FLD(O, PF_REASON), FLD(O, PF_FIELD)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
                                FLD(O, PF_TOKENS_GENERATED)};
 static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX)};
@@ -225,7 +242,55 @@ static const struct {
     {PROTO_CODE_INTERNAL, "internal"},
     {PROTO_CODE_WORKER_LOST, "worker_lost"},
     {PROTO_CODE_SHUTTING_DOWN, "shutting_down"},
+    {PROTO_CODE_TIMEOUT, "timeout"},
 };
+
+static const struct {
+    const char *name;
+    int code;
+} reasons[PROTO_R_COUNT] = {
+    [PROTO_R_NONE] = {"?", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_MALFORMED] = {"malformed", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_NOT_MAP] = {"not_map", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_TOO_LARGE] = {"too_large", PROTO_CODE_TOO_LARGE},
+    [PROTO_R_UNKNOWN_TYPE] = {"unknown_type", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_BAD_VERSION] = {"bad_version", PROTO_CODE_UNSUPPORTED_VERSION},
+    [PROTO_R_NOT_CLIENT_MESSAGE] = {"not_client_message", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_UNKNOWN_FIELD] = {"unknown_field", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_DUPLICATE_FIELD] = {"duplicate_field", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_MISSING_FIELD] = {"missing_field", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_WRONG_TYPE] = {"wrong_type", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_NOT_FINITE] = {"not_finite", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_OUT_OF_RANGE] = {"out_of_range", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_TOO_LONG] = {"too_long", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_EMPTY] = {"empty", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_TOO_MANY] = {"too_many", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_INVALID_UTF8] = {"invalid_utf8", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_BAD_ID] = {"bad_id", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_PROMPT_CHOICE] = {"prompt_choice", PROTO_CODE_BAD_REQUEST},
+    [PROTO_R_EMPTY_PROMPT] = {"empty_prompt", PROTO_CODE_INVALID_REQUEST},
+    [PROTO_R_PROMPT_TOO_LONG] = {"prompt_too_long", PROTO_CODE_INVALID_REQUEST},
+    [PROTO_R_TOKEN_OUT_OF_RANGE] = {"token_out_of_range", PROTO_CODE_INVALID_REQUEST},
+    [PROTO_R_MAX_TOKENS_OVER_CONTEXT] = {"max_tokens_over_context", PROTO_CODE_INVALID_REQUEST},
+    [PROTO_R_DUPLICATE_ID] = {"duplicate_id", PROTO_CODE_DUPLICATE_ID},
+    [PROTO_R_QUEUE_FULL] = {"queue_full", PROTO_CODE_OVERLOADED},
+    [PROTO_R_CLIENT_LIMIT] = {"client_limit", PROTO_CODE_OVERLOADED},
+    [PROTO_R_QUEUE_TIMEOUT] = {"queue_timeout", PROTO_CODE_TIMEOUT},
+    [PROTO_R_REQUEST_TIMEOUT] = {"request_timeout", PROTO_CODE_TIMEOUT},
+    [PROTO_R_WORKER_LOST] = {"worker_lost", PROTO_CODE_WORKER_LOST},
+    [PROTO_R_NO_WORKER] = {"no_worker", PROTO_CODE_WORKER_LOST},
+    [PROTO_R_SHUTTING_DOWN] = {"shutting_down", PROTO_CODE_SHUTTING_DOWN},
+    [PROTO_R_INTERNAL] = {"internal", PROTO_CODE_INTERNAL},
+    [PROTO_R_INVALID_REQUEST] = {"invalid_request", PROTO_CODE_INVALID_REQUEST},
+};
+
+const char *proto_reason_name(proto_reason r) {
+    return ((unsigned)r < PROTO_R_COUNT && r != PROTO_R_NONE) ? reasons[r].name : "?";
+}
+
+int proto_reason_code(proto_reason r) {
+    return ((unsigned)r < PROTO_R_COUNT) ? reasons[r].code : PROTO_CODE_INTERNAL;
+}
 
 const char *proto_type_name(proto_type t) {
     return (t > PROTO_T_NONE && t < PROTO_T_COUNT) ? types[t].name : "?";
@@ -364,7 +429,7 @@ static int check_number(const pfield *f, double x, char *err, size_t errlen) {
     if (!isfinite(x) || !lo_ok || x > f->hi) {
         seterr(err, errlen, "field '%s': %g out of range %s%g, %g]", f->key, x,
                (f->flags & F_LO_OPEN) ? "(" : "[", f->lo, f->hi);
-        return -1;
+        return isfinite(x) ? -PROTO_R_OUT_OF_RANGE : -PROTO_R_NOT_FINITE;
     }
     return 0;
 }
@@ -372,15 +437,15 @@ static int check_number(const pfield *f, double x, char *err, size_t errlen) {
 static int check_str(const pfield *f, const proto_str *s, bool utf8, char *err, size_t errlen) {
     if (s->len < f->lo || s->len > f->hi) {
         seterr(err, errlen, "field '%s': length %u out of range [%g, %g]", f->key, s->len, f->lo, f->hi);
-        return -1;
+        return s->len > f->hi ? -PROTO_R_TOO_LONG : -PROTO_R_EMPTY;
     }
     if (s->len && !s->ptr) {
         seterr(err, errlen, "field '%s': NULL string", f->key);
-        return -1;
+        return -PROTO_R_MALFORMED;
     }
     if (utf8 && !proto_utf8_valid(s->ptr, s->len)) {
         seterr(err, errlen, "field '%s': not valid UTF-8", f->key);
-        return -1;
+        return -PROTO_R_INVALID_UTF8;
     }
     return 0;
 }
@@ -391,7 +456,7 @@ static int check_cid(const pfield *f, const proto_cid *id, char *err, size_t err
         !proto_utf8_valid(id->str.ptr, id->str.len)) {
         seterr(err, errlen, "field '%s': a string id must be 1..%d bytes of UTF-8", f->key,
                PROTO_MAX_ID_BYTES);
-        return -1;
+        return -PROTO_R_BAD_ID;
     }
     return 0;
 }
@@ -399,13 +464,13 @@ static int check_cid(const pfield *f, const proto_cid *id, char *err, size_t err
 static int check_ids(const pfield *f, const int32_t *ids, uint32_t n, char *err, size_t errlen) {
     if (n > f->hi || (n && !ids)) {
         seterr(err, errlen, "field '%s': %u ids, at most %g", f->key, n, f->hi);
-        return -1;
+        return -PROTO_R_TOO_MANY;
     }
     for (uint32_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] > PROTO_MAX_TOKEN_ID) {
             seterr(err, errlen, "field '%s': id %d at %u out of range [0, %d]", f->key, (int)ids[i], i,
                    PROTO_MAX_TOKEN_ID);
-            return -1;
+            return -PROTO_R_TOKEN_OUT_OF_RANGE;
         }
     }
     return 0;
@@ -414,7 +479,7 @@ static int check_ids(const pfield *f, const int32_t *ids, uint32_t n, char *err,
 static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *err, size_t errlen) {
     if (n > PROTO_MAX_BIAS || (n && !b)) {
         seterr(err, errlen, "field '%s': %u entries, at most %d", f->key, n, PROTO_MAX_BIAS);
-        return -1;
+        return -PROTO_R_TOO_MANY;
     }
     for (uint32_t i = 0; i < n; i++) {
         bool ban = isinf(b[i].bias) && b[i].bias < 0;
@@ -422,7 +487,7 @@ static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *er
             (!ban && (!isfinite(b[i].bias) || b[i].bias < f->lo || b[i].bias > f->hi))) {
             seterr(err, errlen, "field '%s': entry %u: id in [0, %d] and bias in [%g, %g] or -inf",
                    f->key, i, PROTO_MAX_TOKEN_ID, f->lo, f->hi);
-            return -1;
+            return -PROTO_R_OUT_OF_RANGE;
         }
     }
     return 0;
@@ -431,7 +496,7 @@ static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *er
 static int check_code(const pfield *f, int32_t code, char *err, size_t errlen) {
     if (strcmp(proto_code_name(code), "?") == 0) {
         seterr(err, errlen, "field '%s': unknown error code %d", f->key, (int)code);
-        return -1;
+        return -PROTO_R_OUT_OF_RANGE;
     }
     return 0;
 }
@@ -458,16 +523,18 @@ static int check_field(const pfield *f, const char *base, char *err, size_t errl
         uint32_t n = *(const uint32_t *)(base + f->off2);
         if (n > PROTO_MAX_STOPS) {
             seterr(err, errlen, "field '%s': %u strings, at most %d", f->key, n, PROTO_MAX_STOPS);
-            return -1;
+            return -PROTO_R_TOO_MANY;
         }
-        for (uint32_t i = 0; i < n; i++)
-            if (check_str(f, (const proto_str *)p + i, true, err, errlen) < 0) return -1;
+        for (uint32_t i = 0; i < n; i++) {
+            int rc = check_str(f, (const proto_str *)p + i, true, err, errlen);
+            if (rc < 0) return rc;
+        }
         return 0;
     }
     case K_FINISH:
         if ((unsigned)*(const proto_finish *)p >= PROTO_FINISH_COUNT) {
             seterr(err, errlen, "field '%s': unknown finish reason", f->key);
-            return -1;
+            return -PROTO_R_OUT_OF_RANGE;
         }
         return 0;
     case K_CODE: return check_code(f, *(const int32_t *)p, err, errlen);
@@ -477,19 +544,23 @@ static int check_field(const pfield *f, const char *base, char *err, size_t errl
         uint32_t n = *(const uint32_t *)(base + f->off2);
         if (n > f->hi || (n && !arr)) {
             seterr(err, errlen, "field '%s': %u entries, at most %g", f->key, n, f->hi);
-            return -1;
+            return -PROTO_R_TOO_MANY;
         }
-        for (uint32_t i = 0; i < n; i++)
-            if (check_sub(f->sub, f->n_sub, arr + (size_t)i * f->sub_size, err, errlen) < 0) return -1;
+        for (uint32_t i = 0; i < n; i++) {
+            int rc = check_sub(f->sub, f->n_sub, arr + (size_t)i * f->sub_size, err, errlen);
+            if (rc < 0) return rc;
+        }
         return 0;
     }
     }
-    return -1;
+    return -PROTO_R_MALFORMED;
 }
 
 static int check_sub(const pfield *sub, int n, const char *base, char *err, size_t errlen) {
-    for (int i = 0; i < n; i++)
-        if (check_field(&sub[i], base, err, errlen) < 0) return -1;
+    for (int i = 0; i < n; i++) {
+        int rc = check_field(&sub[i], base, err, errlen);
+        if (rc < 0) return rc;
+    }
     return 0;
 }
 
@@ -667,9 +738,16 @@ static bool key_is(const msgpack_object *k, const char *s) {
     return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n && memcmp(k->via.str.ptr, s, n) == 0;
 }
 
+/* Records the specific cause of a field failure; returns PROTO_E_FIELD. */
+static int dec_fail(dec_ctx *c, proto_reason why, const char *key) {
+    c->m->fail = why;
+    c->m->fail_field = key;
+    return PROTO_E_FIELD;
+}
+
 static int wrong_type(dec_ctx *c, const char *key, const char *want) {
     seterr(c->err, c->errlen, "field '%s': expected %s", key, want);
-    return PROTO_E_FIELD;
+    return dec_fail(c, PROTO_R_WRONG_TYPE, key);
 }
 
 /* An integer or float object as a double. 0 or -1 if it is neither. */
@@ -731,15 +809,20 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         if (obj_int(o, &i64) < 0) return wrong_type(c, f->key, "an integer");
         if (i64 < INT32_MIN || i64 > INT32_MAX) {
             seterr(c->err, c->errlen, "field '%s': %lld out of range", f->key, (long long)i64);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_OUT_OF_RANGE, f->key);
         }
         *(int32_t *)p = (int32_t)i64;
         return 0;
     case K_F32:
         if (obj_number(o, &x) < 0) return wrong_type(c, f->key, "a number");
-        if (!isfinite(x)) return wrong_type(c, f->key, "a finite number");
+        if (!isfinite(x)) {
+            seterr(c->err, c->errlen, "field '%s': NaN and infinities are refused", f->key);
+            return dec_fail(c, PROTO_R_NOT_FINITE, f->key);
+        }
         *(float *)p = (float)x;
-        return isfinite(*(float *)p) ? 0 : wrong_type(c, f->key, "a finite float");
+        if (isfinite(*(float *)p)) return 0;
+        seterr(c->err, c->errlen, "field '%s': %g overflows a float", f->key, x);
+        return dec_fail(c, PROTO_R_OUT_OF_RANGE, f->key);
     case K_F64:
         if (obj_number(o, &x) < 0) return wrong_type(c, f->key, "a number");
         *(double *)p = x;
@@ -768,7 +851,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         uint32_t n = o->via.array.size;
         if (n > f->hi) {
             seterr(c->err, c->errlen, "field '%s': %u ids, at most %g", f->key, n, f->hi);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_TOO_MANY, f->key);
         }
         int32_t *ids = zone_alloc(c, (size_t)n * sizeof(int32_t));
         if (!ids) return PROTO_E_NOMEM;
@@ -776,7 +859,8 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
             if (obj_int(&o->via.array.ptr[i], &i64) < 0 || i64 < 0 || i64 > PROTO_MAX_TOKEN_ID) {
                 seterr(c->err, c->errlen, "field '%s': element %u is not a token id in [0, %d]", f->key, i,
                        PROTO_MAX_TOKEN_ID);
-                return PROTO_E_FIELD;
+                return dec_fail(c, obj_int(&o->via.array.ptr[i], &i64) < 0 ? PROTO_R_WRONG_TYPE
+                                                                           : PROTO_R_TOKEN_OUT_OF_RANGE, f->key);
             }
             ids[i] = (int32_t)i64;
         }
@@ -789,7 +873,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         uint32_t n = o->via.array.size;
         if (n > PROTO_MAX_STOPS) {
             seterr(c->err, c->errlen, "field '%s': %u strings, at most %d", f->key, n, PROTO_MAX_STOPS);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_TOO_MANY, f->key);
         }
         for (uint32_t i = 0; i < n; i++)
             if (obj_str(&o->via.array.ptr[i], (proto_str *)p + i, false) < 0)
@@ -802,7 +886,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         uint32_t n = o->via.array.size;
         if (n > PROTO_MAX_BIAS) {
             seterr(c->err, c->errlen, "field '%s': %u entries, at most %d", f->key, n, PROTO_MAX_BIAS);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_TOO_MANY, f->key);
         }
         proto_bias *b = zone_alloc(c, (size_t)n * sizeof(proto_bias));
         if (!b) return PROTO_E_NOMEM;
@@ -829,7 +913,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
             }
         }
         seterr(c->err, c->errlen, "field '%s': unknown finish reason", f->key);
-        return PROTO_E_FIELD;
+        return dec_fail(c, PROTO_R_OUT_OF_RANGE, f->key);
     }
     case K_MAP: return dec_sub(c, f->sub, f->n_sub, p, o, f->key);
     case K_MAPARRAY: {
@@ -837,7 +921,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         uint32_t n = o->via.array.size;
         if (n > f->hi) {
             seterr(c->err, c->errlen, "field '%s': %u entries, at most %g", f->key, n, f->hi);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_TOO_MANY, f->key);
         }
         char *arr = zone_alloc(c, (size_t)n * f->sub_size);
         if (!arr) return PROTO_E_NOMEM;
@@ -851,7 +935,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         return 0;
     }
     }
-    return PROTO_E_FIELD;
+    return dec_fail(c, PROTO_R_MALFORMED, f->key);
 }
 
 /* A nested map: every key must be one of sub[], once; missing ones stay 0. */
@@ -865,11 +949,11 @@ static int dec_sub(dec_ctx *c, const pfield *sub, int n, char *base, const msgpa
         while (j < n && !key_is(&kv->key, sub[j].key)) j++;
         if (j == n) {
             seterr(c->err, c->errlen, "field '%s': unknown key", key);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_UNKNOWN_FIELD, key);
         }
         if (seen & PROTO_HAS(j)) {
             seterr(c->err, c->errlen, "field '%s.%s': duplicate key", key, sub[j].key);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_DUPLICATE_FIELD, key);
         }
         seen |= PROTO_HAS(j);
         int rc = dec_value(c, &sub[j], base, &kv->val);
@@ -938,6 +1022,8 @@ static int dec_fields(dec_ctx *c, const msgpack_object *top) {
     const ptype *t = &types[m->type];
     uint64_t header_ids = m->has;
     uint64_t seen = 0;
+    m->fail = PROTO_R_NONE; /* pass 1's quiet id decoding may have set it */
+    m->fail_field = NULL;
     for (uint32_t i = 0; i < top->via.map.size; i++) {
         const msgpack_object_kv *kv = &top->via.map.ptr[i];
         if (key_is(&kv->key, "t") || key_is(&kv->key, "v")) continue;
@@ -948,31 +1034,52 @@ static int dec_fields(dec_ctx *c, const msgpack_object *top) {
                        (int)(kv->key.via.str.size > 64 ? 64 : kv->key.via.str.size), kv->key.via.str.ptr);
             else
                 seterr(c->err, c->errlen, "%s: a key is not a string", t->name);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
         }
         uint8_t fid = t->f[2 * idx + 1];
         const pfield *f = &fields[fid];
         if (seen & PROTO_HAS(fid)) {
             seterr(c->err, c->errlen, "%s: duplicate field '%s'", t->name, f->key);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_DUPLICATE_FIELD, f->key);
         }
         seen |= PROTO_HAS(fid);
         if (header_ids & PROTO_HAS(fid)) continue; /* decoded and checked in pass 1 */
         int rc = dec_value(c, f, (char *)m, &kv->val);
         if (rc < 0) return rc;
-        if (check_field(f, (const char *)m, c->err, c->errlen) < 0) return PROTO_E_FIELD;
+        rc = check_field(f, (const char *)m, c->err, c->errlen);
+        if (rc < 0) return dec_fail(c, (proto_reason)-rc, f->key);
         m->has |= PROTO_HAS(fid);
     }
     for (int i = 0; i < t->n; i++) {
         if ((t->f[2 * i] & R) && !(m->has & PROTO_HAS(t->f[2 * i + 1]))) {
             seterr(c->err, c->errlen, "%s: missing field '%s'", t->name, fields[t->f[2 * i + 1]].key);
-            return PROTO_E_FIELD;
+            return dec_fail(c, PROTO_R_MISSING_FIELD, fields[t->f[2 * i + 1]].key);
         }
     }
-    return check_message(m, c->err, c->errlen) < 0 ? PROTO_E_FIELD : PROTO_OK;
+    if (check_message(m, c->err, c->errlen) < 0) {
+        bool prompt = m->type == PROTO_T_SUBMIT || m->type == PROTO_T_REQUEST;
+        return dec_fail(c, prompt ? PROTO_R_PROMPT_CHOICE : PROTO_R_MISSING_FIELD, prompt ? "prompt" : "id");
+    }
+    return PROTO_OK;
 }
 
-int proto_decode(proto_msg *m, const void *buf, size_t len, char *err, size_t errlen) {
+/* Fills m->fail for the statuses that are not about one field. */
+static void dec_reason(proto_msg *m, int status) {
+    switch (status) {
+    case PROTO_E_TOO_LARGE: m->fail = PROTO_R_TOO_LARGE; break;
+    case PROTO_E_MALFORMED: m->fail = PROTO_R_MALFORMED; break;
+    case PROTO_E_NOT_MAP: m->fail = PROTO_R_NOT_MAP; break;
+    case PROTO_E_VERSION: m->fail = PROTO_R_BAD_VERSION; break;
+    case PROTO_E_TYPE: m->fail = PROTO_R_UNKNOWN_TYPE; break;
+    case PROTO_E_NOMEM: m->fail = PROTO_R_INTERNAL; break;
+    default:
+        if (m->fail == PROTO_R_NONE) m->fail = PROTO_R_MALFORMED;
+        return;
+    }
+    m->fail_field = NULL;
+}
+
+static int dec_all(proto_msg *m, const void *buf, size_t len, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));
     if (err && errlen) err[0] = 0;
     if (len > PROTO_MAX_MSG_BYTES) {
@@ -1019,5 +1126,11 @@ int proto_decode(proto_msg *m, const void *buf, size_t len, char *err, size_t er
     }
     /* arrays we copied live in m->zone; the msgpack objects themselves are no longer needed */
     msgpack_zone_free(zone);
+    return rc;
+}
+
+int proto_decode(proto_msg *m, const void *buf, size_t len, char *err, size_t errlen) {
+    int rc = dec_all(m, buf, len, err, errlen);
+    if (rc < 0) dec_reason(m, rc);
     return rc;
 }

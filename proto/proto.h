@@ -54,10 +54,23 @@
 #define PROTO_RESTART_MAX_MS 30000     /* the delay doubles up to this */
 #define PROTO_RESTART_RESET_MS 60000   /* a worker that ran this long restarts with the minimum delay */
 #define PROTO_STOP_GRACE_MS 5000       /* SIGTERM -> SIGKILL for local workers at shutdown */
+#define PROTO_MAX_REPLAYS 16           /* a request is moved off dying workers at most this often */
+#define PROTO_NO_WORKER_MS 10000       /* queued requests fail (no_worker) after this long without any worker */
+#define PROTO_QUEUE_TIMEOUT_MS 60000   /* default deadline for getting a slot (--queue-timeout-ms) */
+#define PROTO_REQUEST_TIMEOUT_MS 600000 /* default deadline from submit to done (--request-timeout-ms) */
+#define PROTO_MAX_CLIENT_REQUESTS 1024 /* default requests in flight per client (--max-client-requests) */
 
 /* ---- ZeroMQ socket settings -------------------------------------------------------------------- */
 #define PROTO_SNDHWM 100000 /* frames queued per peer before a send would block / fail */
 #define PROTO_RCVHWM 100000
+/* The broker's client ROUTER: a client that stops reading fills its pipe after this many frames,
+ * and is then treated as gone (its requests cancelled) so it cannot hold memory or block others.
+ * Its receive side bounds what one client may have queued unread at the broker. */
+#define PROTO_CLIENT_SNDHWM 20000
+#define PROTO_CLIENT_RCVHWM 1000
+/* ZMQ_MAXMSGSIZE of the broker's client socket: a frame over PROTO_MAX_MSG_BYTES but within this is
+ * read and answered too_large (413); a larger one makes ZeroMQ drop the connection. */
+#define PROTO_MAX_FRAME_BYTES (2u * PROTO_MAX_MSG_BYTES)
 
 /* ---- message types ---------------------------------------------------------------------------- */
 typedef enum {
@@ -90,7 +103,46 @@ typedef enum {
     PROTO_CODE_INTERNAL = 500,
     PROTO_CODE_WORKER_LOST = 502,         /* the worker running the request died */
     PROTO_CODE_SHUTTING_DOWN = 503,       /* the broker is stopping */
+    PROTO_CODE_TIMEOUT = 504,             /* the request's queue or total deadline passed */
 } proto_code;
+
+/* ---- reasons: the specific cause carried by an error frame's "reason" (stable names) ------------ */
+typedef enum {
+    PROTO_R_NONE = 0,
+    PROTO_R_MALFORMED,          /* not msgpack, truncated, trailing bytes, nested too deep, empty */
+    PROTO_R_NOT_MAP,            /* the top object is not a map */
+    PROTO_R_TOO_LARGE,          /* frame over PROTO_MAX_MSG_BYTES or more than PROTO_MAX_OBJECTS */
+    PROTO_R_UNKNOWN_TYPE,       /* "t" missing, not a string, or not a known type */
+    PROTO_R_BAD_VERSION,        /* "v" missing or not PROTO_VERSION */
+    PROTO_R_NOT_CLIENT_MESSAGE, /* a known type a client may not send (worker-link, replies) */
+    PROTO_R_UNKNOWN_FIELD,      /* a key the type does not have */
+    PROTO_R_DUPLICATE_FIELD,    /* a key twice */
+    PROTO_R_MISSING_FIELD,      /* a required key absent */
+    PROTO_R_WRONG_TYPE,         /* a value of the wrong msgpack type */
+    PROTO_R_NOT_FINITE,         /* NaN or an infinity in a number field */
+    PROTO_R_OUT_OF_RANGE,       /* a number outside its range */
+    PROTO_R_TOO_LONG,           /* a string longer than its limit */
+    PROTO_R_EMPTY,              /* a string shorter than its minimum (e.g. an empty stop string) */
+    PROTO_R_TOO_MANY,           /* an array with more entries than its limit */
+    PROTO_R_INVALID_UTF8,       /* a str field that is not UTF-8 */
+    PROTO_R_BAD_ID,             /* a request id that is neither u64 nor 1..64 bytes of UTF-8 */
+    PROTO_R_PROMPT_CHOICE,      /* not exactly one of prompt / prompt_ids */
+    PROTO_R_EMPTY_PROMPT,       /* prompt "" or prompt_ids [] */
+    PROTO_R_PROMPT_TOO_LONG,    /* the prompt does not fit the worker's context */
+    PROTO_R_TOKEN_OUT_OF_RANGE, /* a token id >= the model's vocabulary */
+    PROTO_R_MAX_TOKENS_OVER_CONTEXT, /* max_tokens larger than the context */
+    PROTO_R_DUPLICATE_ID,       /* the id is live for this client */
+    PROTO_R_QUEUE_FULL,         /* overloaded: the queue is full */
+    PROTO_R_CLIENT_LIMIT,       /* overloaded: this client has too many requests in flight */
+    PROTO_R_QUEUE_TIMEOUT,      /* waited longer than the queue deadline */
+    PROTO_R_REQUEST_TIMEOUT,    /* ran longer than the total deadline */
+    PROTO_R_WORKER_LOST,        /* the request could not be moved to a live worker */
+    PROTO_R_NO_WORKER,          /* no worker connected for too long */
+    PROTO_R_SHUTTING_DOWN,
+    PROTO_R_INTERNAL,
+    PROTO_R_INVALID_REQUEST,    /* the engine refused it for another reason */
+    PROTO_R_COUNT
+} proto_reason;
 
 /* ---- finish reasons of a done frame ------------------------------------------------------------ */
 typedef enum {
@@ -123,7 +175,7 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
 
@@ -146,6 +198,15 @@ typedef struct {
 typedef struct {
     double p50, p90, p99; /* milliseconds */
 } proto_pct;
+
+/* Latency histograms of stats_reply: n[i] counts samples in (bound[i-1], bound[i]] ms, the last
+ * bucket everything above PROTO_HIST_BOUNDS_MS's last bound. On the wire a map from the bound
+ * ("1", "2", ..., "60000", "inf") to the count. Counts since the broker started. */
+#define PROTO_HIST_BUCKETS 16
+#define PROTO_HIST_BOUNDS_MS {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000}
+typedef struct {
+    uint64_t n[PROTO_HIST_BUCKETS];
+} proto_hist;
 
 typedef struct {
     proto_str name;
@@ -203,6 +264,12 @@ typedef struct {
     /* error */
     int32_t code;                  /* proto_code */
     proto_str message;
+    proto_str reason;              /* optional: a proto_reason name */
+    proto_str field;               /* optional: the field at fault */
+
+    /* decoder output on failure: the specific cause and the field (a static key name, or NULL) */
+    proto_reason fail;
+    const char *fail_field;
 
     /* hello / welcome / ready / credit / hb */
     proto_str name;                /* peer name (client, server or worker) */
@@ -219,6 +286,7 @@ typedef struct {
     uint64_t requests_total, tokens_total, errors_total, overloaded_total;
     double tokens_per_s, uptime_s;
     proto_pct ttft_pct, itl_pct;
+    proto_hist ttft_hist, itl_hist, total_hist; /* stats_reply, optional */
     const proto_worker_info *worker_list;
     uint32_t n_worker_list;
 
@@ -249,6 +317,11 @@ const char *proto_finish_name(proto_finish f);
 const char *proto_status_name(int status);
 /* The wire error code for a decode status (PROTO_CODE_BAD_REQUEST, _TOO_LARGE, _UNSUPPORTED_VERSION). */
 int proto_status_code(int status);
+
+/* The stable name of a reason ("?" if unknown), and the reason of a decode status. */
+const char *proto_reason_name(proto_reason r);
+/* The error code that goes with a reason (e.g. PROTO_R_QUEUE_FULL -> PROTO_CODE_OVERLOADED). */
+int proto_reason_code(proto_reason r);
 
 /* The request id as text, for logs and JSON ("42" or the string), NUL-terminated into buf. */
 const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap);

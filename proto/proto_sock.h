@@ -50,6 +50,28 @@ void proto_frame_close(proto_frame *f); /* safe twice */
 static inline const void *proto_frame_data(proto_frame *f) { return zmq_msg_data(&f->body); }
 static inline size_t proto_frame_size(proto_frame *f) { return zmq_msg_size(&f->body); }
 
+/* ---- CurveZMQ keys ------------------------------------------------------------------------------
+ * A key pair file (gpt2c keygen; mode 0600) has two lines, "public-key = Z85" and "secret-key = Z85"
+ * ('#' comments allowed). A public-key file or an allow-list line is just the 40-character key. */
+#define PROTO_CURVE_KEY_Z85 40
+
+/* One line: "name = KEY" (name must match) or a bare KEY. 1 with key filled (NUL-terminated), 0 for
+ * a blank, comment or other-name line, -1 if the value is not a 40-character Z85 key. */
+int proto_curve_parse_line(const char *line, const char *name, char key[PROTO_CURVE_KEY_Z85 + 1]);
+
+/* Reads a key file: pub from "public-key" (or a bare key), sec from "secret-key" ("" if absent).
+ * 0, or -1 with err naming the file. */
+int proto_curve_load(const char *path, char pub[PROTO_CURVE_KEY_Z85 + 1], char sec[PROTO_CURVE_KEY_Z85 + 1],
+                     char *err, size_t errlen);
+
+/* Makes sock (before connect) a CURVE client: our key pair from keyfile; the server's public key is
+ * server_key itself if it is 40 characters of Z85, else read from that file. 0, or -1 with err. */
+int proto_curve_client(void *sock, const char *keyfile, const char *server_key, char *err, size_t errlen);
+
+/* Writes a new key pair to path (created 0600, not overwritten) and its public key into pub.
+ * 0, or -1 with err. */
+int proto_curve_keygen(const char *path, char pub[PROTO_CURVE_KEY_Z85 + 1], char *err, size_t errlen);
+
 /* Milliseconds on the monotonic clock (all protocol timings use it). */
 double proto_clock_ms(void);
 

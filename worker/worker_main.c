@@ -43,6 +43,7 @@ static void on_signal(int sig) {
 
 typedef struct {
     const char *model, *connect, *name, *log_level;
+    const char *curve_key, *server_key; /* CURVE: our key pair file, the broker's public key (or its file) */
     int slots, ctx, max_batch_tokens, threads, blas, step_delay_ms, kv_budget_mb;
     char connect_buf[512], name_buf[PROTO_MAX_NAME_BYTES];
 } wk_options;
@@ -50,7 +51,7 @@ typedef struct {
 static void wk_usage(FILE *f) {
     fprintf(f, "usage: gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--slots N] [--ctx N]\n"
                "                    [--kv-budget-mb N] [--max-batch-tokens N] [--threads N] [--blas]\n"
-               "                    [--log-level L]\n"
+               "                    [--log-level L] [--curve-key FILE --server-key KEY|FILE]\n"
                "Engine options default to the engine's (0 = its default: slots from --kv-budget-mb, else 64).\n"
                "Runs one GPT-2 engine for a gpt2d broker (default endpoint ipc://$RUNTIME/worker.sock;\n"
                "a remote machine uses --connect tcp://BROKER:PORT).\n"
@@ -86,6 +87,8 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
         else if (strcmp(a, "--connect") == 0) o->connect = v;
         else if (strcmp(a, "--name") == 0) o->name = v;
         else if (strcmp(a, "--log-level") == 0) o->log_level = v;
+        else if (strcmp(a, "--curve-key") == 0) o->curve_key = v;
+        else if (strcmp(a, "--server-key") == 0) o->server_key = v;
         else if (strcmp(a, "--slots") == 0) rc = wk_int(a, v, 0, PROTO_MAX_SLOTS, &o->slots);
         else if (strcmp(a, "--kv-budget-mb") == 0) rc = wk_int(a, v, 0, 1 << 24, &o->kv_budget_mb);
         else if (strcmp(a, "--ctx") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->ctx);
@@ -107,6 +110,10 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
     }
     if (!o->model) {
         fprintf(stderr, "gpt2d-worker: --model DIR is required\n");
+        return -1;
+    }
+    if (!o->curve_key != !o->server_key) {
+        fprintf(stderr, "gpt2d-worker: --curve-key and --server-key go together\n");
         return -1;
     }
     if (!o->log_level || proto_log_parse_level(o->log_level) < 0) {
@@ -147,6 +154,7 @@ typedef struct {
     int freed;            /* slots freed since the last credit frame */
     int slots;            /* the engine's KV slots: the capacity announced in ready */
     int n_ctx;
+    int n_vocab;          /* the model's vocabulary (0: unknown; the engine still checks) */
     double broker_expiry_ms, last_send_ms;
 } worker;
 
@@ -297,6 +305,10 @@ static int wk_connect(worker *w) {
         proto_log(&w->log, PROTO_LOG_ERROR, "%s", err);
         return -1;
     }
+    if (w->opt->curve_key && proto_curve_client(w->sock, w->opt->curve_key, w->opt->server_key, err, sizeof(err)) < 0) {
+        proto_log(&w->log, PROTO_LOG_ERROR, "%s", err);
+        return -1;
+    }
     if (zmq_connect(w->sock, w->opt->connect) < 0) {
         proto_log(&w->log, PROTO_LOG_ERROR, "connect %s: %s", w->opt->connect, zmq_strerror(errno));
         return -1;
@@ -326,7 +338,66 @@ static int wk_reconnect(worker *w, const char *why) {
     return wk_connect(w);
 }
 
+/* An error frame for rid with a reason (its code) and the field at fault (may be NULL). */
+static void wk_send_refusal(worker *w, uint64_t rid, proto_reason why, const char *field, const char *msg) {
+    proto_msg e;
+    proto_msg_init(&e, PROTO_T_ERROR);
+    e.rid = rid;
+    e.has = PROTO_HAS(PF_RID) | PROTO_HAS(PF_REASON);
+    e.code = proto_reason_code(why);
+    const char *rname = proto_reason_name(why);
+    e.reason = (proto_str){rname, (uint32_t)strlen(rname)};
+    if (field) {
+        e.field = (proto_str){field, (uint32_t)strlen(field)};
+        e.has |= PROTO_HAS(PF_FIELD);
+    }
+    size_t n = strlen(msg);
+    e.message = (proto_str){msg, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+    wk_send(w, &e);
+}
+
+/* The checks that need the model: a specific reason for each refusal the engine would give.
+ * PROTO_R_NONE if the request may go to the engine; else *field names the field. */
+static proto_reason wk_check_request(const worker *w, const proto_msg *m, const char **field, char *msg,
+                                     size_t cap) {
+    int by_ids = (m->has & PROTO_HAS(PF_PROMPT_IDS)) != 0;
+    *field = by_ids ? "prompt_ids" : "prompt";
+    if (by_ids ? m->n_prompt_ids == 0 : m->prompt.len == 0) {
+        snprintf(msg, cap, "the prompt is empty");
+        return PROTO_R_EMPTY_PROMPT;
+    }
+    if (w->n_vocab > 0) {
+        for (uint32_t i = 0; i < m->n_prompt_ids; i++)
+            if (m->prompt_ids[i] >= w->n_vocab) {
+                snprintf(msg, cap, "prompt_ids[%u] = %d is not below the vocabulary size %d", i,
+                         (int)m->prompt_ids[i], w->n_vocab);
+                return PROTO_R_TOKEN_OUT_OF_RANGE;
+            }
+        for (uint32_t i = 0; i < m->n_logit_bias; i++)
+            if (m->logit_bias[i].id >= w->n_vocab) {
+                *field = "logit_bias";
+                snprintf(msg, cap, "logit_bias[%u] names token %d, not below the vocabulary size %d", i,
+                         (int)m->logit_bias[i].id, w->n_vocab);
+                return PROTO_R_TOKEN_OUT_OF_RANGE;
+            }
+    }
+    if (w->n_ctx > 0 && m->max_tokens > w->n_ctx) {
+        *field = "max_tokens";
+        snprintf(msg, cap, "max_tokens %d is beyond the context of %d positions", (int)m->max_tokens, w->n_ctx);
+        return PROTO_R_MAX_TOKENS_OVER_CONTEXT;
+    }
+    return PROTO_R_NONE;
+}
+
 static void wk_on_request(worker *w, const proto_msg *m) {
+    const char *field;
+    char why_msg[256];
+    proto_reason why = wk_check_request(w, m, &field, why_msg, sizeof(why_msg));
+    if (why != PROTO_R_NONE) {
+        wk_send_refusal(w, m->rid, why, field, why_msg);
+        w->freed++;
+        return;
+    }
     engine_request q;
     memset(&q, 0, sizeof(q));
     char stops[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES + 1];
@@ -372,14 +443,9 @@ static void wk_on_request(worker *w, const proto_msg *m) {
         return;
     }
     wk_live_del(w, m->rid);
-    proto_msg e;
-    proto_msg_init(&e, PROTO_T_ERROR);
-    e.rid = m->rid;
-    e.has = PROTO_HAS(PF_RID);
-    e.code = PROTO_CODE_INVALID_REQUEST;
-    size_t n = strlen(err);
-    e.message = (proto_str){err, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
-    wk_send(w, &e);
+    /* the engine's remaining refusals: the prompt does not fit the context, or something else */
+    int ctx = strstr(err, "context") != NULL;
+    wk_send_refusal(w, m->rid, ctx ? PROTO_R_PROMPT_TOO_LONG : PROTO_R_INVALID_REQUEST, ctx ? field : NULL, err);
     w->freed++;
 }
 
@@ -515,7 +581,10 @@ int main(int argc, char **argv) {
     w.slots = st.n_slots > PROTO_MAX_SLOTS ? PROTO_MAX_SLOTS : st.n_slots;
     w.n_ctx = opt.ctx;
     gpt2_config mc;
-    if (w.n_ctx == 0 && ckpt_read_config(&mc, opt.model, err, sizeof(err)) == 0) w.n_ctx = mc.n_ctx;
+    if (ckpt_read_config(&mc, opt.model, err, sizeof(err)) == 0) {
+        if (w.n_ctx == 0) w.n_ctx = mc.n_ctx;
+        w.n_vocab = mc.n_vocab;
+    }
     proto_log(&w.log, PROTO_LOG_INFO, "model %s loaded in %.0f ms: %d slots, KV arena %.1f MiB", opt.model,
               proto_clock_ms() - t0, st.n_slots, (double)st.kv_bytes / (1 << 20));
     w.ctx = zmq_ctx_new();
