@@ -485,6 +485,8 @@ static void test_grace_expiry(void) {
     char logf[700], rotated[710];
     snprintf(logf, sizeof(logf), "%s/sdgrace-file.log", g_tmp);
     snprintf(rotated, sizeof(rotated), "%s.1", logf);
+    unlink(logf); /* a fresh pair, even in a reused temp dir */
+    unlink(rotated);
     int up = rig_start(&r, "sdgrace", 300, logf) == 0;
     check(up, "gpt2d starts (shutdown grace 300 ms)");
     if (!up) {
