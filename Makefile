@@ -5,6 +5,9 @@
 #   make run        start the service on the default model (models/gpt2, made by `make model`)
 #   make bench      benchmarks on the 124M-shaped model
 #   make model      fetch HF gpt2 where there is internet, else make a random 124M-shaped model
+#   make fuzz       libFuzzer on the protocol decoder and the tokenizer (FUZZ_TIME s each)
+#   make soak       15 minutes at 64 concurrent through gpt2d (SOAK_S to change)
+#   make install    PREFIX (/usr/local), DESTDIR; make uninstall
 # Missing Debian packages are installed by tools/deps.sh (run once, as root) before the first build.
 
 CC      ?= gcc
@@ -111,10 +114,18 @@ install: all
 uninstall:
 	@PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) BUILD=$(BUILD) sh tools/install.sh uninstall
 
-# Fuzz the protocol decoder (libFuzzer, clang) for FUZZ_TIME seconds; corpus in fuzz-corpus/.
+# Fuzz the protocol decoder and the tokenizer (libFuzzer, clang): FUZZ_TIME seconds per target;
+# FUZZ_TARGET = proto, bpe or all. Corpus in fuzz-corpus/.
 FUZZ_TIME ?= 60
+FUZZ_TARGET ?= all
 fuzz: | $(DEPS_OK)
-	@FUZZ_TIME=$(FUZZ_TIME) sh fuzz/run.sh
+	@FUZZ_TIME=$(FUZZ_TIME) sh fuzz/run.sh $(FUZZ_TARGET)
+
+# A bounded soak: gpt2d with 2 workers at 64 concurrent for SOAK_S seconds (default 15 min);
+# prints RSS of broker and workers at start and end, and lost requests (must be 0).
+SOAK_S ?= 900
+soak: all $(BUILD)/tests/soak
+	@BUILD=$(BUILD) SOAK_S=$(SOAK_S) GPT2D_TMP=$$(mktemp -d /tmp/gpt2d-soak.XXXXXX) $(BUILD)/tests/soak
 
 clean:
 	rm -rf build

@@ -56,7 +56,9 @@ static int gen_frame(const gpt2c_options *o, const proto_msg *m, int interrupted
     }
     case PROTO_T_ERROR:
         if (o->json) json_print_line(stdout, json_error_frame(m));
-        fprintf(stderr, "gpt2c: %s (%d): %.*s\n", proto_code_name(m->code), m->code, (int)m->message.len,
+        fprintf(stderr, "gpt2c: %s (%d%s%.*s%s%.*s): %.*s\n", proto_code_name(m->code), m->code,
+                m->reason.len ? ", " : "", (int)m->reason.len, m->reason.ptr ? m->reason.ptr : "",
+                m->field.len ? " in " : "", (int)m->field.len, m->field.ptr ? m->field.ptr : "", (int)m->message.len,
                 m->message.ptr ? m->message.ptr : "");
         return gpt2c_code_exit(m->code);
     default: return -1; /* hb, welcome */

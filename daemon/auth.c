@@ -26,7 +26,13 @@ struct auth {
     char public_key[PROTO_CURVE_KEY_Z85 + 1], secret_key[PROTO_CURVE_KEY_Z85 + 1];
     auth_list clients, workers;
     unsigned long refused, admitted;
+    /* log flood control: a refused peer reconnects every 100 ms or so */
+    char last_refused[PROTO_CURVE_KEY_Z85 + 1]; /* key (or "" for no key) of the last refusal logged */
+    double last_refused_ms, mon_last_ms[AUTH_MAX_MONITORS];
+    unsigned long suppressed, mon_suppressed[AUTH_MAX_MONITORS];
 };
+
+#define AUTH_LOG_REPEAT_MS 10000.0 /* the same refusal is logged at most this often */
 
 /* ---- allow-lists ------------------------------------------------------------------------------- */
 
@@ -205,10 +211,19 @@ static int zap_one(auth *a) {
             zap_reply(a, &f[1], "200", "OK", key);
         } else {
             a->refused++;
-            proto_log(a->log, PROTO_LOG_WARN, "auth: refused %s peer from %s: %s", domain[0] ? domain : "?",
-                      address[0] ? address : "?",
-                      !is_curve ? "not a CURVE handshake (no key)" : "public key not on the allow-list");
-            if (is_curve) proto_log(a->log, PROTO_LOG_WARN, "auth: the refused key is %s", key);
+            double now = proto_clock_ms();
+            if (strcmp(key, a->last_refused) != 0 || now - a->last_refused_ms >= AUTH_LOG_REPEAT_MS) {
+                proto_log(a->log, PROTO_LOG_WARN, "auth: refused %s peer from %s: %s (%lu repeat(s) not logged)",
+                          domain[0] ? domain : "?", address[0] ? address : "?",
+                          !is_curve ? "not a CURVE handshake (no key)" : "public key not on the allow-list",
+                          a->suppressed);
+                if (is_curve) proto_log(a->log, PROTO_LOG_WARN, "auth: the refused key is %s", key);
+                memcpy(a->last_refused, key, sizeof(key));
+                a->last_refused_ms = now;
+                a->suppressed = 0;
+            } else {
+                a->suppressed++;
+            }
             zap_reply(a, &f[1], "400", "not allowed", "");
         }
     }
@@ -226,7 +241,11 @@ static int monitor_one(auth *a, int i) {
     }
     zmq_msg_init(&addr);
     int has_addr = zmq_msg_more(&ev) && zmq_msg_recv(&addr, a->mon[i], 0) >= 0;
-    if (zmq_msg_size(&ev) >= 6) {
+    double now = proto_clock_ms();
+    if (zmq_msg_size(&ev) >= 6 && now - a->mon_last_ms[i] < 1000.0) {
+        a->mon_suppressed[i]++; /* at most one line a second per link */
+    } else if (zmq_msg_size(&ev) >= 6) {
+        a->mon_last_ms[i] = now;
         uint16_t event;
         uint32_t value;
         memcpy(&event, zmq_msg_data(&ev), 2);
@@ -234,9 +253,10 @@ static int monitor_one(auth *a, int i) {
         const char *what = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication refused"
                            : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "not a valid handshake"
                                                                         : "handshake failed";
-        proto_log(a->log, PROTO_LOG_WARN, "auth: %s link: %s from %.*s (code %u)", a->mon_domain[i], what,
-                  has_addr ? (int)zmq_msg_size(&addr) : 1, has_addr ? (const char *)zmq_msg_data(&addr) : "?",
-                  (unsigned)value);
+        proto_log(a->log, PROTO_LOG_WARN, "auth: %s link: %s on %.*s (code %u; %lu more in the last second)",
+                  a->mon_domain[i], what, has_addr ? (int)zmq_msg_size(&addr) : 1,
+                  has_addr ? (const char *)zmq_msg_data(&addr) : "?", (unsigned)value, a->mon_suppressed[i]);
+        a->mon_suppressed[i] = 0;
     }
     zmq_msg_close(&ev);
     zmq_msg_close(&addr);

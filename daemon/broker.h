@@ -6,9 +6,13 @@
  * worker is never given more than it can run). Token, done and error frames come back by rid and
  * are forwarded to the client as they arrive. A client that cancels, or that the ROUTER can no
  * longer reach, has its request cancelled on the worker. Heartbeats both ways (any traffic
- * refreshes liveness); a worker silent for PROTO_LIVENESS intervals, or a local worker process that
- * exits, is dead: each of its requests ends with a worker_lost error frame. Local workers are run
- * and restarted by the supervisor; remote ones connect to the worker endpoint themselves. */
+ * refreshes liveness); a worker silent for PROTO_LIVENESS intervals (then fenced: its later frames
+ * are ignored), or a local worker process that exits, is lost: each of its requests is replayed on
+ * a live worker with the tokens already streamed (resume_ids), so the client's stream goes on
+ * unchanged (PROTOCOL.md, "Crash-transparent streaming"). Deadlines (queue, total), a per-client
+ * limit on requests in flight and the no-worker timeout end requests with specific errors; with
+ * --curve-secret both sockets are CURVE servers behind the ZAP allow-list of auth.h. Local workers
+ * are run and restarted by the supervisor; remote ones connect to the worker endpoint themselves. */
 #ifndef GPT2D_BROKER_H
 #define GPT2D_BROKER_H
 
