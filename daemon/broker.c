@@ -337,6 +337,13 @@ static void request_log_end(broker *b, const request *r, const proto_msg *e) {
                   proto_clock_ms() - r->t_submit);
 }
 
+/* After a request's final frame was sent to client c (rc: the send's result): a failed send means
+ * the client is gone, else c is released if it has nothing left in flight. */
+static void client_after_final(broker *b, client *c, int rc) {
+    if (rc < 0) client_vanished(b, c->ident, c->ident_len);
+    else client_release_if_idle(b, c);
+}
+
 /* Ends r with an error frame to its client and frees it (and the client if it is then idle). */
 static void request_fail(broker *b, request *r, proto_reason code, const char *message) {
     client *c = r->cl;
@@ -350,9 +357,7 @@ static void request_fail(broker *b, request *r, proto_reason code, const char *m
     e.reason = (proto_str){proto_reason_name(code), (uint32_t)strlen(proto_reason_name(code))};
     request_log_end(b, r, &e);
     request_free(b, r);
-    int rc = send_error(b, c->ident, c->ident_len, &id, code, message);
-    if (rc < 0) client_vanished(b, c->ident, c->ident_len);
-    else client_release_if_idle(b, c);
+    client_after_final(b, c, send_error(b, c->ident, c->ident_len, &id, code, message));
 }
 
 /* Gives waiting requests to workers with credit, oldest request first. */
@@ -441,8 +446,7 @@ static void request_done_here(broker *b, request *r, proto_finish finish) {
     request_log_end(b, r, &d);
     int rc = send_client(b, c->ident, c->ident_len, &d); /* before the free: d points into r */
     request_free(b, r);
-    if (rc < 0) client_vanished(b, c->ident, c->ident_len);
-    else client_release_if_idle(b, c);
+    client_after_final(b, c, rc);
 }
 
 /* Builds r's replay frame: the original request under a new rid (so late frames of the old run are
@@ -629,8 +633,7 @@ static void on_worker_end(broker *b, worker *w, const proto_msg *m) {
     }
     request_log_end(b, r, &e);
     request_free(b, r);
-    if (send_client(b, c->ident, c->ident_len, &e) < 0) client_vanished(b, c->ident, c->ident_len);
-    else client_release_if_idle(b, c);
+    client_after_final(b, c, send_client(b, c->ident, c->ident_len, &e));
 }
 
 static void on_worker_message(broker *b, proto_frame *f) {
@@ -771,8 +774,7 @@ static void on_client_cancel(broker *b, proto_frame *f, const proto_msg *m) {
     d.queue_ms = d.total_ms = proto_clock_ms() - r->t_submit;
     request_log_end(b, r, &d);
     request_free(b, r);
-    if (send_client(b, f->ident, f->ident_len, &d) < 0) client_vanished(b, f->ident, f->ident_len);
-    else client_release_if_idle(b, c);
+    client_after_final(b, c, send_client(b, c->ident, c->ident_len, &d)); /* c->ident is f's */
 }
 
 static void on_client_stats(broker *b, proto_frame *f) {
