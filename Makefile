@@ -33,6 +33,8 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 DEPS_OK := build/.deps-ok
+# The HTTP tests' npm packages (tests/http: openai SDK, playwright-core), `npm ci` from the lockfile.
+NPM_OK  := tests/http/node_modules/.package-lock.json
 
 ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
 PROTO_SRC  := $(wildcard proto/*.c)
@@ -58,10 +60,13 @@ endif
 .PHONY: all deps test bench run model clean fuzz install uninstall soak
 all: $(BINS)
 
-deps: $(DEPS_OK)
+deps: $(DEPS_OK) $(NPM_OK)
 $(DEPS_OK): tools/deps.sh
 	@sh tools/deps.sh
 	@mkdir -p build && touch $@
+
+$(NPM_OK): tests/http/package-lock.json | $(DEPS_OK)
+	@sh tools/deps.sh npm
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
@@ -93,7 +98,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)
 
 # The suite: every tests/test_*.c binary plus tests/*.sh, run by tests/run.sh,
 # which ends with the total "N passed, N failed" line and fails on any failure.
-test: all $(TEST_BIN)
+test: all $(TEST_BIN) $(NPM_OK)
 	@BUILD=$(BUILD) SAN=$(SAN) sh tests/run.sh $(TEST_BIN)
 
 bench: all $(BENCH_BIN)

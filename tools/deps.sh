@@ -1,22 +1,50 @@
 #!/bin/sh
-# Installs the Debian packages gpt2d builds against, if any is missing.
-# Needs root (it runs apt-get update once, then apt-get install). Prints what it does.
+# Installs the Debian packages gpt2d builds against, if any is missing, and the npm packages of the
+# HTTP tests (tests/http: the openai SDK and playwright-core, exactly as package-lock.json pins them).
+# Needs root for apt-get (it runs apt-get update once, then apt-get install). Prints what it does.
+#   sh tools/deps.sh        both
+#   sh tools/deps.sh npm    only `npm ci` in tests/http (when package-lock.json changed)
 set -e
 PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev"
-missing=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -z "$missing" ]; then
-    echo "deps: all build packages present ($PKGS)"
+# For the tests of gpt2d-http: Node (node --test, the openai SDK), headless Chromium (the status
+# page), promtool (package prometheus: checks /metrics). Node and npm may come from elsewhere
+# (e.g. NodeSource, whose nodejs includes npm); Debian's are installed only if there is no node/npm.
+TEST_PKGS="chromium prometheus"
+NPM_DIR="$(dirname "$0")/../tests/http"
+
+npm_deps() {
+    # npm writes node_modules/.package-lock.json on install: newer than the lockfile = up to date
+    if [ -f "$NPM_DIR/node_modules/.package-lock.json" ] &&
+       [ "$NPM_DIR/node_modules/.package-lock.json" -nt "$NPM_DIR/package-lock.json" ]; then
+        echo "deps: npm packages of tests/http present"
+        return 0
+    fi
+    echo "deps: npm ci in tests/http (openai, playwright-core)"
+    (cd "$NPM_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+if [ "${1:-}" = npm ]; then
+    npm_deps
     exit 0
 fi
-echo "deps: installing missing Debian packages:$missing"
-if [ "$(id -u)" != 0 ]; then
-    echo "deps: not root; please run: sudo apt-get update && sudo apt-get install -y$missing" >&2
-    exit 1
+
+missing=""
+for p in $PKGS $TEST_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+command -v node > /dev/null 2>&1 || missing="$missing nodejs"
+command -v npm > /dev/null 2>&1 || missing="$missing npm"
+if [ -z "$missing" ]; then
+    echo "deps: all build and test packages present ($PKGS $TEST_PKGS node npm)"
+else
+    echo "deps: installing missing Debian packages:$missing"
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: not root; please run: sudo apt-get update && sudo apt-get install -y$missing" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q $missing
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q $missing
+npm_deps
 echo "deps: done"
