@@ -95,6 +95,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# the HTTP client side of bench_http (gpt2d-http vs ZeroMQ) is libcurl's
+$(BUILD)/bench/bench_http: LDLIBS += -lcurl
 
 # The suite: every tests/test_*.c binary plus tests/*.sh, run by tests/run.sh,
 # which ends with the total "N passed, N failed" line and fails on any failure.

@@ -21,3 +21,8 @@ if [ -x bench/e2e.sh ] || [ -f bench/e2e.sh ]; then
     echo "== email workload through gpt2d (bench/e2e.sh)"
     BUILD="$BUILD" sh bench/e2e.sh "$MODEL"
 fi
+if [ -f bench/http.sh ]; then
+    echo
+    echo "== email workload through gpt2d-http vs ZeroMQ (bench/http.sh)"
+    BUILD="$BUILD" sh bench/http.sh "$MODEL"
+fi

@@ -10,6 +10,8 @@ PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-de
 # page), promtool (package prometheus: checks /metrics). Node and npm may come from elsewhere
 # (e.g. NodeSource, whose nodejs includes npm); Debian's are installed only if there is no node/npm.
 TEST_PKGS="chromium prometheus"
+# For make bench: bench_http's HTTP client (libcurl's multi interface).
+BENCH_PKGS="libcurl4-openssl-dev"
 NPM_DIR="$(dirname "$0")/../tests/http"
 
 npm_deps() {
@@ -29,13 +31,13 @@ if [ "${1:-}" = npm ]; then
 fi
 
 missing=""
-for p in $PKGS $TEST_PKGS; do
+for p in $PKGS $TEST_PKGS $BENCH_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 command -v node > /dev/null 2>&1 || missing="$missing nodejs"
 command -v npm > /dev/null 2>&1 || missing="$missing npm"
 if [ -z "$missing" ]; then
-    echo "deps: all build and test packages present ($PKGS $TEST_PKGS node npm)"
+    echo "deps: all build, test and bench packages present ($PKGS $TEST_PKGS $BENCH_PKGS node npm)"
 else
     echo "deps: installing missing Debian packages:$missing"
     if [ "$(id -u)" != 0 ]; then
