@@ -248,6 +248,7 @@ static int total_credit(const broker *b) {
 static int send_client(broker *b, const unsigned char *ident, size_t len, const proto_msg *m) {
     char err[256];
     if (proto_sock_send(b->front, ident, len, m, ZMQ_DONTWAIT, &b->sb, err, sizeof(err)) == 0) {
+        metrics_client_frame(&b->met, m);
         client *c = table_get(b->clients, ident, len);
         if (c) c->last_send_ms = proto_clock_ms();
         return 0;
@@ -377,7 +378,10 @@ static void dispatch(broker *b) {
             continue;
         }
         w->last_send_ms = proto_clock_ms();
-        if (r->t_dispatch == 0) r->t_dispatch = w->last_send_ms;
+        if (r->t_dispatch == 0) {
+            r->t_dispatch = w->last_send_ms;
+            metrics_queue(&b->met, r->t_dispatch - r->t_submit);
+        }
         w->credit--;
         w_link(w, r);
         proto_log(b->log, PROTO_LOG_DEBUG, "rid %llu -> worker %s (credit %d)", (unsigned long long)r->rid,
@@ -501,6 +505,7 @@ static void worker_lost(broker *b, worker *w, const char *why) {
             request_fail(b, r, PROTO_R_WORKER_LOST, msg);
         } else {
             r->n_replays++;
+            b->met.totals.replays++;
             w_unlink(r);
             q_push(b, r, 1);
             proto_log(b->log, PROTO_LOG_INFO, "rid %llu replayed after %u token(s) (replay %d)",
@@ -599,7 +604,7 @@ static void on_worker_token(broker *b, worker *w, const proto_msg *m) {
     proto_msg t = *m;
     t.zone = NULL;
     t.id = r->cid;
-    t.has = PROTO_HAS(PF_ID) | (m->has & PROTO_HAS(PF_LOGPROB));
+    t.has = PROTO_HAS(PF_ID) | (m->has & (PROTO_HAS(PF_LOGPROB) | PROTO_HAS(PF_TOP)));
     if (send_client(b, r->cl->ident, r->cl->ident_len, &t) < 0) client_vanished(b, r->cl->ident, r->cl->ident_len);
 }
 
@@ -717,7 +722,7 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
     q.zone = NULL;
     q.type = PROTO_T_REQUEST;
     q.rid = ++b->next_rid;
-    q.has = PROTO_HAS(PF_RID) | (m->has & (PROTO_HAS(PF_PROMPT) | PROTO_HAS(PF_PROMPT_IDS)));
+    q.has = PROTO_HAS(PF_RID) | (m->has & (PROTO_HAS(PF_PROMPT) | PROTO_HAS(PF_PROMPT_IDS) | PROTO_HAS(PF_TOP_LOGPROBS)));
     char err[256];
     msgpack_sbuffer_clear(&b->sb);
     request *r = calloc(1, sizeof(*r));
@@ -812,7 +817,12 @@ static void on_client_stats(broker *b, proto_frame *f) {
     s.ttft_hist = b->met.ttft_hist;
     s.itl_hist = b->met.itl_hist;
     s.total_hist = b->met.total_hist;
-    s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST);
+    s.queue_hist = b->met.queue_hist;
+    s.totals = b->met.totals;
+    s.finish_total = b->met.finish;
+    s.error_reasons = b->met.reasons;
+    s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST) | PROTO_HAS(PF_QUEUE_HIST) |
+             PROTO_HAS(PF_TOTALS) | PROTO_HAS(PF_FINISH_TOTAL) | PROTO_HAS(PF_ERROR_REASONS);
     s.worker_list = wl;
     s.n_worker_list = (uint32_t)n;
     send_client(b, f->ident, f->ident_len, &s);
@@ -862,6 +872,7 @@ static void on_client_message(broker *b, proto_frame *f) {
 
 static void on_child_exit(void *user, pid_t pid) {
     broker *b = user;
+    if (!b->draining) b->met.totals.worker_restarts++; /* the supervisor restarts it */
     for (worker *w = b->workers; w; w = w->next) {
         if (w->local && w->pid == pid) {
             worker_lost(b, w, "process exited");

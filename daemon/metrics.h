@@ -21,6 +21,10 @@ typedef struct {
     uint64_t n_itl;
     proto_hist ttft_hist, itl_hist;    /* every sample since start */
     proto_hist total_hist;             /* submit -> end of every request that ended */
+    proto_hist queue_hist;             /* submit -> first slot of every request dispatched */
+    proto_totals totals;               /* prompt tokens, replays, worker restarts */
+    proto_finish_counts finish;        /* final frames to clients: done by finish, error as "error" */
+    proto_reason_counts reasons;       /* error frames to clients by reason */
     uint64_t bucket_tokens[METRICS_RATE_WINDOW_S]; /* tokens in second bucket_sec[i] */
     int64_t bucket_sec[METRICS_RATE_WINDOW_S];
     double start_ms;
@@ -30,6 +34,9 @@ void metrics_init(metrics *m, double now_ms);
 void metrics_ttft(metrics *m, double ms);
 void metrics_itl(metrics *m, double ms);
 void metrics_total(metrics *m, double ms);            /* a request ended, ms after its submit */
+void metrics_queue(metrics *m, double ms);            /* a request got its first slot, ms after submit */
+/* A frame to a client: done and error frames are counted by finish reason / error reason. */
+void metrics_client_frame(metrics *m, const proto_msg *f);
 void metrics_tokens(metrics *m, double now_ms, uint64_t n);
 double metrics_rate(const metrics *m, double now_ms); /* tokens/s over the window */
 proto_pct metrics_ttft_pct(const metrics *m);         /* zeros if no samples */

@@ -29,6 +29,7 @@ struct supervisor {
     int argc;
     int stopping;
     int restart_max_ms; /* cap of the restart delay */
+    const char *kind;   /* "worker" or "gateway": what the log lines call a child */
     const proto_logger *log;
 };
 
@@ -38,6 +39,7 @@ supervisor *supervisor_new(int n, char *const *argv, int restart_max_ms, const p
     s->restart_max_ms = restart_max_ms > 0 ? restart_max_ms : PROTO_RESTART_MAX_MS;
     while (argv[s->argc]) s->argc++;
     s->n = n;
+    s->kind = "worker";
     s->log = log;
     s->slots = calloc(n > 0 ? (size_t)n : 1, sizeof(sup_slot));
     s->argv = calloc((size_t)s->argc + 3, sizeof(char *));
@@ -51,6 +53,11 @@ supervisor *supervisor_new(int n, char *const *argv, int restart_max_ms, const p
 fail:
     supervisor_free(s);
     return NULL;
+}
+
+void supervisor_set_names(supervisor *s, const char *kind, const char *prefix) {
+    s->kind = kind;
+    for (int k = 0; k < s->n; k++) snprintf(s->slots[k].name, sizeof(s->slots[k].name), "%s%d", prefix, k);
 }
 
 void supervisor_free(supervisor *s) {
@@ -69,7 +76,7 @@ static void sup_start(supervisor *s, int k, double now_ms) {
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
-        proto_log(s->log, PROTO_LOG_ERROR, "worker %s: fork: %s", sl->name, strerror(errno));
+        proto_log(s->log, PROTO_LOG_ERROR, "%s %s: fork: %s", s->kind, sl->name, strerror(errno));
         sl->due_ms = now_ms + sl->backoff_ms;
         return;
     }
@@ -84,7 +91,7 @@ static void sup_start(supervisor *s, int k, double now_ms) {
     }
     sl->pid = pid;
     sl->started_ms = now_ms;
-    proto_log(s->log, PROTO_LOG_INFO, "worker %s: started pid %d", sl->name, (int)pid);
+    proto_log(s->log, PROTO_LOG_INFO, "%s %s: started pid %d", s->kind, sl->name, (int)pid);
 }
 
 int supervisor_tick(supervisor *s, double now_ms) {
@@ -109,24 +116,22 @@ static void sup_describe(int status, char *buf, size_t cap) {
 }
 
 void supervisor_reap(supervisor *s, double now_ms, void (*on_exit)(void *user, pid_t pid), void *user) {
-    for (;;) {
+    /* each own child by pid, so that several supervisors in one process never reap another's */
+    for (int k = 0; k < s->n; k++) {
+        sup_slot *sl = &s->slots[k];
         int status;
-        pid_t pid = waitpid(-1, &status, WNOHANG);
-        if (pid <= 0) return;
-        for (int k = 0; k < s->n; k++) {
-            sup_slot *sl = &s->slots[k];
-            if (sl->pid != pid) continue;
-            char how[64];
-            sup_describe(status, how, sizeof(how));
-            sl->pid = 0;
-            if (now_ms - sl->started_ms >= PROTO_RESTART_RESET_MS)
-                sl->backoff_ms = PROTO_RESTART_MIN_MS < s->restart_max_ms ? PROTO_RESTART_MIN_MS : s->restart_max_ms;
-            sl->due_ms = now_ms + sl->backoff_ms;
-            if (!s->stopping)
-                proto_log(s->log, PROTO_LOG_WARN, "worker %s (pid %d) %s; restarting in %d ms", sl->name,
-                          (int)pid, how, sl->backoff_ms);
-            sl->backoff_ms = sl->backoff_ms * 2 > s->restart_max_ms ? s->restart_max_ms : sl->backoff_ms * 2;
-        }
+        pid_t pid = sl->pid > 0 ? waitpid(sl->pid, &status, WNOHANG) : 0;
+        if (pid <= 0) continue;
+        char how[64];
+        sup_describe(status, how, sizeof(how));
+        sl->pid = 0;
+        if (now_ms - sl->started_ms >= PROTO_RESTART_RESET_MS)
+            sl->backoff_ms = PROTO_RESTART_MIN_MS < s->restart_max_ms ? PROTO_RESTART_MIN_MS : s->restart_max_ms;
+        sl->due_ms = now_ms + sl->backoff_ms;
+        if (!s->stopping)
+            proto_log(s->log, PROTO_LOG_WARN, "%s %s (pid %d) %s; restarting in %d ms", s->kind, sl->name,
+                      (int)pid, how, sl->backoff_ms);
+        sl->backoff_ms = sl->backoff_ms * 2 > s->restart_max_ms ? s->restart_max_ms : sl->backoff_ms * 2;
         if (on_exit) on_exit(user, pid);
     }
 }
@@ -153,7 +158,7 @@ void supervisor_stop(supervisor *s) {
         if (now >= deadline) {
             for (int k = 0; k < s->n; k++)
                 if (s->slots[k].pid) {
-                    proto_log(s->log, PROTO_LOG_WARN, "worker %s: no exit after SIGTERM; SIGKILL",
+                    proto_log(s->log, PROTO_LOG_WARN, "%s %s: no exit after SIGTERM; SIGKILL", s->kind,
                               s->slots[k].name);
                     kill(s->slots[k].pid, SIGKILL);
                 }

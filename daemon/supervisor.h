@@ -18,12 +18,16 @@ typedef struct supervisor supervisor;
 supervisor *supervisor_new(int n, char *const *argv, int restart_max_ms, const proto_logger *log);
 void supervisor_free(supervisor *s); /* NULL-safe; does not stop the children (see _stop) */
 
+/* Names the children "<prefix><k>" (default "local-") and calls them kind (default "worker") in
+ * the log; before the first tick. kind and prefix must outlive s. */
+void supervisor_set_names(supervisor *s, const char *kind, const char *prefix);
+
 /* Starts every slot whose restart time has come. Returns the ms until the next one is due
  * (-1 if none is waiting). */
 int supervisor_tick(supervisor *s, double now_ms);
 
-/* Reaps exited children without blocking; calls on_exit(user, pid) for each, and schedules its
- * restart unless the supervisor is stopping. */
+/* Reaps its own exited children (by pid: other children of the process are left alone) without
+ * blocking; calls on_exit(user, pid) for each, and schedules its restart unless stopping. */
 void supervisor_reap(supervisor *s, double now_ms, void (*on_exit)(void *user, pid_t pid), void *user);
 
 /* 1 if pid is one of our running children. */

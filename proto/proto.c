@@ -36,6 +36,7 @@ typedef enum {
     K_CODE,     /* int32_t error code: any known proto_code */
     K_MAP,      /* nested map: sub-fields relative to base + off */
     K_MAPARRAY, /* array of maps: elements of sub_size bytes, pointer at off, count at off2 */
+    K_TOP,      /* const proto_top * at off, count at off2 (<= hi): [[id, logprob, bytes], ...] */
 } pkind;
 
 enum { F_LO_OPEN = 1 };
@@ -90,7 +91,42 @@ static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUN
     {"10000", K_U64, 0, H(12), 0, 0, 0, NULL, 0, 0}, {"30000", K_U64, 0, H(13), 0, 0, 0, NULL, 0, 0},
     {"60000", K_U64, 0, H(14), 0, 0, 0, NULL, 0, 0}, {"inf", K_U64, 0, H(15), 0, 0, 0, NULL, 0, 0},
 };
+#define TOT(f) offsetof(proto_totals, f)
+static const pfield totals_fields[] = {
+    {"prompt_tokens", K_U64, 0, TOT(prompt_tokens), 0, 0, 0, NULL, 0, 0},
+    {"replays", K_U64, 0, TOT(replays), 0, 0, 0, NULL, 0, 0},
+    {"worker_restarts", K_U64, 0, TOT(worker_restarts), 0, 0, 0, NULL, 0, 0},
+};
+#define FC(i) (offsetof(proto_finish_counts, n) + (i) * sizeof(uint64_t))
+static const pfield finish_count_fields[PROTO_FINISH_COUNT] = { /* keys: finish names */
+    {"length", K_U64, 0, FC(PROTO_FINISH_LENGTH), 0, 0, 0, NULL, 0, 0},
+    {"stop", K_U64, 0, FC(PROTO_FINISH_STOP), 0, 0, 0, NULL, 0, 0},
+    {"eos", K_U64, 0, FC(PROTO_FINISH_EOS), 0, 0, 0, NULL, 0, 0},
+    {"cancelled", K_U64, 0, FC(PROTO_FINISH_CANCELLED), 0, 0, 0, NULL, 0, 0},
+    {"error", K_U64, 0, FC(PROTO_FINISH_ERROR), 0, 0, 0, NULL, 0, 0},
+};
+#define RC(r) (offsetof(proto_reason_counts, n) + (r) * sizeof(uint64_t))
+#define RCF(name, r) {name, K_U64, 0, RC(r), 0, 0, 0, NULL, 0, 0}
+static const pfield reason_count_fields[] = { /* keys: reason names (as the reasons table below) */
+    RCF("malformed", PROTO_R_MALFORMED), RCF("not_map", PROTO_R_NOT_MAP),
+    RCF("too_large", PROTO_R_TOO_LARGE), RCF("unknown_type", PROTO_R_UNKNOWN_TYPE),
+    RCF("bad_version", PROTO_R_BAD_VERSION), RCF("not_client_message", PROTO_R_NOT_CLIENT_MESSAGE),
+    RCF("unknown_field", PROTO_R_UNKNOWN_FIELD), RCF("duplicate_field", PROTO_R_DUPLICATE_FIELD),
+    RCF("missing_field", PROTO_R_MISSING_FIELD), RCF("wrong_type", PROTO_R_WRONG_TYPE),
+    RCF("not_finite", PROTO_R_NOT_FINITE), RCF("out_of_range", PROTO_R_OUT_OF_RANGE),
+    RCF("too_long", PROTO_R_TOO_LONG), RCF("empty", PROTO_R_EMPTY), RCF("too_many", PROTO_R_TOO_MANY),
+    RCF("invalid_utf8", PROTO_R_INVALID_UTF8), RCF("bad_id", PROTO_R_BAD_ID),
+    RCF("prompt_choice", PROTO_R_PROMPT_CHOICE), RCF("empty_prompt", PROTO_R_EMPTY_PROMPT),
+    RCF("prompt_too_long", PROTO_R_PROMPT_TOO_LONG), RCF("token_out_of_range", PROTO_R_TOKEN_OUT_OF_RANGE),
+    RCF("max_tokens_over_context", PROTO_R_MAX_TOKENS_OVER_CONTEXT), RCF("duplicate_id", PROTO_R_DUPLICATE_ID),
+    RCF("queue_full", PROTO_R_QUEUE_FULL), RCF("client_limit", PROTO_R_CLIENT_LIMIT),
+    RCF("queue_timeout", PROTO_R_QUEUE_TIMEOUT), RCF("request_timeout", PROTO_R_REQUEST_TIMEOUT),
+    RCF("worker_lost", PROTO_R_WORKER_LOST), RCF("no_worker", PROTO_R_NO_WORKER),
+    RCF("shutting_down", PROTO_R_SHUTTING_DOWN), RCF("internal", PROTO_R_INTERNAL),
+    RCF("invalid_request", PROTO_R_INVALID_REQUEST),
+};
 #define NSUB(a) (uint8_t)(sizeof(a) / sizeof((a)[0]))
+_Static_assert(NSUB(reason_count_fields) == PROTO_R_COUNT - 1, "one error_reasons key per reason");
 
 /* Indexed by proto_field_id. */
 static const pfield fields[PF_COUNT] = {
@@ -152,6 +188,14 @@ static const pfield fields[PF_COUNT] = {
     [PF_TTFT_HIST] = {"ttft_hist", K_MAP, 0, M(ttft_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_ITL_HIST] = {"itl_hist", K_MAP, 0, M(itl_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_TOTAL_HIST] = {"total_hist", K_MAP, 0, M(total_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
+    [PF_TOP_LOGPROBS] = {"top_logprobs", K_I32, 0, M(top_logprobs), 0, 0, PROTO_MAX_TOP_LOGPROBS, NULL, 0, 0},
+    [PF_TOP] = {"top", K_TOP, 0, M(top), M(n_top), 0, PROTO_MAX_TOP_LOGPROBS + 1, NULL, 0, 0},
+    [PF_TOTALS] = {"totals", K_MAP, 0, M(totals), 0, 0, 0, totals_fields, NSUB(totals_fields), 0},
+    [PF_FINISH_TOTAL] = {"finish_total", K_MAP, 0, M(finish_total), 0, 0, 0, finish_count_fields,
+                         NSUB(finish_count_fields), 0},
+    [PF_ERROR_REASONS] = {"error_reasons", K_MAP, 0, M(error_reasons), 0, 0, 0, reason_count_fields,
+                          NSUB(reason_count_fields), 0},
+    [PF_QUEUE_HIST] = {"queue_hist", K_MAP, 0, M(queue_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -180,18 +224,19 @@ typedef struct {
 static const uint8_t t_hello[] = {FLD(O, PF_NAME)};
 static const uint8_t t_welcome[] = {FLD(D, PF_NAME), FLD(D, PF_WORKERS), FLD(D, PF_MAX_QUEUE)};
 static const uint8_t t_submit[] = {FLD(R, PF_ID), FLD(O, PF_PROMPT), FLD(O, PF_PROMPT_IDS), SAMPLING,
-                                   FLD(D, PF_STREAM)};
+                                   FLD(D, PF_STREAM), FLD(O, PF_TOP_LOGPROBS)};
 static const uint8_t t_request[] = {FLD(R, PF_RID), FLD(O, PF_PROMPT), FLD(O, PF_PROMPT_IDS),
-                                    FLD(O, PF_RESUME_IDS), SAMPLING};
+                                    FLD(O, PF_RESUME_IDS), SAMPLING, FLD(O, PF_TOP_LOGPROBS)};
 static const uint8_t t_cancel[] = {FLD(O, PF_ID), FLD(O, PF_RID)};
 static const uint8_t t_stats[] = {0, 0};
 static const uint8_t t_stats_reply[] = {
     FLD(D, PF_NAME), FLD(D, PF_UPTIME_S), FLD(D, PF_QUEUE), FLD(D, PF_MAX_QUEUE), FLD(D, PF_RUNNING),
     FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
     FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
-    FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST)};
+    FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST),
+    FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS), FLD(O, PF_FINISH_TOTAL), FLD(O, PF_ERROR_REASONS)};
 static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
-                                  FLD(R, PF_TEXT), FLD(O, PF_LOGPROB)};
+                                  FLD(R, PF_TEXT), FLD(O, PF_LOGPROB), FLD(O, PF_TOP)};
 static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH), FLD(D, PF_TEXT),
                                  FLD(D, PF_TOKENS), FLD(D, PF_USAGE), FLD(D, PF_TIMINGS),
                                  FLD(O, PF_MESSAGE), FLD(O, PF_NAME)};
@@ -283,6 +328,12 @@ static const struct {
     [PROTO_R_INTERNAL] = {"internal", PROTO_CODE_INTERNAL},
     [PROTO_R_INVALID_REQUEST] = {"invalid_request", PROTO_CODE_INVALID_REQUEST},
 };
+
+proto_reason proto_reason_from_name(const char *name, size_t len) {
+    for (int r = 1; r < PROTO_R_COUNT; r++)
+        if (name && strlen(reasons[r].name) == len && memcmp(reasons[r].name, name, len) == 0) return (proto_reason)r;
+    return PROTO_R_NONE;
+}
 
 const char *proto_reason_name(proto_reason r) {
     return ((unsigned)r < PROTO_R_COUNT && r != PROTO_R_NONE) ? reasons[r].name : "?";
@@ -493,6 +544,23 @@ static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *er
     return 0;
 }
 
+static int check_top(const pfield *f, const proto_top *t, uint32_t n, char *err, size_t errlen) {
+    if (n > f->hi || (n && !t)) {
+        seterr(err, errlen, "field '%s': %u entries, at most %g", f->key, n, f->hi);
+        return -PROTO_R_TOO_MANY;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        bool neg_inf = isinf(t[i].logprob) && t[i].logprob < 0;
+        if (t[i].id < 0 || t[i].id > PROTO_MAX_TOKEN_ID || (!neg_inf && !(t[i].logprob <= 0)) ||
+            t[i].bytes.len > PROTO_MAX_STOP_BYTES * 4 || (t[i].bytes.len && !t[i].bytes.ptr)) {
+            seterr(err, errlen, "field '%s': entry %u: id in [0, %d], logprob <= 0, bytes <= %d", f->key, i,
+                   PROTO_MAX_TOKEN_ID, PROTO_MAX_STOP_BYTES * 4);
+            return -PROTO_R_OUT_OF_RANGE;
+        }
+    }
+    return 0;
+}
+
 static int check_code(const pfield *f, int32_t code, char *err, size_t errlen) {
     if (strcmp(proto_code_name(code), "?") == 0) {
         seterr(err, errlen, "field '%s': unknown error code %d", f->key, (int)code);
@@ -538,6 +606,7 @@ static int check_field(const pfield *f, const char *base, char *err, size_t errl
         }
         return 0;
     case K_CODE: return check_code(f, *(const int32_t *)p, err, errlen);
+    case K_TOP: return check_top(f, *(const proto_top *const *)p, *(const uint32_t *)(base + f->off2), err, errlen);
     case K_MAP: return check_sub(f->sub, f->n_sub, p, err, errlen);
     case K_MAPARRAY: {
         const char *arr = *(const char *const *)p;
@@ -660,6 +729,18 @@ static void pack_value(msgpack_packer *pk, const pfield *f, const char *base) {
     case K_FINISH: {
         const char *s = proto_finish_name(*(const proto_finish *)p);
         pack_strv(pk, &(proto_str){s, (uint32_t)strlen(s)}, false);
+        break;
+    }
+    case K_TOP: {
+        const proto_top *t = *(const proto_top *const *)p;
+        uint32_t n = *(const uint32_t *)(base + f->off2);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) {
+            msgpack_pack_array(pk, 3);
+            msgpack_pack_int32(pk, t[i].id);
+            msgpack_pack_float(pk, t[i].logprob);
+            pack_strv(pk, &t[i].bytes, true);
+        }
         break;
     }
     case K_MAP: pack_sub(pk, f->sub, f->n_sub, p); break;
@@ -914,6 +995,28 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         }
         seterr(c->err, c->errlen, "field '%s': unknown finish reason", f->key);
         return dec_fail(c, PROTO_R_OUT_OF_RANGE, f->key);
+    }
+    case K_TOP: {
+        if (o->type != MSGPACK_OBJECT_ARRAY) return wrong_type(c, f->key, "an array of [id, logprob, bytes]");
+        uint32_t n = o->via.array.size;
+        if (n > f->hi) {
+            seterr(c->err, c->errlen, "field '%s': %u entries, at most %g", f->key, n, f->hi);
+            return dec_fail(c, PROTO_R_TOO_MANY, f->key);
+        }
+        proto_top *t = zone_alloc(c, (size_t)n * sizeof(proto_top) + 1);
+        if (!t) return PROTO_E_NOMEM;
+        for (uint32_t i = 0; i < n; i++) {
+            const msgpack_object *e = &o->via.array.ptr[i];
+            if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 3 ||
+                obj_int(&e->via.array.ptr[0], &i64) < 0 || i64 < 0 || i64 > PROTO_MAX_TOKEN_ID ||
+                obj_number(&e->via.array.ptr[1], &x) < 0 || obj_str(&e->via.array.ptr[2], &t[i].bytes, true) < 0)
+                return wrong_type(c, f->key, "an array of [id, logprob, bytes]");
+            t[i].id = (int32_t)i64;
+            t[i].logprob = (float)x;
+        }
+        *(const proto_top **)p = t;
+        *(uint32_t *)(base + f->off2) = n;
+        return 0;
     }
     case K_MAP: return dec_sub(c, f->sub, f->n_sub, p, o, f->key);
     case K_MAPARRAY: {

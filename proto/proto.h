@@ -40,6 +40,7 @@
 #define PROTO_MAX_MESSAGE_BYTES 1024      /* error messages */
 #define PROTO_MAX_WORKERS 256             /* worker entries in a stats reply */
 #define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
+#define PROTO_MAX_TOP_LOGPROBS 5          /* top_logprobs: alternatives per token */
 
 /* ---- defaults of a submit ------------------------------------------------------------------------ */
 #define PROTO_DEFAULT_MAX_TOKENS 16     /* as gpt2-tool generate -n */
@@ -154,6 +155,11 @@ typedef enum {
     PROTO_FINISH_COUNT
 } proto_finish;
 
+/* stats_reply "error_reasons": error frames sent to clients, by reason (index: proto_reason). */
+typedef struct {
+    uint64_t n[PROTO_R_COUNT];
+} proto_reason_counts;
+
 /* ---- decode status (negative) -------------------------------------------------------------------- */
 typedef enum {
     PROTO_OK = 0,
@@ -175,8 +181,10 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST,
+    PF_TOP_LOGPROBS, PF_TOP, PF_TOTALS, PF_FINISH_TOTAL, PF_ERROR_REASONS, PF_QUEUE_HIST, PF_COUNT
 } proto_field_id;
+_Static_assert(PF_COUNT <= 64, "proto_msg.has has one bit per field");
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
 
 typedef struct {
@@ -198,6 +206,27 @@ typedef struct {
 typedef struct {
     double p50, p90, p99; /* milliseconds */
 } proto_pct;
+
+/* One entry of a token frame's "top": a token, its log-probability under the model's distribution
+ * (log-softmax of the logits after logit_bias and penalties, temperature 1, no filters) and its
+ * bytes (raw: a token need not be UTF-8 on its own). */
+typedef struct {
+    int32_t id;
+    float logprob;
+    proto_str bytes;
+} proto_top;
+
+/* stats_reply "totals": counters since the broker started. */
+typedef struct {
+    uint64_t prompt_tokens;   /* prompt tokens of requests that ended with done */
+    uint64_t replays;         /* requests moved off a lost worker */
+    uint64_t worker_restarts; /* local worker processes restarted */
+} proto_totals;
+
+/* stats_reply "finish_total": done frames by finish reason, and error frames (as "error"). */
+typedef struct {
+    uint64_t n[PROTO_FINISH_COUNT];
+} proto_finish_counts;
 
 /* Latency histograms of stats_reply: n[i] counts samples in (bound[i-1], bound[i]] ms, the last
  * bucket everything above PROTO_HIST_BOUNDS_MS's last bound. On the wire a map from the bound
@@ -249,12 +278,16 @@ typedef struct {
     uint8_t logprobs;              /* token frames carry logprob */
     uint8_t ignore_eos;
     uint8_t allow_special;         /* "<|endoftext|>" in the prompt is the special token */
+    int32_t top_logprobs;          /* optional (PF_TOP_LOGPROBS): token frames carry "top" with the
+                                      sampled token and this many (0..5) most likely ones */
 
     /* token / done */
     int32_t index;                 /* generated token index, from 0 */
     int32_t token;
     proto_str text;                /* token: the new text piece; done: the whole text (raw bytes) */
     float logprob;
+    const proto_top *top;          /* token, optional: the sampled token, then the top alternatives */
+    uint32_t n_top;
     proto_finish finish;
     const int32_t *tokens;         /* done: generated ids */
     uint32_t n_tokens;
@@ -287,6 +320,10 @@ typedef struct {
     double tokens_per_s, uptime_s;
     proto_pct ttft_pct, itl_pct;
     proto_hist ttft_hist, itl_hist, total_hist; /* stats_reply, optional */
+    proto_hist queue_hist;         /* stats_reply, optional: submit -> slot */
+    proto_totals totals;           /* stats_reply, optional */
+    proto_finish_counts finish_total; /* stats_reply, optional */
+    proto_reason_counts error_reasons; /* stats_reply, optional */
     const proto_worker_info *worker_list;
     uint32_t n_worker_list;
 
@@ -320,6 +357,8 @@ int proto_status_code(int status);
 
 /* The stable name of a reason ("?" if unknown), and the reason of a decode status. */
 const char *proto_reason_name(proto_reason r);
+/* The reason of a name (as sent in an error frame's "reason"); PROTO_R_NONE if unknown. */
+proto_reason proto_reason_from_name(const char *name, size_t len);
 /* The error code that goes with a reason (e.g. PROTO_R_QUEUE_FULL -> PROTO_CODE_OVERLOADED). */
 int proto_reason_code(proto_reason r);
 

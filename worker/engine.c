@@ -32,6 +32,7 @@ typedef struct request {
     int user_prompt_tokens;     /* prompt tokens as the user gave them (usage) */
     sampler_params sampling;
     int ignore_eos, want_logprobs;
+    int want_top, top_n;        /* on_top with top_n alternatives */
     int n_stops;
     char stops[ENGINE_MAX_STOPS][ENGINE_MAX_STOP_LEN + 1];
     int stop_len[ENGINE_MAX_STOPS];
@@ -46,6 +47,7 @@ typedef struct request {
 struct engine {
     engine_config cfg;
     engine_callbacks cb;
+    engine_top_fn on_top;       /* optional: top logprobs of want_top requests */
     gpt2_model *model;
     gpt2_checkpoint ck;         /* kept only in BLAS mode (its tensors feed sgemm) */
     bpe_tokenizer *tok;
@@ -64,6 +66,9 @@ struct engine {
     size_t scratch_size;
     int *s_token;                             /* (n_slots) sampled token of each logits row */
     float *s_logprob;                         /* (n_slots) */
+    int *s_top_id;                            /* (n_slots, 1 + ENGINE_MAX_TOP) for want_top rows */
+    float *s_top_lp;                          /* (n_slots, 1 + ENGINE_MAX_TOP) */
+    int *s_top_n;                             /* (n_slots) entries in those rows */
     engine_stats stats;
 };
 
@@ -148,8 +153,12 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     e->sampler_scratch = malloc(e->scratch_size * pool_threads(gpt2_pool(e->model)));
     e->s_token = malloc(sizeof(int) * S);
     e->s_logprob = malloc(sizeof(float) * S);
+    e->s_top_id = malloc(sizeof(int) * S * (1 + ENGINE_MAX_TOP));
+    e->s_top_lp = malloc(sizeof(float) * S * (1 + ENGINE_MAX_TOP));
+    e->s_top_n = malloc(sizeof(int) * S);
     if (!e->running || !e->b_token || !e->b_pos || !e->b_slot || !e->b_out || !e->b_req || !e->prefill ||
-        !e->logits || !e->sampler_scratch || !e->s_token || !e->s_logprob) {
+        !e->logits || !e->sampler_scratch || !e->s_token || !e->s_logprob || !e->s_top_id || !e->s_top_lp ||
+        !e->s_top_n) {
         snprintf(err, errlen, "engine: out of memory");
         goto fail;
     }
@@ -185,6 +194,9 @@ void engine_free(engine *e) {
     free(e->sampler_scratch);
     free(e->s_token);
     free(e->s_logprob);
+    free(e->s_top_id);
+    free(e->s_top_lp);
+    free(e->s_top_n);
     free(e);
 }
 
@@ -328,6 +340,8 @@ int engine_submit(engine *e, uint64_t req_id, const engine_request *q, char *err
     r->sampling = q->sampling;
     r->ignore_eos = q->ignore_eos;
     r->want_logprobs = q->want_logprobs;
+    r->want_top = q->want_top;
+    r->top_n = q->top_n < 0 ? 0 : q->top_n > ENGINE_MAX_TOP ? ENGINE_MAX_TOP : q->top_n;
     int gen_cap = r->max_gen < e->n_ctx + 1 ? r->max_gen : e->n_ctx + 1;
     /* an invalid byte becomes U+FFFD (3 bytes): room for 3x the longest token per token */
     r->text_cap = (size_t)gen_cap * (3 * e->max_token_bytes + 4) + 64;
@@ -508,7 +522,8 @@ static int build_batch(engine *e, int *n_out) {
 
 /* Appends token's text to r, decides whether r ends, and emits the token's piece. Returns 1 if
  * r finished (and was freed). */
-static int emit_token(engine *e, request *r, int token, float logprob) {
+static int emit_token(engine *e, request *r, int token, float logprob, const int *top_id, const float *top_lp,
+                      int top_n) {
     int index = r->n_gen++;
     r->ids[r->n_ids++] = token;
     if (r->t_first == 0) r->t_first = now_ms();
@@ -538,6 +553,7 @@ static int emit_token(engine *e, request *r, int token, float logprob) {
     }
     size_t end = done ? r->text_len : r->text_len - stop_hold(r, r->text + r->emitted, r->text_len - r->emitted);
     if (end < r->emitted) end = r->emitted;
+    if (r->want_top && e->on_top && top_n > 0) e->on_top(e->cb.user, r->id, index, top_id, top_lp, top_n);
     if (e->cb.on_token)
         e->cb.on_token(e->cb.user, r->id, index, token, r->text + r->emitted, end - r->emitted,
                        r->want_logprobs ? logprob : 0.0f);
@@ -556,6 +572,11 @@ static void sample_task(void *ctx, int begin, int end, int tid) {
         e->s_logprob[o] = 0.0f;
         e->s_token[o] = sampler_sample(&r->sampling, e->logits + (size_t)o * e->n_vocab, e->n_vocab,
                                        r->ids, r->n_ids, (uint64_t)r->n_gen, scratch, &e->s_logprob[o]);
+        e->s_top_n[o] = r->want_top ? sampler_top_logprobs(e->logits + (size_t)o * e->n_vocab, e->n_vocab,
+                                                           e->s_token[o], r->top_n,
+                                                           e->s_top_id + (size_t)o * (1 + ENGINE_MAX_TOP),
+                                                           e->s_top_lp + (size_t)o * (1 + ENGINE_MAX_TOP))
+                                    : 0;
     }
 }
 
@@ -591,7 +612,15 @@ int engine_step(engine *e) {
             request_finish(e, r, ENGINE_FINISH_ERROR, "no token can be sampled: every logit is -inf or NaN");
             continue;
         }
-        emit_token(e, r, e->s_token[o], e->s_logprob[o]);
+        emit_token(e, r, e->s_token[o], e->s_logprob[o], e->s_top_id + (size_t)o * (1 + ENGINE_MAX_TOP),
+                   e->s_top_lp + (size_t)o * (1 + ENGINE_MAX_TOP), e->s_top_n[o]);
     }
     return n;
 }
+
+const char *engine_token_bytes(const engine *e, int id, size_t *len) {
+    if (id < 0 || id >= bpe_vocab_size(e->tok)) return NULL;
+    return bpe_token_bytes(e->tok, id, len);
+}
+
+void engine_set_top_callback(engine *e, engine_top_fn fn) { e->on_top = fn; }

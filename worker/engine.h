@@ -25,6 +25,7 @@
 
 #define ENGINE_MAX_STOPS 8      /* stop strings per request */
 #define ENGINE_MAX_STOP_LEN 64  /* bytes per stop string */
+#define ENGINE_MAX_TOP 5        /* top_n alternatives per token */
 
 typedef struct {
     const char *model_dir;
@@ -63,6 +64,9 @@ typedef struct {
     const char *stops[ENGINE_MAX_STOPS];
     int ignore_eos;
     int want_logprobs;
+    int want_top;            /* on_top for every generated token: the sampled token's model logprob
+                                and the top_n (0..ENGINE_MAX_TOP) most likely tokens */
+    int top_n;
     int allow_special;       /* `<|endoftext|>` in prompt text is the special token */
 } engine_request;
 
@@ -104,6 +108,12 @@ void engine_free(engine *e); /* NULL-safe */
 /* Replaces the callbacks (e.g. to reuse one engine for several runs); only while it is idle. */
 void engine_set_callbacks(engine *e, const engine_callbacks *cb);
 
+/* For requests with want_top, fn(cb.user, ...) is called just before that token's on_token with n
+ * entries: the sampled token, then the top_n most likely (as sampler_top_logprobs() computes them). */
+typedef void (*engine_top_fn)(void *user, uint64_t req_id, int index, const int *ids, const float *logprobs,
+                              int n);
+void engine_set_top_callback(engine *e, engine_top_fn fn);
+
 /* Queues a request under req_id (unique among live requests). 0 on success; -1 with err. */
 int engine_submit(engine *e, uint64_t req_id, const engine_request *r, char *err, size_t errlen);
 
@@ -117,5 +127,8 @@ int engine_step(engine *e);
 int engine_has_work(const engine *e);
 void engine_get_stats(const engine *e, engine_stats *s);
 const char *engine_finish_name(engine_finish f); /* "length", "stop", "eos", "cancelled", "error" */
+
+/* The bytes of token id (not NUL-terminated, *len set), or NULL if id is outside the vocabulary. */
+const char *engine_token_bytes(const engine *e, int id, size_t *len);
 
 #endif

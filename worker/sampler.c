@@ -875,3 +875,33 @@ int sampler_sample(const sampler_params *p, float *logits, int n_vocab, const in
         *logprob = id >= 0 ? lp : 0.0f;
     return id;
 }
+
+int sampler_top_logprobs(const float *logits, int n_vocab, int token, int n, int *out_id, float *out_lp) {
+    if (token < 0 || token >= n_vocab) return 0;
+    float max = -INFINITY;
+    for (int v = 0; v < n_vocab; v++)
+        if (logits[v] > max) max = logits[v]; /* NaN compares false: skipped */
+    if (!isfinite(max)) return 0;
+    double sum = 0.0;
+    for (int v = 0; v < n_vocab; v++)
+        if (logits[v] > -INFINITY) sum += exp((double)logits[v] - max);
+    double log_z = (double)max + log(sum);
+    int k = 0; /* out_id[1..k]: the best so far, in order */
+    for (int v = 0; v < n_vocab && n > 0; v++) {
+        float l = logits[v];
+        if (!(l > -INFINITY)) continue;
+        if (k == n && !(l > logits[out_id[k]])) continue; /* ties keep the lower id */
+        int j = k < n ? ++k : k;
+        while (j > 1 && l > logits[out_id[j - 1]]) {
+            out_id[j] = out_id[j - 1];
+            j--;
+        }
+        out_id[j] = v;
+    }
+    out_id[0] = token;
+    for (int i = 0; i <= k; i++) {
+        float l = logits[out_id[i]];
+        out_lp[i] = l > -INFINITY ? (float)((double)l - log_z) : -INFINITY;
+    }
+    return 1 + k;
+}

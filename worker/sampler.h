@@ -66,4 +66,11 @@ double sampler_uniform(uint64_t seed, uint64_t i);
 int sampler_sample(const sampler_params *p, float *logits, int n_vocab, const int *history,
                    int n_hist, uint64_t i, void *scratch, float *logprob);
 
+/* Log-probabilities under the distribution softmax(logits) (temperature 1, no filters; pass the
+ * logits sampler_sample left: biased and penalized): out_id[0] / out_lp[0] = token itself, then
+ * out_id[1..n] / out_lp[1..n] = the n most likely tokens, most likely first, ties by lower id.
+ * -inf and NaN logits count as probability 0 (logprob -inf). Returns the entries written (1 + n,
+ * fewer if the vocabulary is smaller), or 0 if token is outside [0, n_vocab) or nothing is finite. */
+int sampler_top_logprobs(const float *logits, int n_vocab, int token, int n, int *out_id, float *out_lp);
+
 #endif

@@ -156,6 +156,10 @@ typedef struct {
     int n_ctx;
     int n_vocab;          /* the model's vocabulary (0: unknown; the engine still checks) */
     double broker_expiry_ms, last_send_ms;
+    proto_top top[1 + PROTO_MAX_TOP_LOGPROBS]; /* on_top's entries for the next token frame */
+    int n_top;
+    uint64_t top_rid;
+    int top_index;
 } worker;
 
 static wk_live *wk_live_find(worker *w, uint64_t rid) {
@@ -220,7 +224,27 @@ static void wk_on_token(void *user, uint64_t rid, int index, int token, const ch
         m.logprob = logprob;
         m.has |= PROTO_HAS(PF_LOGPROB);
     }
+    if (w->n_top > 0 && w->top_rid == rid && w->top_index == index) {
+        m.top = w->top;
+        m.n_top = (uint32_t)w->n_top;
+        m.has |= PROTO_HAS(PF_TOP);
+    }
+    w->n_top = 0;
     wk_send(w, &m);
+}
+
+/* The top_logprobs entries of the token on_token sends next (requests with top_logprobs). */
+static void wk_on_top(void *user, uint64_t rid, int index, const int *ids, const float *logprobs, int n) {
+    worker *w = user;
+    w->n_top = 0;
+    for (int i = 0; i < n && i < 1 + PROTO_MAX_TOP_LOGPROBS; i++) {
+        size_t len = 0;
+        const char *bytes = engine_token_bytes(w->e, ids[i], &len);
+        w->top[i] = (proto_top){ids[i], logprobs[i], {len ? bytes : NULL, (uint32_t)len}};
+        w->n_top++;
+    }
+    w->top_rid = rid;
+    w->top_index = index;
 }
 
 static proto_finish wk_finish(engine_finish f) {
@@ -433,6 +457,8 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     }
     q.ignore_eos = m->ignore_eos;
     q.want_logprobs = m->logprobs;
+    q.want_top = (m->has & PROTO_HAS(PF_TOP_LOGPROBS)) != 0;
+    q.top_n = m->top_logprobs;
     q.allow_special = m->allow_special;
     char err[512];
     int rc = wk_live_add(w, m->rid, m->logprobs);
@@ -576,6 +602,7 @@ int main(int argc, char **argv) {
         proto_log(&w.log, PROTO_LOG_ERROR, "%s", err);
         goto out;
     }
+    engine_set_top_callback(w.e, wk_on_top);
     engine_stats st;
     engine_get_stats(w.e, &st);
     w.slots = st.n_slots > PROTO_MAX_SLOTS ? PROTO_MAX_SLOTS : st.n_slots;
