@@ -26,6 +26,7 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf1
            -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
+HTTP_LDLIBS := -lmicrohttpd
 LDFLAGS :=
 ifeq ($(SAN),1)
 CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -55,6 +56,9 @@ BINS += $(BUILD)/gpt2d-worker
 endif
 ifneq ($(wildcard client/*.c),)
 BINS += $(BUILD)/gpt2c
+endif
+ifneq ($(wildcard http/*.c),)
+BINS += $(BUILD)/gpt2d-http
 endif
 
 .PHONY: all deps test bench run model clean fuzz install uninstall soak
@@ -88,6 +92,19 @@ $(BUILD)/gpt2d: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard daemon/*.c)) $(LIB_PR
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/gpt2c: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/*.c)) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# gpt2d-http: the HTTP gateway (libmicrohttpd); the status page is compiled in from http/status.html.
+HTTP_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard http/*.c)) $(BUILD)/obj/daemon/table.o \
+            $(BUILD)/obj/gen/status_html.o
+$(BUILD)/obj/http/%.o: CFLAGS += -Idaemon -Ihttp
+$(BUILD)/gen/status_html.c: http/status.html | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	cd http && xxd -i status.html > $(abspath $@).tmp && mv $(abspath $@).tmp $(abspath $@)
+$(BUILD)/obj/gen/status_html.o: $(BUILD)/gen/status_html.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/gpt2d-http: $(HTTP_OBJ) $(LIB_PROTO)
+	$(CC) $(LDFLAGS) $^ $(HTTP_LDLIBS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
 	@mkdir -p $(dir $@)

@@ -1,0 +1,209 @@
+/* main.c — gpt2d-http: the HTTP front door of gpt2d (see gw.h for the design, docs/HTTP.md for the
+ * API). Reads the options, binds the listening socket itself (so port 0 works and the real port is
+ * logged in one fixed line), starts libmicrohttpd in external-select epoll mode and runs the one
+ * loop that owns both MHD and the broker link. SIGINT/SIGTERM only set a flag. */
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#include "gw.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_stop(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* Splits "HOST:PORT" / "[V6]:PORT" and binds + listens. The fd, or -1 after logging why. *loopback
+ * tells whether the address is a loopback one; url receives http://HOST:PORT with the real port. */
+static int listen_on(gw *g, const char *spec, int *loopback, char *url, size_t urlcap) {
+    char host[256];
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec) {
+        proto_log(&g->log, PROTO_LOG_ERROR, "--listen %s: want HOST:PORT", spec);
+        return -1;
+    }
+    const char *h = spec;
+    size_t hlen = (size_t)(colon - spec);
+    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)hlen, h);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (rc != 0) {
+        proto_log(&g->log, PROTO_LOG_ERROR, "--listen %s: %s", spec, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
+        proto_log(&g->log, PROTO_LOG_ERROR, "--listen %s: %s", spec, strerror(errno));
+        if (fd >= 0) close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    char nhost[200], nport[16];
+    getnameinfo((struct sockaddr *)&ss, sl, nhost, sizeof(nhost), nport, sizeof(nport), NI_NUMERICHOST | NI_NUMERICSERV);
+    if (ss.ss_family == AF_INET6) snprintf(url, urlcap, "http://[%s]:%s", nhost, nport);
+    else snprintf(url, urlcap, "http://%s:%s", nhost, nport);
+    if (ss.ss_family == AF_INET)
+        *loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    else
+        *loopback = IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+    freeaddrinfo(ai);
+    return fd;
+}
+
+/* The sockets of suspended calls, to see a client hang up while it waits. */
+static int watch_items(gw *g, zmq_pollitem_t *items, hcall **owner, int cap) {
+    int n = 0;
+    for (hcall *c = g->calls; c && n < cap; c = c->next)
+        if (c->suspended && c->watch_fd && c->fd >= 0 && !c->gone) {
+            items[n] = (zmq_pollitem_t){NULL, c->fd, ZMQ_POLLIN, 0};
+            owner[n++] = c;
+        }
+    return n;
+}
+
+/* A watched socket is readable: EOF or an error means the client is gone; data (a pipelined
+ * request) means it is alive, and we stop watching it. */
+static void on_watch(gw *g, hcall *c) {
+    char b;
+    ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0) {
+        c->watch_fd = 0;
+        return;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (c->n_open > 0)
+        proto_log(&g->log, PROTO_LOG_INFO, "%s: client hung up: cancelling %d request(s)", c->cid[0] ? c->cid : "call",
+                  c->n_open);
+    link_forget(g, c);
+    c->gone = 1;
+    routes_wake(g, c);
+}
+
+static void gw_loop(gw *g) {
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    int epfd = di ? di->epoll_fd : -1;
+    int cap = g->cfg->max_connections + 8;
+    zmq_pollitem_t *items = calloc((size_t)cap + 2, sizeof(*items));
+    hcall **owner = calloc((size_t)cap + 2, sizeof(*owner));
+    if (!items || !owner) {
+        free(items);
+        free(owner);
+        return;
+    }
+    while (!g_stop) {
+        link_drain(g);
+        MHD_run(g->mhd);
+        double now = proto_clock_ms();
+        link_tick(g, now);
+        MHD_UNSIGNED_LONG_LONG mt = 0;
+        long timeout = 250;
+        if (MHD_get_timeout(g->mhd, &mt) == MHD_YES && (long long)mt < timeout) timeout = (long)mt;
+        items[0] = (zmq_pollitem_t){g->link.sock, 0, ZMQ_POLLIN, 0};
+        items[1] = (zmq_pollitem_t){NULL, epfd, ZMQ_POLLIN, 0};
+        int nw = watch_items(g, items + 2, owner, cap);
+        int rc = zmq_poll(items, 2 + nw, timeout);
+        if (rc < 0 && errno != EINTR) {
+            proto_log(&g->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+            break;
+        }
+        for (int i = 0; rc > 0 && i < nw; i++)
+            if (items[2 + i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) on_watch(g, owner[i]);
+    }
+    free(items);
+    free(owner);
+}
+
+/* Stop: the open calls are cancelled at the broker, suspended connections resumed so MHD can close them. */
+static void gw_shutdown(gw *g) {
+    for (hcall *c = g->calls; c; c = c->next) {
+        link_forget(g, c);
+        c->gone = 1;
+        routes_wake(g, c);
+    }
+    for (int i = 0; i < 4; i++) MHD_run(g->mhd);
+    MHD_stop_daemon(g->mhd);
+    g->mhd = NULL;
+}
+
+int main(int argc, char **argv) {
+    gw_config cfg;
+    int rc = gw_config_parse(&cfg, argc, argv);
+    if (rc != 0) return rc < 0 ? 2 : 0;
+    static gw g; /* large (stats copy): not on the stack */
+    g.cfg = &cfg;
+    proto_log_init(&g.log, "gpt2d-http", proto_log_parse_level(cfg.log_level));
+    g.log.component = "http";
+    g.stream_buffer_bytes = cfg.stream_buffer_kb * 1024;
+    chat_default(&g.tmpl);
+    char err[512];
+    if (cfg.chat_template && chat_load(&g.tmpl, cfg.chat_template, err, sizeof(err)) < 0) {
+        proto_log(&g.log, PROTO_LOG_ERROR, "%s", err);
+        return 1;
+    }
+    if (cfg.api_keys && !(g.keys = apikeys_load(cfg.api_keys, err, sizeof(err)))) {
+        proto_log(&g.log, PROTO_LOG_ERROR, "%s", err);
+        return 1;
+    }
+    install_signals();
+    int loopback = 1;
+    g.listen_fd = listen_on(&g, cfg.listen, &loopback, g.url, sizeof(g.url));
+    if (g.listen_fd < 0) return 1;
+    if (!loopback && !g.keys)
+        proto_log(&g.log, PROTO_LOG_WARN,
+                  "serving %s on a non-loopback address WITHOUT API keys: anyone who can reach it can generate "
+                  "(set --api-keys FILE)",
+                  g.url);
+    if (link_open(&g) < 0) return 1;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    g.mhd = MHD_start_daemon(flags, 0, NULL, NULL, routes_access, &g, MHD_OPTION_LISTEN_SOCKET, g.listen_fd,
+                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.idle_timeout_s,
+                             MHD_OPTION_NOTIFY_COMPLETED, routes_completed, &g, MHD_OPTION_NOTIFY_CONNECTION,
+                             routes_connection, &g, MHD_OPTION_END);
+    if (!g.mhd) {
+        proto_log(&g.log, PROTO_LOG_ERROR, "cannot start the HTTP server on %s", g.url);
+        link_close(&g);
+        return 1;
+    }
+    proto_log(&g.log, PROTO_LOG_INFO, "listening on %s (broker %s, model %s%s)", g.url, cfg.connect, cfg.model_name,
+              g.keys ? ", API keys required" : "");
+    gw_loop(&g);
+    proto_log(&g.log, PROTO_LOG_INFO, "stopping: %d call(s) open", g.n_calls);
+    gw_shutdown(&g);
+    link_close(&g);
+    close(g.listen_fd);
+    apikeys_free(g.keys);
+    return 0;
+}
