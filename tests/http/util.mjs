@@ -23,12 +23,15 @@ export function client(base, apiKey = "sk-none") {
 }
 
 // `gpt2-tool generate` for the same parameters: the in-process engine, no broker, no gateway.
-export async function toolGenerate({ prompt, max_tokens, temperature = 0, seed, top_p, top_k, stop, ignore_eos }) {
+export async function toolGenerate({ prompt, max_tokens, temperature = 0, seed, top_p, top_k, stop, ignore_eos,
+  presence_penalty, frequency_penalty }) {
   const args = ["generate", "--model", MODEL(), "--prompt", prompt, "-n", String(max_tokens),
     "--temperature", String(temperature)];
   if (seed !== undefined) args.push("--seed", String(seed));
   if (top_p !== undefined) args.push("--top-p", String(top_p));
   if (top_k !== undefined) args.push("--top-k", String(top_k));
+  if (presence_penalty !== undefined) args.push("--presence-penalty", String(presence_penalty));
+  if (frequency_penalty !== undefined) args.push("--frequency-penalty", String(frequency_penalty));
   for (const s of [].concat(stop || [])) args.push("--stop", s);
   if (ignore_eos) args.push("--ignore-eos");
   const { stdout } = await run(TOOL(), args, { encoding: "buffer", timeout: 60000, maxBuffer: 1 << 24 });
