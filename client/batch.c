@@ -193,6 +193,9 @@ static int batch_read(batch *b, const char *path, const proto_msg *tmpl) {
     }
     free(line);
     if (f != stdin) fclose(f);
+    /* the stop strings live in the jobs themselves, which the realloc above may have moved */
+    for (int i = 0; i < b->n; i++)
+        for (uint32_t k = 0; k < b->jobs[i].req.n_stop; k++) b->jobs[i].req.stop[k].ptr = b->jobs[i].stops[k];
     return rc;
 }
 
