@@ -1,6 +1,7 @@
 // load.test.mjs — 256 concurrent SSE streams through gpt2d-http, each byte-identical to the same
 // request over ZeroMQ (gpt2c batch against the same broker), while one client never reads its
-// stream and 50 others hang up mid-stream; afterwards nothing runs or waits on the broker.
+// stream and 50 others hang up mid-stream; the gateway cancels the hang-ups' requests and, once its
+// bounded buffer is full, the non-reader's; afterwards nothing runs or waits on the broker.
 // Run by tests/test_http_load.sh (GPT2D_URL_main: the gateway, GPT2D_EP_main: its broker).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -27,8 +28,8 @@ function request(i) {
     r.top_k = (i % 4) * 25;
     r.top_p = i % 2 ? 0.92 : 1;
   }
-  if (i % 5 === 1) r.stop = ["the"];
-  if (i % 5 === 3) r.stop = ["\n\n", "ing "];
+  if (i % 5 === 1) r.stop = ["e"];
+  if (i % 5 === 3) r.stop = ["\n\n", "ing ", "o"];
   return r;
 }
 
@@ -79,8 +80,10 @@ async function hangUp(i) {
 
 // A client that sends a big streaming request and then never reads a byte of the answer.
 function nonReader() {
-  const body = JSON.stringify({ prompt: "I never read:", max_tokens: 240, n: 16, logprobs: 5, temperature: 1,
-    ignore_eos: true, stream: true });
+  // 4 prompts x n 16 = 64 requests of 240 tokens with top-5 logprobs: ~6 MB of events, more than
+  // the socket buffers of a connection whose reader never reads can hold
+  const body = JSON.stringify({ prompt: ["I never read:", "Nor do I:", "Not a byte:", "Never:"], max_tokens: 240, n: 16,
+    logprobs: 5, temperature: 1, ignore_eos: true, stream: true });
   const u = new globalThis.URL(URL);
   const sock = net.connect({ host: u.hostname, port: Number(u.port) });
   sock.on("error", () => {});
@@ -90,26 +93,34 @@ function nonReader() {
   return sock;
 }
 
-test("256 concurrent HTTP streams == ZeroMQ; a non-reader and 50 hang-ups change nothing, leave nothing", { timeout: 240000 }, async () => {
-  const scratch = env("GPT2D_SCRATCH");
-  const reqs = Array.from({ length: N }, (_, i) => request(i));
-  // the ZeroMQ path: the same requests through gpt2c batch against the same broker
+const scratch = env("GPT2D_SCRATCH");
+const reqs = Array.from({ length: N }, (_, i) => request(i));
+let ref, before, gwBefore, results, read, slow;
+
+test("reference: the 256 requests over ZeroMQ (gpt2c batch, same broker)", { timeout: 120000 }, async () => {
   writeFileSync(join(scratch, "load.jsonl"), reqs.map((r, i) => JSON.stringify({ id: `r${i}`, ...r })).join("\n") + "\n");
   await run(env("GPT2C"), ["batch", join(scratch, "load.jsonl"), "-c", "64", "-o", join(scratch, "load.out.jsonl"),
     "--connect", EP, "--no-progress"], { timeout: 120000 });
-  const ref = new Map(readFileSync(join(scratch, "load.out.jsonl"), "utf8").trim().split("\n").map((l) => {
+  ref = new Map(readFileSync(join(scratch, "load.out.jsonl"), "utf8").trim().split("\n").map((l) => {
     const j = JSON.parse(l);
     return [j.id, j];
   }));
   assert.equal(ref.size, N);
-  const before = await brokerStats(EP);
+  assert.ok([...ref.values()].every((z) => z.finish_reason !== "error"), "no error over ZeroMQ");
+  before = await brokerStats(EP);
+  gwBefore = await (await fetch(URL + "/v1/stats")).json();
+});
 
-  const slow = nonReader();
+test("256 concurrent SSE streams, with a non-reader and 50 hang-ups alongside, all complete", { timeout: 120000 }, async () => {
+  slow = nonReader();
   const hangUps = Array.from({ length: N_DISCONNECT }, (_, i) => hangUp(i));
-  const results = await Promise.all(reqs.map((r) => stream(r)));
-  const read = await Promise.all(hangUps);
+  results = await Promise.all(reqs.map((r) => stream(r)));
+  read = await Promise.all(hangUps);
+  assert.deepEqual(results.filter((h) => h.error).map((h) => h.error), []);
   assert.ok(read.every((n) => n >= 1), "every hang-up client saw its stream start");
+});
 
+test("each HTTP stream is byte-identical to the ZeroMQ path (text, finish_reason, usage)", () => {
   let same = 0;
   const diffs = [];
   results.forEach((h, i) => {
@@ -122,23 +133,32 @@ test("256 concurrent HTTP streams == ZeroMQ; a non-reader and 50 hang-ups change
   });
   assert.deepEqual(diffs, [], "streams that differ from the ZeroMQ path");
   assert.equal(same, N);
+  const stopped = results.filter((h) => h.finish === "stop").length;
+  assert.ok(stopped > 0 && stopped < N, `both finish reasons occur (${stopped} stopped)`);
+});
 
-  // the non-reader is still connected and has read nothing: its requests must not stay on the
-  // broker (the gateway cancels them once its buffer is full, or they ended into the buffers)
+test("the non-reader, still connected and unread, leaves nothing running on the broker", { timeout: 60000 }, async (t) => {
+  // the gateway cancels its requests once its buffer is full (or they ended into the buffers)
   const idle = await waitIdle(EP, 20000);
   assert.equal(idle.running, 0, "nothing running while the non-reader is still connected");
   assert.equal(idle.queue, 0);
+  t.diagnostic(`non-reader: socket ${slow.destroyed ? "closed" : "still open"}, nothing read`);
   slow.destroy();
+});
+
+test("afterwards: broker and gateway back to 0 running; every request ended; hang-ups cancelled", { timeout: 60000 }, async (t) => {
   const after = await waitIdle(EP, 10000);
   assert.equal(after.running, 0);
   assert.equal(after.queue, 0);
   for (const w of after.workers) assert.equal(w.running, 0, `worker ${w.name} runs nothing`);
-  // the broker saw every request of this test end: 256 + 50 + 16 more requests than before
-  assert.equal(after.requests_total - before.requests_total, N + N_DISCONNECT + 16);
-  // the gateway agrees: no active request, and the hang-ups were cancelled (not run to the end)
+  // the broker saw every request of this test end: 256 + 50 + 64 (the non-reader's 4 x n) more
+  assert.equal(after.requests_total - before.requests_total, N + N_DISCONNECT + 64);
   await sleep(200);
   const gw = await (await fetch(URL + "/v1/stats")).json();
   assert.equal(gw.running, 0);
   assert.equal(gw.http.active, 0, "no active HTTP request in the gateway");
-  assert.ok(gw.finish.cancelled >= N_DISCONNECT, `at least ${N_DISCONNECT} cancelled (${gw.finish.cancelled})`);
+  t.diagnostic(`finish reasons: ${JSON.stringify(gw.finish)}`);
+  // cancelled: the 50 hang-ups and the non-reader's 64 (its unread output passed the bound)
+  assert.equal(gw.finish.cancelled - gwBefore.finish.cancelled, N_DISCONNECT + 64);
+  assert.equal(gw.finish.error, gwBefore.finish.error, "no request ended in error");
 });
