@@ -777,6 +777,7 @@ void oa_on_end(gw *g, hcall *c, int k, const proto_msg *m) {
         if (m->reason.len) snprintf(reason, sizeof(reason), "%.*s", (int)m->reason.len, m->reason.ptr);
         char param[64] = "";
         if (m->field.len) snprintf(param, sizeof(param), "%.*s", (int)m->field.len, m->field.ptr);
+        if (strcmp(param, "prompt_ids") == 0) snprintf(param, sizeof(param), "prompt"); /* OpenAI's name */
         int status = m->type == PROTO_T_ERROR ? m->code : 500;
         if (status == PROTO_CODE_UNSUPPORTED_VERSION || status == PROTO_CODE_DUPLICATE_ID) status = 500;
         gw_error_set(&ch->err, status, reason, param, "%.*s", (int)m->message.len,
