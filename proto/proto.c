@@ -978,6 +978,15 @@ static int type_field_index(const ptype *t, const msgpack_object *key) {
     return -1;
 }
 
+int proto_type_has_field(proto_type t, const char *key, size_t len) {
+    if (t <= PROTO_T_NONE || t >= PROTO_T_COUNT || !key) return 0;
+    for (int i = 0; i < types[t].n; i++) {
+        const char *k = fields[types[t].f[2 * i + 1]].key;
+        if (strlen(k) == len && memcmp(k, key, len) == 0) return 1;
+    }
+    return 0;
+}
+
 /* Pass 1: "t", "v", and the request id, so that even a refused message can be answered. */
 static int dec_header(dec_ctx *c, const msgpack_object *top) {
     proto_msg *m = c->m;

@@ -332,6 +332,9 @@ int proto_cid_equal(const proto_cid *a, const proto_cid *b);
  * receives the directory. Returns buf, or NULL if it does not fit. */
 const char *proto_default_endpoint(int worker_side, char *buf, size_t cap, char *dir, size_t dircap);
 
+/* 1 if key (len bytes) is a field of message type t (not "t" or "v"), else 0. */
+int proto_type_has_field(proto_type t, const char *key, size_t len);
+
 /* Checks that s is well-formed UTF-8 (no overlongs, no surrogates). 1 yes, 0 no. */
 int proto_utf8_valid(const char *s, size_t len);
 
