@@ -78,8 +78,6 @@ int options_parse(gpt2c_options *o, int argc, char **argv);
 void options_usage(FILE *f);
 /* Interprets C escapes (\n \t \r \\ \" \' \xHH) in place; unknown ones stay. The new length. */
 size_t options_unescape(char *s);
-/* The name among n closest to word (within a few edits), or NULL: for "did you mean". */
-const char *options_did_you_mean(const char *word, const char *const *names, size_t n);
 
 /* ---- endpoint (endpoint.c) ---------------------------------------------------------------------- */
 /* Sets o->connect: --connect (a bare PATH means ipc://PATH), else $GPT2D_ENDPOINT, else the first

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "gpt2c.h"
+#include "proto_suggest.h"
 
 typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_OFF, O_STOP, O_BIAS } opt_kind;
 
@@ -88,49 +89,10 @@ void options_usage(FILE *f) {
             "unreachable, 130 interrupted (requests cancelled)\n");
 }
 
-/* Levenshtein distance of a and b (short strings), for "did you mean". */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return 64;
-    size_t row[64];
-    for (size_t j = 0; j <= lb; j++) row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
-const char *options_did_you_mean(const char *word, const char *const *names, size_t n) {
-    const char *best = NULL;
-    size_t best_d = 3; /* suggest only within 2 edits (or a third of the word, if longer) */
-    size_t limit = strlen(word) / 3 > 2 ? strlen(word) / 3 : 2;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(word, names[i]);
-        if (d <= limit && (best == NULL || d < best_d)) {
-            best = names[i];
-            best_d = d;
-        }
-    }
-    return best;
-}
-
 static void unknown_flag(const char *arg) {
-    const char *names[N_OPTS];
-    for (size_t i = 0; i < N_OPTS; i++) names[i] = opts[i].name;
-    char word[128];
     const char *w = arg;
     while (*w == '-') w++;
-    snprintf(word, sizeof(word), "%.*s", (int)strcspn(w, "="), w);
-    const char *s = options_did_you_mean(word, names, N_OPTS);
+    const char *s = proto_suggest_table(w, strcspn(w, "="), opts, N_OPTS, sizeof(opts[0]));
     if (s) fprintf(stderr, "gpt2c: unknown flag '%s'; did you mean '--%s'? (see --help)\n", arg, s);
     else fprintf(stderr, "gpt2c: unknown flag '%s' (see --help)\n", arg);
 }

@@ -175,7 +175,7 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_RECENT, PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
 
@@ -207,6 +207,14 @@ typedef struct {
 typedef struct {
     uint64_t n[PROTO_HIST_BUCKETS];
 } proto_hist;
+
+/* stats_reply "recent": what happened in the last window_s seconds (PROTO_RECENT_WINDOW_S, or
+ * less just after start), beside the since-start totals. */
+#define PROTO_RECENT_WINDOW_S 60
+typedef struct {
+    double window_s;
+    uint64_t requests, tokens, errors;
+} proto_recent;
 
 typedef struct {
     proto_str name;
@@ -287,6 +295,7 @@ typedef struct {
     double tokens_per_s, uptime_s;
     proto_pct ttft_pct, itl_pct;
     proto_hist ttft_hist, itl_hist, total_hist; /* stats_reply, optional */
+    proto_recent recent;                        /* stats_reply, optional */
     const proto_worker_info *worker_list;
     uint32_t n_worker_list;
 

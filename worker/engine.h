@@ -64,6 +64,9 @@ typedef struct {
     int ignore_eos;
     int want_logprobs;
     int allow_special;       /* `<|endoftext|>` in prompt text is the special token */
+    int fit_ctx;             /* 1: refuse at submit, with an error naming max_tokens, when the prompt
+                                plus max_tokens cannot fit the context (the service's rule); 0: stop
+                                with finish length where the context ends */
 } engine_request;
 
 typedef struct {
