@@ -14,6 +14,8 @@
 
 #include "proto.h"
 #include "proto_log.h"
+#include "proto_suggest.h"
+#include "proto_version.h"
 
 #define CONFIG_MAX_FILE_BYTES (1 << 20)
 
@@ -196,7 +198,9 @@ static int config_load_file(config *cfg, const char *path) {
         }
         const option *o = opt_find(key, strlen(key));
         if (!o) {
-            fprintf(stderr, "%s:%d: unknown key '%s' (gpt2d --help lists them)\n", path, line_no, key);
+            const char *near = proto_suggest_table(key, strlen(key), options, N_OPTIONS, sizeof(options[0]));
+            fprintf(stderr, "%s:%d: unknown key '%s'%s%s%s (gpt2d --help lists them)\n", path, line_no, key,
+                    near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
             return -1;
         }
         size_t k = (size_t)(o - options);
@@ -251,7 +255,10 @@ static int arg_next(int argc, char **argv, int *i, const option **o, const char 
     size_t alen = strcspn(a, "=");
     int is_config = alen == 8 && strncmp(a, "--config", 8) == 0;
     if (!is_config && (strncmp(a, "--", 2) != 0 || !(*o = opt_find(a + 2, alen - 2)))) {
-        fprintf(stderr, "gpt2d: unknown option '%s' (see --help)\n", a);
+        const char *w = a + strspn(a, "-"), *near = proto_suggest_table(w, strcspn(w, "="), options, N_OPTIONS,
+                                                                       sizeof(options[0]));
+        fprintf(stderr, "gpt2d: unknown option '%s'%s%s%s (see --help)\n", a, near ? "; did you mean '--" : "",
+                near ? near : "", near ? "'?" : "");
         return -1;
     }
     if (a[alen] == '=') *val = a + alen + 1;
@@ -273,7 +280,7 @@ static int config_actions(config *cfg, int argc, char **argv, int *print) {
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
-            printf("gpt2d (protocol v%d)\n", PROTO_VERSION);
+            proto_version_print(stdout, "gpt2d");
             return 1;
         }
         if (strcmp(a, "--check-config") == 0) cfg->check_config = 1;
