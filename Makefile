@@ -36,6 +36,17 @@ endif
 DEPS_OK := build/.deps-ok
 # The HTTP tests' npm packages (tests/http: openai SDK, playwright-core), `npm ci` from the lockfile.
 NPM_OK  := tests/http/node_modules/.package-lock.json
+.DEFAULT_GOAL := all
+
+# --version prints the git revision: `git describe --always --dirty`, "unknown" outside git (or
+# GIT_REV=... from a release script). Only proto_version.o sees it; it is rebuilt when it changes.
+ifeq ($(origin GIT_REV),undefined)
+GIT_REV := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+endif
+GIT_REV_FILE := $(BUILD)/.git-rev
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(GIT_REV_FILE) 2>/dev/null)" = "$(GIT_REV)" ] || echo "$(GIT_REV)" > $(GIT_REV_FILE))
+$(BUILD)/obj/proto/proto_version.o: $(GIT_REV_FILE)
+$(BUILD)/obj/proto/proto_version.o: CFLAGS += -DGPT2D_GIT_REV=\"$(GIT_REV)\"
 
 ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
 PROTO_SRC  := $(wildcard proto/*.c)
@@ -84,7 +95,7 @@ $(BUILD)/libproto.a: $(PROTO_OBJ)
 LIB_ENGINE := $(BUILD)/libengine.a
 LIB_PROTO  := $(if $(PROTO_SRC),$(BUILD)/libproto.a,)
 
-$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE)
+$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/gpt2d-worker: $(BUILD)/obj/worker/worker_main.o $(LIB_ENGINE) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

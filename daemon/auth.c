@@ -200,10 +200,11 @@ static int zap_one(auth *a) {
     int is_curve = strcmp(mech, "CURVE") == 0 && n >= 7 && zmq_msg_size(&f[6]) == 32;
     if (is_curve) zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
     int clients = strcmp(domain, AUTH_DOMAIN_CLIENTS) == 0, workers = strcmp(domain, AUTH_DOMAIN_WORKERS) == 0;
+    /* the broker's own key: its local workers, and its HTTP gateway on the client side */
+    int own = memcmp(key, a->public_key, PROTO_CURVE_KEY_Z85) == 0;
     int allowed = ok_version && is_curve &&
-                  ((clients && auth_list_has(&a->clients, key)) ||
-                   (workers && (auth_list_has(&a->workers, key) ||
-                                memcmp(key, a->public_key, PROTO_CURVE_KEY_Z85) == 0)));
+                  ((clients && (auth_list_has(&a->clients, key) || own)) ||
+                   (workers && (auth_list_has(&a->workers, key) || own)));
     if (n >= 2) {
         if (allowed) {
             a->admitted++;

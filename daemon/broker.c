@@ -79,6 +79,10 @@ struct broker {
     void *ctx, *front, *back;    /* clients ROUTER, workers ROUTER */
     auth *auth;                  /* CURVE + ZAP handler, or NULL (no CURVE) */
     supervisor *sup;
+    supervisor *http_sup;        /* the HTTP gateway (cfg->http_listen), or NULL */
+    char **http_argv;
+    char http_connect[512];      /* the client endpoint the gateway connects to */
+    char http_model_name[256];
     table *clients;              /* ident -> client */
     table *by_rid;               /* rid -> request */
     table *by_cid;               /* (ident, client id) -> request */
@@ -353,6 +357,7 @@ static void request_fail(broker *b, request *r, proto_reason code, const char *m
     memcpy(idbuf, r->cid_buf, sizeof(idbuf));
     id.str.ptr = idbuf;
     b->errors_total++;
+    metrics_error(&b->met, proto_clock_ms());
     proto_msg e;
     proto_msg_init(&e, PROTO_T_ERROR);
     e.reason = (proto_str){proto_reason_name(code), (uint32_t)strlen(proto_reason_name(code))};
@@ -632,9 +637,10 @@ static void on_worker_end(broker *b, worker *w, const proto_msg *m) {
         }
         e.name = (proto_str){w->name, (uint32_t)strlen(w->name)};
         e.has |= PROTO_HAS(PF_NAME);
-        if (m->finish == PROTO_FINISH_ERROR) b->errors_total++;
+        if (m->finish == PROTO_FINISH_ERROR) b->errors_total++, metrics_error(&b->met, proto_clock_ms());
     } else {
         b->errors_total++;
+        metrics_error(&b->met, proto_clock_ms());
     }
     request_log_end(b, r, &e);
     request_free(b, r);
@@ -759,6 +765,7 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
     c->n_reqs++;
     q_push(b, r, 0);
     b->requests_total++;
+    metrics_request(&b->met, proto_clock_ms());
     dispatch(b);
 }
 
@@ -821,8 +828,9 @@ static void on_client_stats(broker *b, proto_frame *f) {
     s.totals = b->met.totals;
     s.finish_total = b->met.finish;
     s.error_reasons = b->met.reasons;
-    s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST) | PROTO_HAS(PF_QUEUE_HIST) |
-             PROTO_HAS(PF_TOTALS) | PROTO_HAS(PF_FINISH_TOTAL) | PROTO_HAS(PF_ERROR_REASONS);
+    s.recent = metrics_recent(&b->met, now);
+    s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST) | PROTO_HAS(PF_RECENT) |
+             PROTO_HAS(PF_QUEUE_HIST) | PROTO_HAS(PF_TOTALS) | PROTO_HAS(PF_FINISH_TOTAL) | PROTO_HAS(PF_ERROR_REASONS);
     s.worker_list = wl;
     s.n_worker_list = (uint32_t)n;
     send_client(b, f->ident, f->ident_len, &s);
@@ -1030,9 +1038,14 @@ int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *ch
         if (*child) {
             *child = 0;
             supervisor_reap(b->sup, now, on_child_exit, b);
+            if (b->http_sup) supervisor_reap(b->http_sup, now, NULL, NULL);
             dispatch(b);
         }
         int due = supervisor_tick(b->sup, now);
+        if (b->http_sup) {
+            int hdue = supervisor_tick(b->http_sup, now);
+            if (hdue >= 0 && (due < 0 || hdue < due)) due = hdue;
+        }
         if (now >= b->next_tick_ms) {
             broker_tick(b, now);
             broker_pulse(b);
@@ -1182,6 +1195,75 @@ static char **broker_worker_argv(broker *b) {
     return v;
 }
 
+/* The endpoint a local client (the gateway) connects to: the bound client one, wildcard made loopback. */
+static void broker_client_endpoint(broker *b, char *out, size_t cap) {
+    char last[512];
+    size_t len = sizeof(last);
+    if (zmq_getsockopt(b->front, ZMQ_LAST_ENDPOINT, last, &len) < 0) {
+        snprintf(out, cap, "%s", b->cfg->listen);
+        return;
+    }
+    const char *wild = strstr(last, "://0.0.0.0:");
+    if (wild) snprintf(out, cap, "%.*s://127.0.0.1:%s", (int)(wild - last), last, wild + 11);
+    else snprintf(out, cap, "%s", last);
+}
+
+/* The gateway's command line (gpt2d-http): the http-* settings, the client endpoint, the model's
+ * name (the model directory's, unless http-model-name), and CURVE with the broker's own key pair. */
+static char **broker_http_argv(broker *b) {
+    const config *c = b->cfg;
+    broker_client_endpoint(b, b->http_connect, sizeof(b->http_connect));
+    const char *name = c->http_model_name;
+    if (!name) {
+        snprintf(b->http_model_name, sizeof(b->http_model_name), "%s", c->model ? c->model : "gpt2");
+        size_t n = strlen(b->http_model_name);
+        while (n > 1 && b->http_model_name[n - 1] == '/') b->http_model_name[--n] = 0;
+        const char *slash = strrchr(b->http_model_name, '/');
+        name = slash && slash[1] ? slash + 1 : b->http_model_name;
+    }
+    char **v = calloc(32, sizeof(char *));
+    if (!v) return NULL;
+    int n = 0;
+    char num[64];
+#define ARG(s) (v[n++] = strdup(s))
+#define ARGI(flag, x) (ARG(flag), snprintf(num, sizeof(num), "%d", (x)), ARG(num))
+    ARG(c->http_bin);
+    ARG("--listen");
+    ARG(c->http_listen);
+    ARG("--connect");
+    ARG(b->http_connect);
+    ARG("--model-name");
+    ARG(name);
+    ARGI("--max-connections", c->http_max_connections);
+    ARGI("--idle-timeout-s", c->http_idle_timeout_s);
+    ARGI("--stream-buffer-kb", c->http_stream_buffer_kb);
+    ARG("--log-level");
+    ARG(c->log_level);
+    if (c->http_api_keys) {
+        ARG("--api-keys");
+        ARG(c->http_api_keys);
+    }
+    if (c->http_chat_template) {
+        ARG("--chat-template");
+        ARG(c->http_chat_template);
+    }
+    if (b->auth) {
+        ARG("--curve-key");
+        ARG(c->curve_secret);
+        ARG("--server-key");
+        ARG(auth_public_key(b->auth));
+    }
+#undef ARG
+#undef ARGI
+    for (int i = 0; i < n; i++)
+        if (!v[i]) {
+            for (int k = 0; k < n; k++) free(v[k]);
+            free(v);
+            return NULL;
+        }
+    return v;
+}
+
 broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t errlen) {
     broker *b = calloc(1, sizeof(*b));
     if (!b) {
@@ -1212,8 +1294,17 @@ broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    proto_log(log, PROTO_LOG_INFO, "clients on %s, workers on %s; %d local worker(s), max queue %d",
-              cfg->listen, b->worker_connect, cfg->workers, cfg->max_queue);
+    if (cfg->http_listen) {
+        if (!(b->http_argv = broker_http_argv(b)) ||
+            !(b->http_sup = supervisor_new(1, b->http_argv, cfg->restart_max_ms, log))) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        supervisor_set_names(b->http_sup, "gateway", "http-");
+    }
+    proto_log(log, PROTO_LOG_INFO, "clients on %s, workers on %s; %d local worker(s), max queue %d%s%s",
+              cfg->listen, b->worker_connect, cfg->workers, cfg->max_queue, cfg->http_listen ? "; HTTP on " : "",
+              cfg->http_listen ? cfg->http_listen : "");
     maybe_notify_ready(b);
     return b;
 fail:
@@ -1237,6 +1328,12 @@ void broker_free(broker *b) {
         }
     }
     while (b->workers) worker_free(b, b->workers);
+    if (b->http_sup) supervisor_stop(b->http_sup); /* first: it is a client of ours */
+    supervisor_free(b->http_sup);
+    if (b->http_argv) {
+        for (int i = 0; b->http_argv[i]; i++) free(b->http_argv[i]);
+        free(b->http_argv);
+    }
     if (b->sup) supervisor_stop(b->sup);
     supervisor_free(b->sup);
     if (b->worker_argv) {

@@ -14,6 +14,8 @@
 
 #include "proto.h"
 #include "proto_log.h"
+#include "proto_suggest.h"
+#include "proto_version.h"
 
 #define CONFIG_MAX_FILE_BYTES (1 << 20)
 
@@ -57,6 +59,14 @@ static const option options[] = {
     {"curve-secret",         OPT_STR,  C(curve_secret),       "",      0,   0,               "FILE", "the broker's CURVE key pair (gpt2c keygen): encrypt and authenticate both endpoints"},
     {"curve-clients",        OPT_STR,  C(curve_clients),      "",      0,   0,               "FILE", "with curve-secret: public keys of the clients allowed in, one Z85 key per line"},
     {"curve-workers",        OPT_STR,  C(curve_workers),      "",      0,   0,               "FILE", "with curve-secret: public keys of the workers allowed in, one Z85 key per line"},
+    {"http-listen",          OPT_STR,  C(http_listen),        "",      0,   0,               "HOST:PORT", "serve the OpenAI-compatible HTTP API (gpt2d-http, run and restarted by gpt2d) on HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free port, logged); off when empty"},
+    {"http-bin",             OPT_STR,  C(http_bin),           "",      0,   0,               "PATH", "gateway executable (default: gpt2d-http beside gpt2d)"},
+    {"http-api-keys",        OPT_STR,  C(http_api_keys),      "",      0,   0,               "FILE", "API keys for the HTTP API, one per line; clients send 'Authorization: Bearer KEY' (default: no keys; set them before binding a non-loopback address)"},
+    {"http-model-name",      OPT_STR,  C(http_model_name),    "",      0,   0,               "NAME", "the model id of the HTTP API (default: the model directory's name)"},
+    {"http-chat-template",   OPT_STR,  C(http_chat_template), "",      0,   0,               "FILE", "how /v1/chat/completions turns messages into a prompt (default: built in; see gpt2d-http(8))"},
+    {"http-max-connections", OPT_INT,  C(http_max_connections), "512", 1,   65536,           "N",    "open HTTP connections at most; more are refused"},
+    {"http-idle-timeout-s",  OPT_INT,  C(http_idle_timeout_s), "30",   1,   86400,           "S",    "close an HTTP connection silent this long (slow headers, a client not reading)"},
+    {"http-stream-buffer-kb", OPT_INT, C(http_stream_buffer_kb), "256", 1,  1 << 20,         "N",    "cancel a stream whose client is this many KiB behind"},
 };
 #undef C
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -188,7 +198,9 @@ static int config_load_file(config *cfg, const char *path) {
         }
         const option *o = opt_find(key, strlen(key));
         if (!o) {
-            fprintf(stderr, "%s:%d: unknown key '%s' (gpt2d --help lists them)\n", path, line_no, key);
+            const char *near = proto_suggest_table(key, strlen(key), options, N_OPTIONS, sizeof(options[0]));
+            fprintf(stderr, "%s:%d: unknown key '%s'%s%s%s (gpt2d --help lists them)\n", path, line_no, key,
+                    near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
             return -1;
         }
         size_t k = (size_t)(o - options);
@@ -243,7 +255,10 @@ static int arg_next(int argc, char **argv, int *i, const option **o, const char 
     size_t alen = strcspn(a, "=");
     int is_config = alen == 8 && strncmp(a, "--config", 8) == 0;
     if (!is_config && (strncmp(a, "--", 2) != 0 || !(*o = opt_find(a + 2, alen - 2)))) {
-        fprintf(stderr, "gpt2d: unknown option '%s' (see --help)\n", a);
+        const char *w = a + strspn(a, "-"), *near = proto_suggest_table(w, strcspn(w, "="), options, N_OPTIONS,
+                                                                       sizeof(options[0]));
+        fprintf(stderr, "gpt2d: unknown option '%s'%s%s%s (see --help)\n", a, near ? "; did you mean '--" : "",
+                near ? near : "", near ? "'?" : "");
         return -1;
     }
     if (a[alen] == '=') *val = a + alen + 1;
@@ -265,7 +280,7 @@ static int config_actions(config *cfg, int argc, char **argv, int *print) {
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
-            printf("gpt2d (protocol v%d)\n", PROTO_VERSION);
+            proto_version_print(stdout, "gpt2d");
             return 1;
         }
         if (strcmp(a, "--check-config") == 0) cfg->check_config = 1;
@@ -317,8 +332,8 @@ static int config_validate(const config *cfg) {
     return 0;
 }
 
-/* gpt2d-worker in the directory of /proc/self/exe, else plain "gpt2d-worker" (PATH). */
-static void config_default_worker_bin(config *cfg) {
+/* name in the directory of /proc/self/exe (into buf), else plain name (PATH). */
+static const char *config_sibling_bin(const char *name, char *buf, size_t cap) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n > 0) {
@@ -326,12 +341,11 @@ static void config_default_worker_bin(config *cfg) {
         char *slash = strrchr(self, '/');
         if (slash) {
             *slash = 0;
-            snprintf(cfg->worker_bin_buf, sizeof(cfg->worker_bin_buf), "%s/gpt2d-worker", self);
-            cfg->worker_bin = cfg->worker_bin_buf;
-            return;
+            snprintf(buf, cap, "%s/%s", self, name);
+            return buf;
         }
     }
-    cfg->worker_bin = "gpt2d-worker";
+    return name;
 }
 
 static int config_compute(config *cfg) {
@@ -343,7 +357,8 @@ static int config_compute(config *cfg) {
     }
     if (!cfg->listen) cfg->listen = cfg->listen_buf;
     if (!cfg->worker_listen) cfg->worker_listen = cfg->worker_listen_buf;
-    if (!cfg->worker_bin) config_default_worker_bin(cfg);
+    if (!cfg->worker_bin) cfg->worker_bin = config_sibling_bin("gpt2d-worker", cfg->worker_bin_buf, sizeof(cfg->worker_bin_buf));
+    if (!cfg->http_bin) cfg->http_bin = config_sibling_bin("gpt2d-http", cfg->http_bin_buf, sizeof(cfg->http_bin_buf));
     if (cfg->threads == 0 && cfg->workers > 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->threads = cores > cfg->workers ? (int)(cores / cfg->workers) : 1;

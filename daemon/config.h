@@ -36,12 +36,21 @@ typedef struct {
     const char *curve_secret; /* file with the broker's CURVE key pair: CURVE on both links */
     const char *curve_clients;/* file of client public keys allowed in (with curve_secret) */
     const char *curve_workers;/* file of worker public keys allowed in (with curve_secret) */
+    /* the HTTP gateway (gpt2d-http), run and restarted by gpt2d when http_listen is set */
+    const char *http_listen;  /* HOST:PORT (NULL: no gateway) */
+    const char *http_bin;     /* default gpt2d-http beside gpt2d */
+    const char *http_api_keys;/* file of API keys (NULL: none) */
+    const char *http_model_name; /* /v1/models id (NULL: the model directory's name) */
+    const char *http_chat_template; /* chat template file (NULL: built in) */
+    int http_max_connections; /* open HTTP connections at most */
+    int http_idle_timeout_s;  /* silent connections are closed after this */
+    int http_stream_buffer_kb;/* a stream this far behind its client is cancelled */
     /* command-line only */
     const char *config_file;  /* --config FILE (NULL: none) */
     int check_config;         /* --check-config: validate and exit */
     /* storage */
     char *file_text;          /* the configuration file, values point into it (config_destroy) */
-    char listen_buf[512], worker_listen_buf[512], runtime_dir[512], worker_bin_buf[4200];
+    char listen_buf[512], worker_listen_buf[512], runtime_dir[512], worker_bin_buf[4200], http_bin_buf[4200];
 } config;
 
 /* Fills cfg from the table defaults, the file named by --config, then argv.

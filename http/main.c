@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,16 @@ static void on_watch(gw *g, hcall *c) {
     routes_wake(g, c);
 }
 
+/* libmicrohttpd's own messages ("closing connection" after we refuse one, ...) go to our log at debug. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    gw *g = cls;
+    if (PROTO_LOG_DEBUG > g->log.level) return;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = 0;
+    proto_log(&g->log, PROTO_LOG_DEBUG, "libmicrohttpd: %s", msg);
+}
+
 static void gw_loop(gw *g) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int epfd = di ? di->epoll_fd : -1;
@@ -191,7 +202,7 @@ int main(int argc, char **argv) {
                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.idle_timeout_s,
                              MHD_OPTION_NOTIFY_COMPLETED, routes_completed, &g, MHD_OPTION_NOTIFY_CONNECTION,
-                             routes_connection, &g, MHD_OPTION_END);
+                             routes_connection, &g, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, &g, MHD_OPTION_END);
     if (!g.mhd) {
         proto_log(&g.log, PROTO_LOG_ERROR, "cannot start the HTTP server on %s", g.url);
         link_close(&g);

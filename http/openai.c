@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "gw.h"
+#include "proto_json.h"
 
 /* ============================================================================================== */
 /* keys                                                                                            */
@@ -50,15 +51,6 @@ static int bad_type(gw_error *e, const char *key, const char *want) {
     return -1;
 }
 
-/* 1 and *x if present, 0 if absent, -1 with e if not a number. */
-static int get_number(const json_t *o, const char *key, double *x, gw_error *e) {
-    json_t *v = jget(o, key);
-    if (!v) return 0;
-    if (!json_is_number(v)) return bad_type(e, key, "a number");
-    *x = json_number_value(v);
-    return 1;
-}
-
 static int get_int(const json_t *o, const char *key, long long *x, gw_error *e) {
     json_t *v = jget(o, key);
     if (!v) return 0;
@@ -79,105 +71,86 @@ static int get_bool(const json_t *o, const char *key, int *x, gw_error *e) {
     return 1;
 }
 
-/* An int into an int32 field (out-of-int32 values become the nearest bound, which the protocol
- * then refuses with its own range message). */
-static int32_t clamp32(long long v) { return v > INT32_MAX ? INT32_MAX : v < INT32_MIN ? INT32_MIN : (int32_t)v; }
 
 /* ============================================================================================== */
 /* the sampling fields shared with every JSON client of the protocol                               */
 /* ============================================================================================== */
 
-/* Storage for what m points to (stop strings, logit bias) while the submits are encoded. */
+/* What m points to (stop strings, logit bias) while the submits are encoded: the shared mapper's
+ * result. */
 typedef struct {
-    proto_bias bias[PROTO_MAX_BIAS];
-    char stop_buf[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES * 4 + 1];
+    proto_json_submit js;
+    int has_js;
 } oa_store;
 
-static int map_stop(const json_t *body, proto_msg *m, oa_store *st, gw_error *e) {
-    json_t *v = jget(body, "stop");
-    if (!v) return 0;
-    json_t *one = json_is_string(v) ? v : NULL;
-    size_t n = one ? 1 : json_is_array(v) ? json_array_size(v) : (size_t)-1;
-    if (n == (size_t)-1) return bad_type(e, "stop", "a string or an array of strings");
-    if (n > PROTO_MAX_STOPS) {
-        gw_error_set(e, 400, "too_many", "stop", "'stop' has %zu strings, at most %d", n, PROTO_MAX_STOPS);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = one ? one : json_array_get(v, i);
-        if (!json_is_string(s)) return bad_type(e, "stop", "a string or an array of strings");
-        size_t len = json_string_length(s);
-        if (len > PROTO_MAX_STOP_BYTES * 4) len = PROTO_MAX_STOP_BYTES * 4 + 1; /* too long: the protocol says so */
-        if (len > sizeof(st->stop_buf[i]) - 1) len = sizeof(st->stop_buf[i]) - 1;
-        memcpy(st->stop_buf[i], json_string_value(s), len);
-        m->stop[m->n_stop++] = (proto_str){st->stop_buf[i], (uint32_t)len};
-    }
-    return 0;
-}
-
-static int map_logit_bias(const json_t *body, proto_msg *m, oa_store *st, gw_error *e) {
-    json_t *v = jget(body, "logit_bias");
-    if (!v) return 0;
-    if (!json_is_object(v)) return bad_type(e, "logit_bias", "an object of \"token id\": bias");
-    if (json_object_size(v) > PROTO_MAX_BIAS) {
-        gw_error_set(e, 400, "too_many", "logit_bias", "'logit_bias' has %zu entries, at most %d",
-                     json_object_size(v), PROTO_MAX_BIAS);
-        return -1;
-    }
-    const char *key;
-    json_t *val;
-    uint32_t n = 0;
-    json_object_foreach(v, key, val) {
-        char *end;
-        long id = strtol(key, &end, 10);
-        if (!*key || *end || id < 0 || id > PROTO_MAX_TOKEN_ID) {
-            gw_error_set(e, 400, "token_out_of_range", "logit_bias", "'logit_bias' key '%.32s' is not a token id",
-                         key);
-            return -1;
-        }
-        if (!json_is_number(val)) return bad_type(e, "logit_bias", "an object of \"token id\": bias");
-        double b = json_number_value(val);
-        st->bias[n++] = (proto_bias){(int32_t)id, b <= -100.0 ? -INFINITY : (float)b}; /* -100: banned, as OpenAI */
-    }
-    m->logit_bias = st->bias;
-    m->n_logit_bias = n;
-    return 0;
-}
-
-/* THE mapping of the common sampling keys (max_tokens, temperature, top_p, top_k, min_p,
- * repetition_penalty, presence/frequency_penalty, seed, logit_bias, stop, ignore_eos) from a JSON
- * object onto a submit. Kept in one function so that it can become proto/proto_json's shared
- * mapper. 0, or -1 with e. */
+/* THE mapping of the common sampling keys (max_tokens / max_completion_tokens, temperature, top_p,
+ * top_k, min_p, repetition_penalty, presence/frequency_penalty, seed, logit_bias, stop, ignore_eos)
+ * onto a submit, through the one strict JSON -> submit mapper shared with gpt2c and gpt2-tool
+ * (proto/proto_json.h): the OpenAI spellings are translated to the protocol's (logit_bias
+ * {"id": bias} -> [[id, bias]], max_completion_tokens -> max_tokens), then every type, range and
+ * limit check is the protocol's own. 0, or -1 with e (the protocol's reason as code, the key as param). */
 static int oa_map_sampling(const json_t *body, proto_msg *m, oa_store *st, gw_error *e) {
-    long long i;
-    double x;
-    int b, rc;
-    if ((rc = get_int(body, "max_tokens", &i, e)) < 0) return -1;
-    if (rc) m->max_tokens = clamp32(i);
-    if ((rc = get_int(body, "max_completion_tokens", &i, e)) < 0) return -1;
-    if (rc) m->max_tokens = clamp32(i);
-    static const struct {
-        const char *key;
-        size_t off;
-    } floats[] = {
-        {"temperature", offsetof(proto_msg, temperature)},
-        {"top_p", offsetof(proto_msg, top_p)},
-        {"min_p", offsetof(proto_msg, min_p)},
-        {"repetition_penalty", offsetof(proto_msg, repetition_penalty)},
-        {"presence_penalty", offsetof(proto_msg, presence_penalty)},
-        {"frequency_penalty", offsetof(proto_msg, frequency_penalty)},
-    };
-    for (size_t k = 0; k < sizeof(floats) / sizeof(floats[0]); k++) {
-        if ((rc = get_number(body, floats[k].key, &x, e)) < 0) return -1;
-        if (rc) *(float *)((char *)m + floats[k].off) = (float)x;
+    static const char *const same[] = {"max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                                       "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos", NULL};
+    json_t *pj = json_object();
+    for (int i = 0; same[i]; i++) {
+        json_t *v = jget(body, same[i]);
+        if (v) json_object_set(pj, same[i], v);
     }
-    if ((rc = get_int(body, "top_k", &i, e)) < 0) return -1;
-    if (rc) m->top_k = i < 0 ? -1 : clamp32(i);
-    if ((rc = get_int(body, "seed", &i, e)) < 0) return -1;
-    if (rc) m->seed = (uint64_t)i;
-    if ((rc = get_bool(body, "ignore_eos", &b, e)) < 0) return -1;
-    if (rc) m->ignore_eos = (uint8_t)b;
-    if (map_stop(body, m, st, e) < 0 || map_logit_bias(body, m, st, e) < 0) return -1;
+    json_t *mct = jget(body, "max_completion_tokens");
+    if (mct) json_object_set(pj, "max_tokens", mct);
+    json_t *lb = jget(body, "logit_bias");
+    if (lb && json_is_object(lb)) {
+        json_t *arr = json_array();
+        const char *key;
+        json_t *val;
+        json_object_foreach(lb, key, val) {
+            char *end;
+            long id = strtol(key, &end, 10);
+            if (!*key || *end || id < 0) {
+                json_decref(arr);
+                json_decref(pj);
+                gw_error_set(e, 400, "token_out_of_range", "logit_bias", "'logit_bias' key '%.32s' is not a token id",
+                             key);
+                return -1;
+            }
+            json_array_append_new(arr, json_pack("[I,O]", (json_int_t)id, val));
+        }
+        json_object_set_new(pj, "logit_bias", arr);
+    } else if (lb) {
+        json_object_set(pj, "logit_bias", lb); /* not an object: the mapper names the type error */
+    }
+    json_object_set_new(pj, "prompt", json_string("x")); /* the prompts are the caller's */
+    proto_msg defaults;
+    proto_msg_init(&defaults, PROTO_T_SUBMIT);
+    defaults.id = (proto_cid){0, 1, {NULL, 0}};
+    defaults.has = PROTO_HAS(PF_ID);
+    proto_json_error je;
+    int rc = proto_json_submit_from(&st->js, pj, &defaults, NULL, &je);
+    json_decref(pj);
+    if (rc < 0) {
+        const char *param = strcmp(je.field, "prompt_ids") == 0 ? "prompt" : je.field;
+        int status = proto_reason_code(je.reason);
+        gw_error_set(e, status == PROTO_CODE_INTERNAL ? 500 : status, proto_reason_name(je.reason), param, "%s",
+                     je.message);
+        return -1;
+    }
+    st->has_js = 1;
+    const proto_msg *q = &st->js.msg;
+    m->max_tokens = q->max_tokens;
+    m->temperature = q->temperature;
+    m->top_k = q->top_k;
+    m->top_p = q->top_p;
+    m->min_p = q->min_p;
+    m->repetition_penalty = q->repetition_penalty;
+    m->presence_penalty = q->presence_penalty;
+    m->frequency_penalty = q->frequency_penalty;
+    m->seed = q->seed;
+    m->logit_bias = q->logit_bias;
+    m->n_logit_bias = q->n_logit_bias;
+    m->n_stop = q->n_stop;
+    memcpy(m->stop, q->stop, sizeof(m->stop));
+    m->ignore_eos = q->ignore_eos;
     return 0;
 }
 
@@ -554,6 +527,7 @@ out:
         free(prompts[p].ids);
         free(prompts[p].owned);
     }
+    if (st && st->has_js) proto_json_submit_free(&st->js);
     free(st);
     json_decref(body);
     return rc;
@@ -777,6 +751,7 @@ void oa_on_end(gw *g, hcall *c, int k, const proto_msg *m) {
         if (m->reason.len) snprintf(reason, sizeof(reason), "%.*s", (int)m->reason.len, m->reason.ptr);
         char param[64] = "";
         if (m->field.len) snprintf(param, sizeof(param), "%.*s", (int)m->field.len, m->field.ptr);
+        if (strcmp(param, "prompt_ids") == 0) snprintf(param, sizeof(param), "prompt"); /* OpenAI's name */
         int status = m->type == PROTO_T_ERROR ? m->code : 500;
         if (status == PROTO_CODE_UNSUPPORTED_VERSION || status == PROTO_CODE_DUPLICATE_ID) status = 500;
         gw_error_set(&ch->err, status, reason, param, "%.*s", (int)m->message.len,

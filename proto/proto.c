@@ -80,6 +80,13 @@ static const pfield worker_fields[] = {
     {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
     {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
 };
+#define RC(f) offsetof(proto_recent, f)
+static const pfield recent_fields[] = {
+    {"window_s", K_F64, 0, RC(window_s), 0, 0, 1e12, NULL, 0, 0},
+    {"requests", K_U64, 0, RC(requests), 0, 0, 0, NULL, 0, 0},
+    {"tokens", K_U64, 0, RC(tokens), 0, 0, 0, NULL, 0, 0},
+    {"errors", K_U64, 0, RC(errors), 0, 0, 0, NULL, 0, 0},
+};
 #define H(i) (offsetof(proto_hist, n) + (i) * sizeof(uint64_t))
 static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUNDS_MS, then "inf" */
     {"1", K_U64, 0, H(0), 0, 0, 0, NULL, 0, 0},     {"2", K_U64, 0, H(1), 0, 0, 0, NULL, 0, 0},
@@ -105,8 +112,8 @@ static const pfield finish_count_fields[PROTO_FINISH_COUNT] = { /* keys: finish 
     {"cancelled", K_U64, 0, FC(PROTO_FINISH_CANCELLED), 0, 0, 0, NULL, 0, 0},
     {"error", K_U64, 0, FC(PROTO_FINISH_ERROR), 0, 0, 0, NULL, 0, 0},
 };
-#define RC(r) (offsetof(proto_reason_counts, n) + (r) * sizeof(uint64_t))
-#define RCF(name, r) {name, K_U64, 0, RC(r), 0, 0, 0, NULL, 0, 0}
+#define RCN(r) (offsetof(proto_reason_counts, n) + (r) * sizeof(uint64_t))
+#define RCF(name, r) {name, K_U64, 0, RCN(r), 0, 0, 0, NULL, 0, 0}
 static const pfield reason_count_fields[] = { /* keys: reason names (as the reasons table below) */
     RCF("malformed", PROTO_R_MALFORMED), RCF("not_map", PROTO_R_NOT_MAP),
     RCF("too_large", PROTO_R_TOO_LARGE), RCF("unknown_type", PROTO_R_UNKNOWN_TYPE),
@@ -196,6 +203,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_ERROR_REASONS] = {"error_reasons", K_MAP, 0, M(error_reasons), 0, 0, 0, reason_count_fields,
                           NSUB(reason_count_fields), 0},
     [PF_QUEUE_HIST] = {"queue_hist", K_MAP, 0, M(queue_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
+    [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -234,7 +242,8 @@ static const uint8_t t_stats_reply[] = {
     FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
     FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
     FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST),
-    FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS), FLD(O, PF_FINISH_TOTAL), FLD(O, PF_ERROR_REASONS)};
+    FLD(O, PF_RECENT), FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS), FLD(O, PF_FINISH_TOTAL),
+    FLD(O, PF_ERROR_REASONS)};
 static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
                                   FLD(R, PF_TEXT), FLD(O, PF_LOGPROB), FLD(O, PF_TOP)};
 static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH), FLD(D, PF_TEXT),
@@ -1079,6 +1088,15 @@ static int type_field_index(const ptype *t, const msgpack_object *key) {
     for (int i = 0; i < t->n; i++)
         if (key_is(key, fields[t->f[2 * i + 1]].key)) return i;
     return -1;
+}
+
+int proto_type_has_field(proto_type t, const char *key, size_t len) {
+    if (t <= PROTO_T_NONE || t >= PROTO_T_COUNT || !key) return 0;
+    for (int i = 0; i < types[t].n; i++) {
+        const char *k = fields[types[t].f[2 * i + 1]].key;
+        if (strlen(k) == len && memcmp(k, key, len) == 0) return 1;
+    }
+    return 0;
 }
 
 /* Pass 1: "t", "v", and the request id, so that even a refused message can be answered. */

@@ -25,11 +25,11 @@ check() { # check "what" command...
 # ---- install into a staging root ----
 check "install.sh install into DESTDIR" env PREFIX=/usr/local DESTDIR="$D" BUILD="$BUILD" sh tools/install.sh install
 P="$D/usr/local"
-for f in bin/gpt2d bin/gpt2d-worker bin/gpt2c bin/gpt2-tool; do
+for f in bin/gpt2d bin/gpt2d-worker bin/gpt2d-http bin/gpt2c bin/gpt2-tool; do
     check "$f installed, executable" test -x "$P/$f"
 done
 for f in lib/systemd/system/gpt2d.service lib/systemd/system/gpt2d-worker@.service lib/sysusers.d/gpt2d.conf \
-    lib/tmpfiles.d/gpt2d.conf share/man/man8/gpt2d.8 share/man/man8/gpt2d-worker.8 share/man/man1/gpt2c.1 \
+    lib/tmpfiles.d/gpt2d.conf share/man/man8/gpt2d.8 share/man/man8/gpt2d-worker.8 share/man/man8/gpt2d-http.8 share/man/man1/gpt2c.1 \
     share/man/man1/gpt2-tool.1 share/gpt2d/gpt2-tokenizer/vocab.json share/gpt2d/gpt2-tokenizer/merges.txt \
     share/doc/gpt2d/SERVICE.md; do
     check "$f installed" test -s "$P/$f"

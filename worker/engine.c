@@ -263,6 +263,11 @@ static int request_prompt(engine *e, request *r, const engine_request *q, char *
         return -1;
     }
     r->user_prompt_tokens = n;
+    if (q->fit_ctx && (long)n + q->max_tokens > (long)e->n_ctx + 1) { /* the last token needs no position */
+        snprintf(err, errlen, "prompt of %d tokens plus max_tokens %d exceed the context of %d positions "
+                 "(at most %d new tokens fit)", n, q->max_tokens, e->n_ctx, e->n_ctx + 1 - n);
+        return -1;
+    }
     if (q->n_resume_ids < 0 || n + q->n_resume_ids > e->n_ctx) {
         snprintf(err, errlen, "prompt plus %d resumed tokens exceed the context of %d", q->n_resume_ids, e->n_ctx);
         return -1;

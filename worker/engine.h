@@ -68,6 +68,9 @@ typedef struct {
                                 and the top_n (0..ENGINE_MAX_TOP) most likely tokens */
     int top_n;
     int allow_special;       /* `<|endoftext|>` in prompt text is the special token */
+    int fit_ctx;             /* 1: refuse at submit, with an error naming max_tokens, when the prompt
+                                plus max_tokens cannot fit the context (the service's rule); 0: stop
+                                with finish length where the context ends */
 } engine_request;
 
 typedef struct {

@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "proto.h"
 #include "proto_log.h"
+#include "proto_version.h"
 #include "proto_sock.h"
 
 _Static_assert(PROTO_MAX_STOPS == ENGINE_MAX_STOPS, "stop string count: proto and engine agree");
@@ -79,6 +80,9 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
         int rc = 0, used = 1;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             wk_usage(stdout);
+            return 1;
+        } else if (strcmp(a, "--version") == 0) {
+            proto_version_print(stdout, "gpt2d-worker");
             return 1;
         } else if (strcmp(a, "--blas") == 0) {
             o->blas = 1;
@@ -460,6 +464,7 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     q.want_top = (m->has & PROTO_HAS(PF_TOP_LOGPROBS)) != 0;
     q.top_n = m->top_logprobs;
     q.allow_special = m->allow_special;
+    q.fit_ctx = 1;
     char err[512];
     int rc = wk_live_add(w, m->rid, m->logprobs);
     if (rc == 0) rc = engine_submit(w->e, m->rid, &q, err, sizeof(err));
@@ -470,8 +475,9 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     }
     wk_live_del(w, m->rid);
     /* the engine's remaining refusals: the prompt does not fit the context, or something else */
-    int ctx = strstr(err, "context") != NULL;
-    wk_send_refusal(w, m->rid, ctx ? PROTO_R_PROMPT_TOO_LONG : PROTO_R_INVALID_REQUEST, ctx ? field : NULL, err);
+    int ctx = strstr(err, "context") != NULL, over = ctx && strstr(err, "max_tokens") != NULL;
+    if (over) wk_send_refusal(w, m->rid, PROTO_R_MAX_TOKENS_OVER_CONTEXT, "max_tokens", err);
+    else wk_send_refusal(w, m->rid, ctx ? PROTO_R_PROMPT_TOO_LONG : PROTO_R_INVALID_REQUEST, ctx ? field : NULL, err);
     w->freed++;
 }
 
