@@ -8,10 +8,11 @@ MODEL=$1
 dir=$(mktemp -d /tmp/gpt2d-bench-http.XXXXXX)
 "$BUILD/gpt2d" --model "$MODEL" --workers 1 --slots 64 --ctx 512 \
     --listen "ipc://$dir/client.sock" --worker-listen "ipc://$dir/worker.sock" \
-    --http-listen 127.0.0.1:0 --log-level warn 2> "$dir/gpt2d.log" &
+    --http-listen 127.0.0.1:0 --log-level info 2> "$dir/gpt2d.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT INT TERM
-# the gateway logs "gpt2d-http: listening on http://127.0.0.1:PORT" (docs/HTTP.md) even at warn
+# the gateway logs "listening on http://127.0.0.1:PORT" at level info (hence info: one line per
+# finished request, the same for both paths)
 port=""
 for _ in $(seq 300); do
     port=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$dir/gpt2d.log" | head -n 1 | sed 's/.*://')
