@@ -161,6 +161,23 @@ static void test_stream_roundtrip(void) {
           "token fields");
     proto_msg_destroy(&d);
 
+    /* top_logprobs: the sampled token then alternatives, raw bytes (a lone UTF-8 lead byte too) */
+    proto_top top[3] = {{50256, -0.25f, S("<|endoftext|>")}, {11, -2.0f, S(",")}, {163, -INFINITY, {"\xe2", 1}}};
+    m.top = top;
+    m.n_top = 3;
+    m.has |= PROTO_HAS(PF_TOP);
+    msgpack_sbuffer_clear(&sb);
+    check(enc(&m, &sb) == 0, "token with top encodes");
+    check(dec(&d, sb.data, sb.size, err, sizeof(err)) == 0, "token with top decodes: %s", err);
+    check(d.n_top == 3 && d.top[0].id == 50256 && d.top[0].logprob == -0.25f && str_eq(d.top[1].bytes, ",") &&
+              isinf(d.top[2].logprob) && d.top[2].bytes.len == 1 && (unsigned char)d.top[2].bytes.ptr[0] == 0xe2,
+          "token top entries round-trip");
+    proto_msg_destroy(&d);
+    top[1].logprob = 0.5f; /* a positive logprob is refused on both sides */
+    msgpack_sbuffer_clear(&sb);
+    check(enc(&m, &sb) < 0, "top with a logprob > 0 is refused by the encoder");
+    m.has &= ~PROTO_HAS(PF_TOP);
+
     proto_msg_init(&m, PROTO_T_DONE);
     m.id = (proto_cid){0, 42, {0}};
     m.has = PROTO_HAS(PF_ID) | PROTO_HAS(PF_NAME);

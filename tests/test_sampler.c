@@ -806,6 +806,46 @@ static void bench(void *scr) {
     free(x);
 }
 
+/* sampler_top_logprobs against a naive reference: log-softmax in double, a full sort by (logit
+ * descending, id ascending); -inf logits are probability 0 and never listed before finite ones. */
+static void test_top_logprobs(void) {
+    enum { V = 1000 };
+    static float lg[V];
+    uint64_t st = 12345;
+    double max_err = 0;
+    int order_ok = 1, n_ok = 1;
+    for (int it = 0; it < 50; it++) {
+        for (int v = 0; v < V; v++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            lg[v] = (float)((int)(st >> 40) % 64) / 8.0f; /* many ties */
+        }
+        if (it % 5 == 0) lg[(it * 37) % V] = -INFINITY;
+        double mx = -1e30, sum = 0;
+        for (int v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+        for (int v = 0; v < V; v++) sum += isinf(lg[v]) ? 0 : exp((double)lg[v] - mx);
+        int tok = (it * 101) % V, ids[6];
+        float lps[6];
+        int n = sampler_top_logprobs(lg, V, tok, 5, ids, lps);
+        n_ok &= n == 6 && ids[0] == tok;
+        for (int i = 0; i < n; i++) {
+            double ref = isinf(lg[ids[i]]) ? -INFINITY : (double)lg[ids[i]] - mx - log(sum);
+            if (isfinite(ref)) max_err = fmax(max_err, fabs(ref - lps[i]));
+        }
+        /* ids[1..5]: no token outside the list beats the last one, order by (logit desc, id asc) */
+        for (int i = 2; i < n; i++)
+            order_ok &= lg[ids[i - 1]] > lg[ids[i]] || (lg[ids[i - 1]] == lg[ids[i]] && ids[i - 1] < ids[i]);
+        for (int v = 0; v < V; v++) {
+            int listed = 0;
+            for (int i = 1; i < n; i++) listed |= ids[i] == v;
+            if (!listed) order_ok &= lg[v] < lg[ids[n - 1]] || (lg[v] == lg[ids[n - 1]] && v > ids[n - 1]);
+        }
+    }
+    check(n_ok, "top_logprobs: 1 + 5 entries, the sampled token first");
+    check(order_ok, "top_logprobs: the 5 most likely, ties by lower id");
+    check(max_err < 1e-5, "top_logprobs: log-softmax max diff %.3g", max_err);
+    printf("  top_logprobs: 50 rows, max diff %.3g\n", max_err);
+}
+
 int main(void) {
     char *base;
     void *scr = scratch_new(V_GPT2, &base);
@@ -820,6 +860,7 @@ int main(void) {
     test_top_k1_is_greedy(scr);
     test_against_reference(scr);
     test_fuzz(scr);
+    test_top_logprobs();
     bench(scr);
     free(base);
     return check_done("test_sampler");
