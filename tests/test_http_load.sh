@@ -7,7 +7,8 @@
 . tests/http/lib.sh
 http_init test_http_load
 
-http_start main --workers 1 --slots 64 --max-queue 1024 || { ok 1 "start the service"; http_finish test_http_load; exit 1; }
+# a long queue timeout: under SAN=1 the 370 requests of the test may wait longer than the default 60 s
+http_start main --workers 1 --slots 64 --max-queue 1024 --queue-timeout-ms 600000 || { ok 1 "start the service"; http_finish test_http_load; exit 1; }
 # shellcheck disable=SC2154
 export GPT2D_URL_main="$URL_main" GPT2D_EP_main="$EP_main"
 
