@@ -280,6 +280,12 @@ static void wk_send_ready(worker *w) {
     if (m.name.len > PROTO_MAX_NAME_BYTES) m.name.len = PROTO_MAX_NAME_BYTES;
     m.pid = (int32_t)getpid();
     m.n_ctx = w->n_ctx;
+    /* a local worker proves it was started by this broker (see PROTOCOL.md, "Worker authentication") */
+    const char *secret = getenv("GPT2D_WORKER_SECRET");
+    if (secret && strlen(secret) == PROTO_SECRET_HEX) {
+        m.secret = (proto_str){secret, PROTO_SECRET_HEX};
+        m.has |= PROTO_HAS(PF_SECRET);
+    }
     wk_send(w, &m);
 }
 
