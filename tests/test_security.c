@@ -19,8 +19,9 @@
  *                 unregistered peer write at most a few log lines;
  *   lying_worker  a fake worker (this program, speaking the worker protocol) that skips a token
  *                 index, sends an 8 KiB piece, ends with more tokens than max_tokens, or names a rid
- *                 it was not given, is fenced: its requests complete on the real worker identical
- *                 to a reference run, each with exactly one final frame;
+ *                 it was not given, is fenced at once (it keeps heartbeating: silence is not what
+ *                 fences it): its requests complete on the real worker identical to a reference
+ *                 run, each with exactly one final frame;
  *   fair_share    a client that floods the queue gets client_limit, another client's requests are
  *                 admitted (not 429) and complete.
  * Env: BUILD, GPT2D_TMP. Needs root (useradd, setuid). */
@@ -653,8 +654,14 @@ static int run_reqs(tu_client *c, uint64_t base, tu_result *res, int *finals, vo
     msgpack_sbuffer_init(&sb);
     char err[128];
     int ended = 0, lied = fake == NULL;
-    double deadline = proto_clock_ms() + 20000, quiet_until = 0;
+    double deadline = proto_clock_ms() + 12000, quiet_until = 0, next_hb = 0;
     while (proto_clock_ms() < deadline && (ended < N_LIE_REQ || proto_clock_ms() < quiet_until)) {
+        if (fake && proto_clock_ms() >= next_hb) { /* alive: only the contract can get it fenced */
+            proto_msg hb;
+            proto_msg_init(&hb, PROTO_T_HB);
+            proto_sock_send(fake, NULL, 0, &hb, ZMQ_DONTWAIT, &sb, err, sizeof(err));
+            next_hb = proto_clock_ms() + 300;
+        }
         if (!lied) { /* the fake worker: take the requests, then lie about the first */
             zmq_pollitem_t it = {fake, 0, ZMQ_POLLIN, 0};
             if (zmq_poll(&it, 1, 20) > 0) {
