@@ -1473,6 +1473,7 @@ void broker_free(broker *b) {
         for (int i = 0; b->worker_argv[i]; i++) free(b->worker_argv[i]);
         free(b->worker_argv);
     }
+    conns_stop(b->conns);
     proto_sock_close(&b->front);
     proto_sock_close(&b->back);
     conns_free(b->conns);

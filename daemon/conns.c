@@ -33,6 +33,7 @@ struct conns {
     const proto_logger *log;
     void *ctx;
     void *mon[CONNS_MAX_WATCH];
+    void *watched[CONNS_MAX_WATCH];  /* the ROUTERs whose monitors mon[] read */
     int clients_side[CONNS_MAX_WATCH];
     const char *domain[CONNS_MAX_WATCH];
     int n_watch;
@@ -103,6 +104,7 @@ int conns_watch(conns *c, void *sock, int clients, const char *domain) {
     zmq_setsockopt(m, ZMQ_LINGER, &linger, sizeof(linger));
     zmq_setsockopt(m, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     c->mon[c->n_watch] = m;
+    c->watched[c->n_watch] = sock;
     c->clients_side[c->n_watch] = clients;
     c->domain[c->n_watch] = domain;
     c->n_watch++;
@@ -205,6 +207,19 @@ static int monitor_one(conns *c, int w) {
 void conns_handle(conns *c) {
     for (int w = 0; w < c->n_watch; w++)
         for (int k = 0; k < 4096 && monitor_one(c, w) == 0; k++) {}
+}
+
+void conns_stop(conns *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n_watch; i++)
+        if (c->watched[i]) zmq_socket_monitor(c->watched[i], NULL, 0);
+    for (int i = 0; i < c->n_watch; i++) {
+        c->watched[i] = NULL;
+        zmq_msg_t ev; /* whatever is left is read and freed, not dropped with the pipe */
+        zmq_msg_init(&ev);
+        while (zmq_msg_recv(&ev, c->mon[i], ZMQ_DONTWAIT) >= 0) {}
+        zmq_msg_close(&ev);
+    }
 }
 
 int conns_clients(const conns *c) {

@@ -34,6 +34,9 @@ typedef void (*conns_handshake_fn)(void *user, const char *domain, uint16_t even
 conns *conns_new(void *ctx, const proto_logger *log, int max_total, int max_per_uid);
 void conns_free(conns *c); /* NULL-safe; call before zmq_ctx_term */
 
+/* Stops the monitors and reads what they still hold (before the watched sockets are closed). */
+void conns_stop(conns *c);
+
 /* Watches sock (after bind): clients 1 for the client endpoint, 0 for the worker one. 0 or -1. */
 int conns_watch(conns *c, void *sock, int clients, const char *domain);
 
