@@ -22,8 +22,12 @@ DATADIR ?= $(CURDIR)/data
 
 # The kernels use AVX2 + FMA + F16C (checked at start-up with a clear error).
 # -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
+# The inference library's rooms under worker/ (worker_main.c, the process, stays at the top).
+ENGINE_DIRS := worker/kernels worker/model worker/engine worker/tokenizer
+ENGINE_INC  := -Iworker $(addprefix -I,$(ENGINE_DIRS))
+
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf16c \
-           -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
+           -ffp-contract=off -fno-strict-aliasing -MMD -MP $(ENGINE_INC) -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
 LDFLAGS :=
@@ -34,7 +38,7 @@ endif
 
 DEPS_OK := build/.deps-ok
 
-ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
+ENGINE_SRC := $(wildcard $(addsuffix /*.c,$(ENGINE_DIRS)))
 PROTO_SRC  := $(wildcard proto/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
