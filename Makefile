@@ -71,6 +71,9 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The scalar kernels are the portable baseline: built without any instruction-set flag.
+$(BUILD)/obj/worker/kernels/%_scalar.o: CFLAGS := $(filter-out -mavx2 -mfma -mf16c,$(CFLAGS))
+
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^
 $(BUILD)/libproto.a: $(PROTO_OBJ)
@@ -79,7 +82,7 @@ $(BUILD)/libproto.a: $(PROTO_OBJ)
 LIB_ENGINE := $(BUILD)/libengine.a
 LIB_PROTO  := $(if $(PROTO_SRC),$(BUILD)/libproto.a,)
 
-$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE)
+$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/gpt2d-worker: $(BUILD)/obj/worker/worker_main.o $(LIB_ENGINE) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
