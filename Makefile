@@ -94,6 +94,10 @@ $(BUILD)/gpt2c: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/*.c)) $(LIB_PR
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# test_config exercises the daemon's settings (daemon/config.c) and the shared engine table.
+$(BUILD)/tests/test_config: $(BUILD)/obj/tests/test_config.o $(BUILD)/obj/daemon/config.o $(LIB_PROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
