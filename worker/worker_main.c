@@ -586,13 +586,14 @@ int main(int argc, char **argv) {
     char err[512];
     rc = 1;
     double t0 = proto_clock_ms();
+    double t_weights = 0;
     if (!(w.weights = gpt2_weights_load(opt.model, &wo, err, sizeof(err))) ||
-        !(w.tok = bpe_load(opt.model, err, sizeof(err))) ||
+        (t_weights = proto_clock_ms() - t0, !(w.tok = bpe_load(opt.model, err, sizeof(err)))) ||
         !(w.e = engine_new(w.weights, w.tok, &ec, &cb, err, sizeof(err)))) {
         proto_log(&w.log, PROTO_LOG_ERROR, "%s", err);
         goto out;
     }
-    wk_log_weights(&w, proto_clock_ms() - t0);
+    wk_log_weights(&w, t_weights);
     engine_stats st;
     engine_get_stats(w.e, &st);
     w.slots = st.n_slots > PROTO_MAX_SLOTS ? PROTO_MAX_SLOTS : st.n_slots;

@@ -228,7 +228,7 @@ gpt2_weights *gpt2_weights_load(const char *dir, const gpt2_weights_opts *o, cha
     if (w->info.source != GPT2_IMAGE_MAPPED && build(w, dir, &k, o->keep_checkpoint, err, errlen) != 0) goto fail;
     wimage_unlock(lock);
     w->info.bytes = w->image_floats * sizeof(float);
-    w->info.huge_bytes = wimage_huge_bytes(w->mem ? (const void *)w->mem : w->file.map);
+    w->info.huge_bytes = wimage_huge_bytes(w->mem ? (const void *)w->mem : w->file.data);
     return w;
 fail:
     wimage_unlock(lock);

@@ -56,7 +56,8 @@ int wimage_write(const char *path, const wimage_key *k, const void *data, char *
 int wimage_lock(const char *dir, const char *path, char *err, size_t errlen);
 void wimage_unlock(int fd);
 
-/* Bytes of [addr, addr + len) mapped with PMD (2 MB) pages, from /proc/self/smaps (0 if unknown). */
+/* Bytes of the mapping that starts at addr mapped with PMD (2 MB) pages, from /proc/self/smaps (0 if
+ * unknown). */
 size_t wimage_huge_bytes(const void *addr);
 
 /* XXH3-128 of config.json and model.safetensors in dir (the checkpoint's identity). 0 or -1 with err. */
