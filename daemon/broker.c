@@ -897,21 +897,14 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
         return;
     }
     /* admission: each client waiting gets a fair share of the queue, max_queue / (clients waiting,
-     * counting this one); a client under its share is admitted even into a full queue (so one
-     * flooding client cannot get every other one refused), up to twice max_queue in all */
+     * counting this one). Over it: client_limit. Under it but the queue is full: the newest waiting
+     * request of a client over its share makes room (it ends with client_limit), so one flooding
+     * client cannot get every other one refused; if no client is over its share: queue_full. */
     if (total_credit(b) == 0) {
         int mine = known ? known->n_waiting : 0;
         int clients = b->n_clients_waiting + (mine == 0);
         int share = b->cfg->max_queue / clients > 0 ? b->cfg->max_queue / clients : 1;
-        int hard = 2 * b->cfg->max_queue > 1 ? 2 * b->cfg->max_queue : 1;
-        if (b->q_len >= hard || (b->q_len >= b->cfg->max_queue && mine >= share)) {
-            b->overloaded_total++;
-            char msg[128];
-            snprintf(msg, sizeof(msg), "queue full (%d waiting, %d workers); retry later", b->q_len, b->n_workers);
-            send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_QUEUE_FULL, msg);
-            return;
-        }
-        if (mine >= share) {
+        if (mine >= share && clients > 1) {
             b->overloaded_total++;
             char msg[160];
             snprintf(msg, sizeof(msg),
@@ -920,6 +913,23 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
                      mine, clients);
             send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_CLIENT_LIMIT, msg);
             return;
+        }
+        if (b->q_len >= b->cfg->max_queue) {
+            request *victim = b->q_tail;
+            while (victim && (victim->n_replays > 0 || victim->cl->n_waiting <= share)) victim = victim->prev;
+            b->overloaded_total++;
+            if (!victim) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "queue full (%d waiting, %d workers); retry later", b->q_len, b->n_workers);
+                send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_QUEUE_FULL, msg);
+                return;
+            }
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "made room in a full queue: this client had %d requests waiting, more than its fair share; "
+                     "retry later",
+                     victim->cl->n_waiting);
+            request_fail(b, victim, PROTO_R_CLIENT_LIMIT, msg);
         }
     }
     /* the worker's request: the same fields under our rid */

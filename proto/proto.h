@@ -69,13 +69,13 @@
 /* The broker's client ROUTER: a client that stops reading fills its pipe after this many frames,
  * and is then treated as gone (its requests cancelled) so it cannot hold memory or block others.
  * Its receive side bounds what one client may have queued unread at the broker. */
-#define PROTO_CLIENT_SNDHWM 1000
+#define PROTO_CLIENT_SNDHWM 4000
 #define PROTO_CLIENT_RCVHWM 1000
 /* Bytes one client may have queued at the broker: the sizes of the last PROTO_CLIENT_SNDHWM frames
  * sent to it bound what its pipe can hold; a send that would take that sum over this while the
  * connection's kernel buffer is full (the client is not reading) is not made, and the client is
  * treated as gone. */
-#define PROTO_CLIENT_QUEUE_BYTES (8u << 20)
+#define PROTO_CLIENT_QUEUE_BYTES (2u << 20)
 #define PROTO_CLIENT_STATS_PER_S 20 /* stats replies per client per second; more: client_limit */
 /* ZMQ_MAXMSGSIZE of the broker's client socket: a frame over PROTO_MAX_MSG_BYTES but within this is
  * read and answered too_large (413); a larger one makes ZeroMQ drop the connection. */

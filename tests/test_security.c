@@ -13,7 +13,7 @@
  *                 the broker stays up, a client connected before and a new one are served, and
  *                 after the flood ends a new connection is served;
  *   memory        16 clients that never read send 6,000 stats and 2,000 bad frames each: the
- *                 broker's RSS grows less than MEM_BOUND_MB while they hold it (old: ~100 MiB);
+ *                 broker's RSS grows less than MEM_BOUND_MB while they hold it (old: ~80 MiB);
  *   bad_frames    unknown keys that are not UTF-8, or cut inside a character at 64 bytes, are
  *                 answered with an error frame; 2,000 undecodable frames on the worker link from an
  *                 unregistered peer write at most a few log lines;
@@ -22,8 +22,8 @@
  *                 it was not given, is fenced at once (it keeps heartbeating: silence is not what
  *                 fences it): its requests complete on the real worker identical to a reference
  *                 run, each with exactly one final frame;
- *   fair_share    a client that floods the queue gets client_limit, another client's requests are
- *                 admitted (not 429) and complete.
+ *   fair_share    a client that floods the queue gets 429s, another client's requests are admitted
+ *                 into the full queue (not 429: the flooder's newest make room) and complete.
  * Env: BUILD, GPT2D_TMP. Needs root (useradd, setuid). */
 #include <grp.h>
 #include <pwd.h>
@@ -36,7 +36,7 @@
 #include "check.h"
 #include "tutil.h"
 
-#define MEM_BOUND_MB 24
+#define MEM_BOUND_MB 40 /* 16 x (4,000 small error frames + kernel buffers); old main: ~80 MiB */
 #define N_FLOOD 1000
 
 static char g_user[32];           /* the second user ("" until made) */
