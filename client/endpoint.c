@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gpt2c.h"
+#include "proto_runtime.h"
 
 #define IPC "ipc://"
 
@@ -74,6 +75,12 @@ int endpoint_resolve(gpt2c_options *o) {
     for (int i = 0; i < n; i++) {
         int err = socket_state(cand[i]);
         if (err == 0) {
+            char why[600]; /* a default directory somebody else made is not ours to trust */
+            if (strcmp(cand[i], GPT2C_SYSTEM_ENDPOINT) != 0 &&
+                proto_runtime_check_endpoint(cand[i], 0, 0, why, sizeof(why)) < 0) {
+                fprintf(stderr, "gpt2c: %s\n", why);
+                return GPT2C_USAGE;
+            }
             memcpy(o->connect_buf, cand[i], strlen(cand[i]) + 1); /* 512 < 1024 */
             o->connect = o->connect_buf;
             return 0;

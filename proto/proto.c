@@ -103,14 +103,11 @@ static const pfield totals_fields[] = {
     {"prompt_tokens", K_U64, 0, TOT(prompt_tokens), 0, 0, 0, NULL, 0, 0},
     {"replays", K_U64, 0, TOT(replays), 0, 0, 0, NULL, 0, 0},
     {"worker_restarts", K_U64, 0, TOT(worker_restarts), 0, 0, 0, NULL, 0, 0},
-};
-#define FC(i) (offsetof(proto_finish_counts, n) + (i) * sizeof(uint64_t))
-static const pfield finish_count_fields[PROTO_FINISH_COUNT] = { /* keys: finish names */
-    {"length", K_U64, 0, FC(PROTO_FINISH_LENGTH), 0, 0, 0, NULL, 0, 0},
-    {"stop", K_U64, 0, FC(PROTO_FINISH_STOP), 0, 0, 0, NULL, 0, 0},
-    {"eos", K_U64, 0, FC(PROTO_FINISH_EOS), 0, 0, 0, NULL, 0, 0},
-    {"cancelled", K_U64, 0, FC(PROTO_FINISH_CANCELLED), 0, 0, 0, NULL, 0, 0},
-    {"error", K_U64, 0, FC(PROTO_FINISH_ERROR), 0, 0, 0, NULL, 0, 0},
+    {"finish_length", K_U64, 0, TOT(finish[PROTO_FINISH_LENGTH]), 0, 0, 0, NULL, 0, 0},
+    {"finish_stop", K_U64, 0, TOT(finish[PROTO_FINISH_STOP]), 0, 0, 0, NULL, 0, 0},
+    {"finish_eos", K_U64, 0, TOT(finish[PROTO_FINISH_EOS]), 0, 0, 0, NULL, 0, 0},
+    {"finish_cancelled", K_U64, 0, TOT(finish[PROTO_FINISH_CANCELLED]), 0, 0, 0, NULL, 0, 0},
+    {"finish_error", K_U64, 0, TOT(finish[PROTO_FINISH_ERROR]), 0, 0, 0, NULL, 0, 0},
 };
 #define RCN(r) (offsetof(proto_reason_counts, n) + (r) * sizeof(uint64_t))
 #define RCF(name, r) {name, K_U64, 0, RCN(r), 0, 0, 0, NULL, 0, 0}
@@ -198,12 +195,12 @@ static const pfield fields[PF_COUNT] = {
     [PF_TOP_LOGPROBS] = {"top_logprobs", K_I32, 0, M(top_logprobs), 0, 0, PROTO_MAX_TOP_LOGPROBS, NULL, 0, 0},
     [PF_TOP] = {"top", K_TOP, 0, M(top), M(n_top), 0, PROTO_MAX_TOP_LOGPROBS + 1, NULL, 0, 0},
     [PF_TOTALS] = {"totals", K_MAP, 0, M(totals), 0, 0, 0, totals_fields, NSUB(totals_fields), 0},
-    [PF_FINISH_TOTAL] = {"finish_total", K_MAP, 0, M(finish_total), 0, 0, 0, finish_count_fields,
-                         NSUB(finish_count_fields), 0},
     [PF_ERROR_REASONS] = {"error_reasons", K_MAP, 0, M(error_reasons), 0, 0, 0, reason_count_fields,
                           NSUB(reason_count_fields), 0},
     [PF_QUEUE_HIST] = {"queue_hist", K_MAP, 0, M(queue_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
+    [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
+    [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
 };
 
 /* ============================================================================================== */
@@ -242,7 +239,7 @@ static const uint8_t t_stats_reply[] = {
     FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
     FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
     FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST),
-    FLD(O, PF_RECENT), FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS), FLD(O, PF_FINISH_TOTAL),
+    FLD(O, PF_RECENT), FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS),
     FLD(O, PF_ERROR_REASONS)};
 static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
                                   FLD(R, PF_TEXT), FLD(O, PF_LOGPROB), FLD(O, PF_TOP)};
@@ -253,7 +250,8 @@ static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE)
                                   FLD(O, PF_REASON), FLD(O, PF_FIELD)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
                                FLD(O, PF_TOKENS_GENERATED)};
-static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX)};
+static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
+                                  FLD(O, PF_FINGERPRINT), FLD(O, PF_SECRET)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
 static const uint8_t t_disconnect[] = {FLD(O, PF_MESSAGE)};
 
@@ -414,6 +412,27 @@ int proto_utf8_valid(const char *s, size_t len) {
         i += n + 1;
     }
     return 1;
+}
+
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap) {
+    size_t n = 0;
+    if (cap == 0) return 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = 1; /* the length of the character at i, if it is one */
+        unsigned c = (unsigned char)s[i];
+        if (c >= 0xc2 && c <= 0xdf) k = 2;
+        else if (c >= 0xe0 && c <= 0xef) k = 3;
+        else if (c >= 0xf0 && c <= 0xf4) k = 4;
+        int ok = c < 0x80 || (k > 1 && k <= len - i && proto_utf8_valid(s + i, k));
+        if (!ok) k = 1;
+        if (n + (ok ? k : 1) > cap - 1) break;
+        if (ok) memcpy(out + n, s + i, k);
+        else out[n] = '?';
+        n += ok ? k : 1;
+        i += k;
+    }
+    out[n] = 0;
+    return n;
 }
 
 const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap) {
@@ -1150,10 +1169,12 @@ static int dec_fields(dec_ctx *c, const msgpack_object *top) {
         if (key_is(&kv->key, "t") || key_is(&kv->key, "v")) continue;
         int idx = type_field_index(t, &kv->key);
         if (idx < 0) {
-            if (kv->key.type == MSGPACK_OBJECT_STR)
-                seterr(c->err, c->errlen, "%s: unknown field '%.*s'", t->name,
-                       (int)(kv->key.via.str.size > 64 ? 64 : kv->key.via.str.size), kv->key.via.str.ptr);
-            else
+            if (kv->key.type == MSGPACK_OBJECT_STR) {
+                /* quoted as valid UTF-8, cut on a character boundary: the error must encode */
+                char quoted[65];
+                proto_utf8_sanitize(kv->key.via.str.ptr, kv->key.via.str.size, quoted, sizeof(quoted));
+                seterr(c->err, c->errlen, "%s: unknown field '%s'", t->name, quoted);
+            } else
                 seterr(c->err, c->errlen, "%s: a key is not a string", t->name);
             return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
         }

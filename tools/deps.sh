@@ -3,7 +3,7 @@
 # which tests/test_http checks /metrics with).
 # Needs root (it runs apt-get update once, then apt-get install). Prints what it does.
 set -e
-PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev libmicrohttpd-dev xxd prometheus"
+PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev libxxhash-dev libmicrohttpd-dev xxd prometheus"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
