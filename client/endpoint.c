@@ -73,14 +73,13 @@ int endpoint_resolve(gpt2c_options *o) {
     char tried[2048] = "";
     int denied = 0;
     for (int i = 0; i < n; i++) {
+        char why[600]; /* a default directory somebody else made is not ours to trust (main's check) */
+        if (proto_runtime_check_endpoint(cand[i], 0, 0, why, sizeof(why)) < 0) {
+            fprintf(stderr, "gpt2c: %s\n", why);
+            return GPT2C_USAGE;
+        }
         int err = socket_state(cand[i]);
         if (err == 0) {
-            char why[600]; /* a default directory somebody else made is not ours to trust */
-            if (strcmp(cand[i], GPT2C_SYSTEM_ENDPOINT) != 0 &&
-                proto_runtime_check_endpoint(cand[i], 0, 0, why, sizeof(why)) < 0) {
-                fprintf(stderr, "gpt2c: %s\n", why);
-                return GPT2C_USAGE;
-            }
             memcpy(o->connect_buf, cand[i], strlen(cand[i]) + 1); /* 512 < 1024 */
             o->connect = o->connect_buf;
             return 0;
