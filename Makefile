@@ -73,6 +73,8 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 
 # The scalar kernels are the portable baseline: built without any instruction-set flag.
 $(BUILD)/obj/worker/kernels/%_scalar.o: CFLAGS := $(filter-out -mavx2 -mfma -mf16c,$(CFLAGS))
+# The AVX-512 family, alone with its flags (chosen at run time only on a CPU that has them).
+$(BUILD)/obj/worker/kernels/%_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^
