@@ -120,10 +120,12 @@ size_t mm_scratch_bytes(int M, int K);
 /* MM_I8 activations: rows m0 .. m1-1 of x into scratch (the layout mm_i8_row reads). Plain C, the
  * one definition every family uses (matmul_scalar.c). */
 void mm_quantize_rows(const float *x, int ldx, int K, int m0, int m1, void *scratch);
-/* Row m of quantized activations in scratch: *dx its ceil(K/32) block scales, returns its int8s. */
+/* Row m of quantized activations in scratch: *dx its ceil(K/32) block scales, returns its int8s;
+ * right after those, the same values + 128 as unsigned bytes (for vpdpbusd's u8 x s8, see
+ * matmul_avx512.c). */
 static inline const int8_t *mm_i8_row(const void *scratch, int K, int m, const float **dx) {
     size_t nb = (size_t)(K + MM_QK - 1) / MM_QK;
-    const char *row = (const char *)scratch + (size_t)m * nb * (MM_QK + sizeof(float));
+    const char *row = (const char *)scratch + (size_t)m * nb * (2 * MM_QK + sizeof(float));
     *dx = (const float *)row;
     return (const int8_t *)(row + nb * sizeof(float));
 }

@@ -90,6 +90,7 @@ void mm_quantize_rows(const float *x, int ldx, int K, int m0, int m1, void *scra
                 float r = (v + 12582912.0f) - 12582912.0f; /* round to nearest even (|v| < 2^22) */
                 r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
                 q[k] = (int8_t)(r == r ? r : 0.0f);
+                ((uint8_t *)q)[(size_t)nb * MM_QK + k] = (uint8_t)(q[k] + 128);
             }
         }
     }

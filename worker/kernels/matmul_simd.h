@@ -3,7 +3,11 @@
  * over a block-dot macro that each family defines before including this file:
  *     MM_I8_DOT(acc, xa, ws)  acc (8 x int32) += for each 32-bit lane, the sum of the 4 products of
  *                             xa's unsigned bytes (|x|) by ws's signed bytes (w with x's sign)
- * and MM_I8_FN(name), which gives the family's own names to the functions defined here.
+ * and MM_I8_FN(name), which gives the family's own names to the functions defined here. A family
+ * whose dot cannot saturate (vpdpbusd) also defines MM_I8_BIASED: it then multiplies x + 128
+ * (unsigned, kept in the scratch) by w directly and subtracts 128 * sum(w) per block, computed once
+ * for all rows: one instruction per 4 k and row instead of abs + sign + dot. (maddubs would
+ * saturate its int16 pairs at 255 * 127 * 2, so AVX2 keeps |x| and sign-moved w.)
  * Every element is computed as matmul.h defines it: the integer block sums are exact, the float
  * chain over blocks and the store are the same operations in the same order as matmul_scalar.c. */
 #ifndef GPT2D_MATMUL_SIMD_H
@@ -73,9 +77,30 @@ static inline __attribute__((always_inline)) void MM_I8_FN(kernel)(int R, int P,
             const mm_i8_block *blk = blk0 + (size_t)p * nb + b;
             __m256 d0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)blk->d));
             __m256 d1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(blk->d + 8)));
+#ifdef MM_I8_BIASED
+            /* 128 * (sum of the block's weights) per output, once for all rows */
+            __m256i ws0 = _mm256_setzero_si256(), ws1 = ws0, c128 = _mm256_set1_epi8((char)0x80);
+            for (int g = 0; g < MM_QK / 4; g++) {
+                ws0 = MM_I8_DOT(ws0, c128, _mm256_load_si256((const __m256i *)blk->q[g][0]));
+                ws1 = MM_I8_DOT(ws1, c128, _mm256_load_si256((const __m256i *)blk->q[g][8]));
+            }
+#endif
             for (int r = 0; r < R; r++) {
-                const int8_t *q8 = xr[r] + (size_t)b * MM_QK;
                 __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+#ifdef MM_I8_BIASED
+                /* sum (x + 128) w - 128 sum w: one u8 x s8 instruction per 4 k, exact */
+                const uint8_t *u8 = (const uint8_t *)xr[r] + (size_t)nb * MM_QK + (size_t)b * MM_QK;
+                for (int g = 0; g < MM_QK / 4; g++) {
+                    int32_t x4;
+                    memcpy(&x4, u8 + 4 * g, sizeof x4);
+                    __m256i xb = _mm256_set1_epi32(x4);
+                    s0 = MM_I8_DOT(s0, xb, _mm256_load_si256((const __m256i *)blk->q[g][0]));
+                    s1 = MM_I8_DOT(s1, xb, _mm256_load_si256((const __m256i *)blk->q[g][8]));
+                }
+                s0 = _mm256_sub_epi32(s0, ws0);
+                s1 = _mm256_sub_epi32(s1, ws1);
+#else
+                const int8_t *q8 = xr[r] + (size_t)b * MM_QK;
                 for (int g = 0; g < MM_QK / 4; g++) {
                     int32_t x4;
                     memcpy(&x4, q8 + 4 * g, sizeof x4);
@@ -85,6 +110,7 @@ static inline __attribute__((always_inline)) void MM_I8_FN(kernel)(int R, int P,
                     s0 = MM_I8_DOT(s0, xa, _mm256_sign_epi8(w0, xb));
                     s1 = MM_I8_DOT(s1, xa, _mm256_sign_epi8(w1, xb));
                 }
+#endif
                 __m256 dxv = _mm256_set1_ps(dx[r][b]);
                 int a = 2 * (r * P + p);
                 acc[a] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(dxv, d0), acc[a]);
