@@ -20,9 +20,8 @@ endif
 # Where gpt2-tool mkmodel finds the tokenizer files (install overrides it).
 DATADIR ?= $(CURDIR)/data
 
-# The kernels use AVX2 + FMA + F16C (checked at start-up with a clear error).
 # -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf16c \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror \
            -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
@@ -62,6 +61,13 @@ deps: $(DEPS_OK)
 $(DEPS_OK): tools/deps.sh
 	@sh tools/deps.sh
 	@mkdir -p build && touch $@
+
+# The kernels use AVX2 + FMA + F16C: only the engine's objects (and the benchmarks, which call its
+# inline vector helpers) are built with them. gpt2d, gpt2c, the protocol and every main() are not,
+# so they run anywhere; worker/cpu.c checks the CPU first thing and says what it lacks.
+ISA_FLAGS := -mavx2 -mfma -mf16c
+ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/cpu.o,$(ENGINE_OBJ)) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
+$(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)

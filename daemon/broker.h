@@ -33,9 +33,15 @@ void broker_free(broker *b); /* NULL-safe */
 /* Serves until *stop is set (by a signal handler) and the drain is over: from then on a submit is
  * refused with shutting_down and waiting requests end with it; running requests may finish for
  * cfg->shutdown_grace_ms, then are cancelled (their done "cancelled" frame is forwarded, waited for
- * up to PROTO_CANCEL_GRACE_MS). *child is set by the SIGCHLD handler; the loop clears it and reaps.
- * Returns 0, or -1 on a fatal socket error. */
+ * up to PROTO_CANCEL_GRACE_MS). A second signal (*stop > 1) ends the drain at once: the requests
+ * still live get shutting_down from broker_free. *child is set by the SIGCHLD handler; the loop
+ * clears it and reaps. Returns 0, or -1 on a fatal socket error or when no worker can load the
+ * model (broker_failure). */
 int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *child);
+
+/* Why broker_run returned -1 because no worker can load the model (a local worker reported a
+ * permanent failure before any worker came up), or NULL. */
+const char *broker_failure(const broker *b);
 
 /* The broker's state, for the service manager (sd_notify STATUS=, READY=1, STOPPING=1). */
 typedef struct {

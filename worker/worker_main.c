@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "cpu.h"
 #include "engine.h"
 #include "proto.h"
 #include "proto_log.h"
@@ -45,6 +46,7 @@ typedef struct {
     const char *model, *connect, *name, *log_level;
     const char *curve_key, *server_key; /* CURVE: our key pair file, the broker's public key (or its file) */
     int slots, ctx, max_batch_tokens, threads, blas, step_delay_ms, kv_budget_mb;
+    int check;          /* --check: load the model as a worker would, report, exit (gpt2d --check-config) */
     char connect_buf[512], name_buf[PROTO_MAX_NAME_BYTES];
 } wk_options;
 
@@ -55,6 +57,8 @@ static void wk_usage(FILE *f) {
                "Engine options default to the engine's (0 = its default: slots from --kv-budget-mb, else 64).\n"
                "Runs one GPT-2 engine for a gpt2d broker (default endpoint ipc://$RUNTIME/worker.sock;\n"
                "a remote machine uses --connect tcp://BROKER:PORT).\n"
+               "--check loads the model with these settings (headers, shapes, --ctx within the model's),\n"
+               "says what is wrong, and exits 0 or 1 without connecting (gpt2d --check-config runs it).\n"
                "Testing only: --debug-step-delay-ms N sleeps N ms after every engine step.\n");
 }
 
@@ -82,6 +86,9 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
             return 1;
         } else if (strcmp(a, "--blas") == 0) {
             o->blas = 1;
+            used = 0;
+        } else if (strcmp(a, "--check") == 0) {
+            o->check = 1;
             used = 0;
         } else if (strcmp(a, "--model") == 0) o->model = v;
         else if (strcmp(a, "--connect") == 0) o->connect = v;
@@ -392,6 +399,13 @@ static proto_reason wk_check_request(const worker *w, const proto_msg *m, const 
 static void wk_on_request(worker *w, const proto_msg *m) {
     const char *field;
     char why_msg[256];
+    if (w->n_live >= w->slots) { /* the broker broke the credit rule: bound our FIFO, say so */
+        snprintf(why_msg, sizeof(why_msg), "worker %s runs %d requests, all the %d slots it announced",
+                 w->opt->name, w->n_live, w->slots);
+        proto_log(&w->log, PROTO_LOG_WARN, "rid %llu refused: %s", (unsigned long long)m->rid, why_msg);
+        wk_send_refusal(w, m->rid, PROTO_R_OVER_CREDIT, NULL, why_msg);
+        return; /* no credit back: the broker had none to spend */
+    }
     proto_reason why = wk_check_request(w, m, &field, why_msg, sizeof(why_msg));
     if (why != PROTO_R_NONE) {
         wk_send_refusal(w, m->rid, why, field, why_msg);
@@ -500,6 +514,35 @@ static void wk_sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
+/* The worker cannot load the model: tell the broker why before exiting (PROTOCOL.md, "Worker
+ * start-up failure"), so that it can answer its clients and stop restarting us in vain. Best
+ * effort: waits at most 2 s for the frame to leave. */
+static void wk_report_start_failure(const wk_options *o, const char *why) {
+    int permanent = !strstr(why, "out of memory") && !strstr(why, "cannot map");
+    void *ctx = zmq_ctx_new();
+    char err[256];
+    void *sock = ctx ? proto_sock_new(ctx, ZMQ_DEALER, err, sizeof(err)) : NULL;
+    int linger = 2000;
+    if (sock && (!o->curve_key || proto_curve_client(sock, o->curve_key, o->server_key, err, sizeof(err)) == 0) &&
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger)) == 0 && zmq_connect(sock, o->connect) == 0) {
+        proto_reason r = permanent ? PROTO_R_MODEL_LOAD_FAILED : PROTO_R_WORKER_START_FAILED;
+        proto_msg e;
+        proto_msg_init(&e, PROTO_T_ERROR);
+        e.code = proto_reason_code(r);
+        e.reason = (proto_str){proto_reason_name(r), (uint32_t)strlen(proto_reason_name(r))};
+        size_t n = strlen(why), nn = strlen(o->name);
+        e.message = (proto_str){why, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+        e.name = (proto_str){o->name, (uint32_t)(nn > PROTO_MAX_NAME_BYTES ? PROTO_MAX_NAME_BYTES : nn)};
+        e.has = PROTO_HAS(PF_REASON) | PROTO_HAS(PF_NAME);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        proto_sock_send(sock, NULL, 0, &e, ZMQ_DONTWAIT, &sb, err, sizeof(err));
+        msgpack_sbuffer_destroy(&sb);
+    }
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
+}
+
 /* The main loop; returns the exit status. */
 static int wk_run(worker *w) {
     while (!g_stop) {
@@ -550,6 +593,11 @@ int main(int argc, char **argv) {
     wk_options opt;
     int rc = wk_parse(&opt, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
+    char cpu_err[256];
+    if (cpu_check(cpu_err, sizeof(cpu_err)) < 0) { /* before any code built with the kernels' ISA */
+        fprintf(stderr, "gpt2d-worker: %s\n", cpu_err);
+        return 1;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sigemptyset(&sa.sa_mask);
@@ -571,9 +619,19 @@ int main(int argc, char **argv) {
     char err[512];
     rc = 1;
     double t0 = proto_clock_ms();
+    if (opt.check) { /* the same load with one slot, nothing kept */
+        ec.n_slots = 1;
+        ec.kv_budget_mb = 0;
+    }
     w.e = engine_new(&ec, &cb, err, sizeof(err));
     if (!w.e) {
-        proto_log(&w.log, PROTO_LOG_ERROR, "%s", err);
+        proto_log(&w.log, PROTO_LOG_ERROR, "cannot load the model: %s", err);
+        if (!opt.check) wk_report_start_failure(&opt, err);
+        goto out;
+    }
+    if (opt.check) {
+        printf("gpt2d-worker: model %s: OK\n", opt.model);
+        rc = 0;
         goto out;
     }
     engine_stats st;
