@@ -10,7 +10,11 @@
  * sends with a large SNDHWM: the broker link must not drop frames). After a step that ended
  * requests, one credit frame returns their slots. A broker silent for PROTO_LIVENESS heartbeats,
  * or one that answers "disconnect", is left: live requests are cancelled and the worker connects
- * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. */
+ * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. A request beyond the
+ * announced slots is refused (over_credit): the engine's FIFO stays bounded whatever the broker
+ * does. A model that cannot load (or a CPU without the kernels' ISA) is reported to the broker in
+ * one error frame without rid before the worker exits 1 (PROTOCOL.md, "Worker start-up failure");
+ * --check only loads the model and says whether it works. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -596,6 +600,7 @@ int main(int argc, char **argv) {
     char cpu_err[256];
     if (cpu_check(cpu_err, sizeof(cpu_err)) < 0) { /* before any code built with the kernels' ISA */
         fprintf(stderr, "gpt2d-worker: %s\n", cpu_err);
+        if (!opt.check) wk_report_start_failure(&opt, cpu_err); /* no ISA flags there either */
         return 1;
     }
     struct sigaction sa;
