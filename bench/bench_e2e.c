@@ -13,7 +13,7 @@
 #include "batchfile.h"
 #include "bench_util.h"
 #include "proto.h"
-#include "proto_sock.h"
+#include "proto_client.h"
 
 #define N_MAX 256
 
@@ -33,23 +33,16 @@ static void report(const char *name, double tps, double *ttft, int n, double *it
 }
 
 /* Sends hello until a welcome with at least one worker arrives (the worker has loaded). */
-static int wait_ready(void *sock, msgpack_sbuffer *sb) {
-    char err[256];
+static int wait_ready(proto_client *c) {
     for (int attempt = 0; attempt < 600; attempt++) {
         proto_msg m;
         proto_msg_init(&m, PROTO_T_HELLO);
-        proto_sock_send(sock, NULL, 0, &m, 0, sb, err, sizeof err);
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 500) > 0) {
-            proto_frame f;
-            if (proto_sock_recv(sock, 0, &f, 0) == 0) {
-                proto_msg r;
-                int ok = proto_decode(&r, proto_frame_data(&f), proto_frame_size(&f), err, sizeof err) == 0 &&
-                         r.type == PROTO_T_WELCOME && r.workers >= 1;
-                proto_msg_destroy(&r);
-                proto_frame_close(&f);
-                if (ok) return 0;
-            }
+        if (proto_client_send(c, &m) < 0) return -1;
+        proto_msg r;
+        if (proto_client_recv(c, &r, 500, PROTO_CLIENT_SKIP_HB) == 1) {
+            int ok = r.type == PROTO_T_WELCOME && r.workers >= 1;
+            proto_msg_destroy(&r);
+            if (ok) return 0;
         }
     }
     return -1;
@@ -93,11 +86,8 @@ int main(int argc, char **argv) {
     report("in-process engine", tps_engine, ttft, n, itl, (int)n_itl, toks, bf->wall_ms / 1e3);
 
     /* through the daemon */
-    void *ctx = zmq_ctx_new();
-    void *sock = proto_sock_new(ctx, ZMQ_DEALER, err, sizeof err);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    if (!sock || zmq_connect(sock, argv[3]) != 0 || wait_ready(sock, &sb) != 0) {
+    proto_client cl;
+    if (proto_client_open(&cl, argv[3], NULL, NULL) != PROTO_CLIENT_OK || wait_ready(&cl) != 0) {
         fprintf(stderr, "bench_e2e: no ready gpt2d at %s\n", argv[3]);
         return 1;
     }
@@ -124,21 +114,17 @@ int main(int argc, char **argv) {
         m.prompt.len = (uint32_t)strlen(bf->jobs[i].prompt);
         m.max_tokens = bf->jobs[i].req.max_tokens;
         rt[i].t_submit = bench_now() * 1e3;
-        if (proto_sock_send(sock, NULL, 0, &m, 0, &sb, err, sizeof err) != 0) {
-            fprintf(stderr, "bench_e2e: send: %s\n", err);
+        if (proto_client_send(&cl, &m) != 0) {
+            fprintf(stderr, "bench_e2e: %s\n", cl.err);
             return 1;
         }
     }
     double deadline = t0 + 600e3;
     while (done < n && bench_now() * 1e3 < deadline) {
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 1000) <= 0) continue;
-        proto_frame f;
-        if (proto_sock_recv(sock, 0, &f, 0) != 0) continue;
-        double now = bench_now() * 1e3;
         proto_msg r;
-        if (proto_decode(&r, proto_frame_data(&f), proto_frame_size(&f), err, sizeof err) == 0 &&
-            r.id.num >= (uint64_t)pass * 1000 + 1 && r.id.num <= (uint64_t)pass * 1000 + n) {
+        if (proto_client_recv(&cl, &r, 1000, PROTO_CLIENT_SKIP_HB) != 1) continue;
+        double now = bench_now() * 1e3;
+        if (r.id.num >= (uint64_t)pass * 1000 + 1 && r.id.num <= (uint64_t)pass * 1000 + n) {
             int ri = (int)(r.id.num - (uint64_t)pass * 1000 - 1);
             req_times *q = &rt[ri];
             if (r.type == PROTO_T_TOKEN) {
@@ -154,7 +140,6 @@ int main(int argc, char **argv) {
             }
         }
         proto_msg_destroy(&r);
-        proto_frame_close(&f);
     }
     }
     double wall = bench_now() * 1e3 - t0;
@@ -170,9 +155,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) free(rt[i].gaps);
     free(rt);
     free(itl);
-    msgpack_sbuffer_destroy(&sb);
-    proto_sock_close(&sock);
-    zmq_ctx_term(ctx);
+    proto_client_close(&cl);
     batchfile_free(bf);
     return done == n && errors == 0 ? 0 : 1;
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "proto.h"
+#include "proto_client.h"
 #include "proto_sock.h"
 
 /* Exit codes. */
@@ -24,12 +25,9 @@ enum {
 };
 
 /* ---- connection (conn.c) -------------------------------------------------------------------- */
-typedef struct {
-    void *ctx, *sock;
-    msgpack_sbuffer sb;
-    double last_recv_ms;  /* liveness of the broker */
-    proto_frame frame;    /* the frame behind the last received message */
-} conn;
+/* The link is proto_client (proto/proto_client.h); these wrappers print its failures on stderr
+ * and map them to exit codes. */
+typedef proto_client conn;
 
 /* Connects to endpoint and exchanges hello/welcome. With $GPT2D_CURVE_KEY (a key pair file) and
  * $GPT2D_SERVER_KEY (the broker's public key, or a file holding it) the link uses CURVE; a broker

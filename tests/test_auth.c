@@ -32,16 +32,7 @@ static int keygen(const char *path, char *pub) {
 
 /* A DEALER to the broker, with CURVE if keyfile is given. */
 static int open_client(tu_client *c, const char *keyfile) {
-    char err[256];
-    memset(c, 0, sizeof(*c));
-    msgpack_sbuffer_init(&c->sb);
-    c->sock = proto_sock_new(tu.ctx, ZMQ_DEALER, err, sizeof(err));
-    if (!c->sock) return -1;
-    if (keyfile && proto_curve_client(c->sock, keyfile, g_srv_pub, err, sizeof(err)) < 0) {
-        printf("  %s\n", err);
-        return -1;
-    }
-    return zmq_connect(c->sock, g_ep);
+    return tu_client_open_curve(c, g_ep, keyfile, keyfile ? g_srv_pub : NULL);
 }
 
 /* hello -> welcome within ms? 1 if welcomed. */

@@ -24,8 +24,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "proto.h"
-#include "proto_sock.h"
+#include "tutil.h"
 
 #define WATCHDOG_USEC 2000000 /* what we tell gpt2d: a ping at least every 2 s (it pings every 1 s) */
 #define STEP_DELAY_MS 40      /* per engine step, so requests last long enough to watch */
@@ -34,51 +33,13 @@
 /* processes                                                                                       */
 /* ============================================================================================== */
 
-static pid_t g_pid; /* the gpt2d we run (its workers die with it: PR_SET_PDEATHSIG) */
-static char g_build[512], g_tmp[512], g_model[600];
+static pid_t g_pid; /* the gpt2d we run (also in tu.pids; its workers die with it: PR_SET_PDEATHSIG) */
 
-static void on_fatal_signal(int sig) {
-    if (g_pid > 0) kill(g_pid, SIGKILL);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Runs argv to completion (bounded by ms), output to /dev/null. Exit status, or -1. */
-static int run_quiet(char *const argv[], int ms) {
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int status;
-    for (int t = 0; t < ms; t += 10) {
-        if (waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        sleep_ms(10);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
-static int log_contains(const char *path, const char *needle) {
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof(line), f)) found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
+/* g_pid has been reaped: forget it everywhere. */
+static void forget_daemon(void) {
+    for (int i = 0; i < tu.n_pids; i++)
+        if (tu.pids[i] == g_pid) tu.pids[i] = 0;
+    g_pid = 0;
 }
 
 /* Runs a shell command (bounded by `timeout`), its stdout into buf. The exit status, or -1. */
@@ -112,7 +73,7 @@ typedef struct {
 
 static int notifier_open(notifier *n, const char *name) {
     memset(n, 0, sizeof(*n));
-    snprintf(n->path, sizeof(n->path), "%s/%s", g_tmp, name);
+    snprintf(n->path, sizeof(n->path), "%s/%s", tu.tmp, name);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (strlen(n->path) >= sizeof(a.sun_path)) return -1;
     strcpy(a.sun_path, n->path);
@@ -178,19 +139,17 @@ static int notifier_find(const notifier *n, int from, const char *prefix, const 
 
 typedef struct {
     char client_ep[700], worker_ep[700], log[700], conf[700];
-    void *ctx, *sock;
-    msgpack_sbuffer sb;
-    proto_frame f;
+    tu_client c; /* our link to the broker */
     notifier nt;
 } rig;
 
 /* Starts gpt2d (1 worker, 2 slots) with NOTIFY_SOCKET and WATCHDOG_USEC in its environment; its
  * settings come from a configuration file (log_file: its log-file setting, or NULL for stderr). */
 static int rig_start(rig *r, const char *name, int grace_ms, const char *log_file) {
-    snprintf(r->client_ep, sizeof(r->client_ep), "ipc://%s/%s-client.sock", g_tmp, name);
-    snprintf(r->worker_ep, sizeof(r->worker_ep), "ipc://%s/%s-worker.sock", g_tmp, name);
-    snprintf(r->log, sizeof(r->log), "%s/%s.log", g_tmp, name);
-    snprintf(r->conf, sizeof(r->conf), "%s/%s.conf", g_tmp, name);
+    snprintf(r->client_ep, sizeof(r->client_ep), "ipc://%s/%s-client.sock", tu.tmp, name);
+    snprintf(r->worker_ep, sizeof(r->worker_ep), "ipc://%s/%s-worker.sock", tu.tmp, name);
+    snprintf(r->log, sizeof(r->log), "%s/%s.log", tu.tmp, name);
+    snprintf(r->conf, sizeof(r->conf), "%s/%s.conf", tu.tmp, name);
     FILE *f = fopen(r->conf, "w");
     if (!f) return -1;
     fprintf(f, "# written by test_systemd\nworkers = 1\nslots = 2\nmax-queue = 64\nlog-level = info\n"
@@ -202,13 +161,14 @@ static int rig_start(rig *r, const char *name, int grace_ms, const char *log_fil
     snprintf(nname, sizeof(nname), "%s-notify.sock", name);
     if (notifier_open(&r->nt, nname) < 0) return -1;
     char bin[600], wbin[600], delay[16];
-    snprintf(bin, sizeof(bin), "%s/gpt2d", g_build);
-    snprintf(wbin, sizeof(wbin), "%s/gpt2d-worker", g_build);
+    snprintf(bin, sizeof(bin), "%s/gpt2d", tu.build);
+    snprintf(wbin, sizeof(wbin), "%s/gpt2d-worker", tu.build);
     snprintf(delay, sizeof(delay), "%d", STEP_DELAY_MS);
-    char *argv[] = {bin, "--config", r->conf, "--model", g_model, "--listen", r->client_ep, "--worker-listen",
+    char *argv[] = {bin, "--config", r->conf, "--model", tu.model, "--listen", r->client_ep, "--worker-listen",
                     r->worker_ep, "--worker-bin", wbin, "--threads", "1", "--debug-step-delay-ms", delay, NULL};
     g_pid = fork();
     if (g_pid < 0) return -1;
+    if (g_pid > 0 && tu.n_pids < TU_MAX_PIDS) tu.pids[tu.n_pids++] = g_pid;
     if (g_pid == 0) {
         int fd = open(r->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
@@ -224,11 +184,7 @@ static int rig_start(rig *r, const char *name, int grace_ms, const char *log_fil
         execv(argv[0], argv);
         _exit(127);
     }
-    char err[128];
-    r->ctx = zmq_ctx_new();
-    msgpack_sbuffer_init(&r->sb);
-    r->sock = proto_sock_new(r->ctx, ZMQ_DEALER, err, sizeof(err));
-    return r->sock && zmq_connect(r->sock, r->client_ep) == 0 ? 0 : -1;
+    return tu_client_open(&r->c, r->client_ep);
 }
 
 /* Waits for gpt2d to exit (up to ms; then SIGKILL). Its wait status, and the time of exit. */
@@ -237,14 +193,14 @@ static int rig_wait_exit(rig *r, int ms, double *t_exit) {
     for (int t = 0; t < ms; t += 5) {
         notifier_read(&r->nt);
         if (waitpid(g_pid, &status, WNOHANG) == g_pid) goto done;
-        sleep_ms(5);
+        tu_sleep_ms(5);
     }
     kill(g_pid, SIGKILL);
     waitpid(g_pid, &status, 0);
 done:
     *t_exit = proto_clock_ms();
     notifier_read(&r->nt);
-    g_pid = 0;
+    forget_daemon();
     return status;
 }
 
@@ -252,12 +208,9 @@ static void rig_close(rig *r) {
     if (g_pid > 0) {
         kill(g_pid, SIGKILL);
         waitpid(g_pid, NULL, 0);
-        g_pid = 0;
+        forget_daemon();
     }
-    proto_frame_close(&r->f);
-    proto_sock_close(&r->sock);
-    if (r->ctx) zmq_ctx_term(r->ctx);
-    msgpack_sbuffer_destroy(&r->sb);
+    tu_client_close(&r->c);
     notifier_close(&r->nt);
 }
 
@@ -269,8 +222,7 @@ static int rig_submit(rig *r, uint64_t id, int max_tokens) {
     m.has = PROTO_HAS(PF_PROMPT);
     m.max_tokens = max_tokens;
     m.ignore_eos = 1;
-    char err[256];
-    return proto_sock_send(r->sock, NULL, 0, &m, 0, &r->sb, err, sizeof(err));
+    return tu_send(&r->c, &m);
 }
 
 /* What the client saw of one request. */
@@ -293,14 +245,11 @@ static void rig_pump(rig *r, outcome *o, int ms, int (*stop_when)(rig *, outcome
         if (stop_when && stop_when(r, o, arg)) return;
         long left = (long)(deadline - proto_clock_ms());
         if (left < 0) return;
-        zmq_pollitem_t it[2] = {{r->sock, 0, ZMQ_POLLIN, 0}, {NULL, r->nt.fd, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t it[2] = {{r->c.sock, 0, ZMQ_POLLIN, 0}, {NULL, r->nt.fd, ZMQ_POLLIN, 0}};
         if (zmq_poll(it, 2, left) <= 0 || !(it[0].revents & ZMQ_POLLIN)) continue;
-        proto_frame_close(&r->f);
-        if (proto_sock_recv(r->sock, 0, &r->f, ZMQ_DONTWAIT) < 0) continue;
         proto_msg m;
-        char err[256];
-        if (proto_decode(&m, proto_frame_data(&r->f), proto_frame_size(&r->f), err, sizeof(err)) == PROTO_OK &&
-            (m.has & PROTO_HAS(PF_ID)) && !m.id.is_str && m.id.num < MAX_IDS) {
+        if (proto_client_recv(&r->c, &m, 0, 0) != 1) continue;
+        if ((m.has & PROTO_HAS(PF_ID)) && !m.id.is_str && m.id.num < MAX_IDS) {
             outcome *x = &o[m.id.num];
             double now = proto_clock_ms();
             if (m.type == PROTO_T_TOKEN && x->tokens++ == 0) x->t_first = now;
@@ -389,14 +338,14 @@ static void test_lifecycle(void) {
 
     /* gpt2c stats: latency histograms */
     char cmd[2048], out[16384];
-    snprintf(cmd, sizeof(cmd), "timeout 10 %s/gpt2c stats --connect %s", g_build, r.client_ep);
+    snprintf(cmd, sizeof(cmd), "timeout 10 %s/gpt2c stats --connect %s", tu.build, r.client_ep);
     int rc = shell_capture(cmd, out, sizeof(out));
     check(rc == 0 && strstr(out, "time to first token (submit -> first token), since start: 2 samples"),
           "gpt2c stats shows a time-to-first-token histogram of the 2 requests");
     check(strstr(out, "request latency (submit -> end), since start: 2 samples") && strstr(out, "] ms "),
           "... and a request-latency histogram with bucket rows");
     printf("  gpt2c stats after 2 requests:\n%s", out);
-    snprintf(cmd, sizeof(cmd), "timeout 10 %s/gpt2c stats --json --connect %s", g_build, r.client_ep);
+    snprintf(cmd, sizeof(cmd), "timeout 10 %s/gpt2c stats --json --connect %s", tu.build, r.client_ep);
     rc = shell_capture(cmd, out, sizeof(out));
     check(rc == 0 && strstr(out, "\"ttft_hist_ms\":{\"1\":") && strstr(out, "\"inf\":"),
           "gpt2c stats --json has the histograms, keyed by bucket bound");
@@ -419,7 +368,7 @@ static void test_lifecycle(void) {
     int first3 = 3;
     rig_pump(&r, o, 3000, until_first_token, &first3);
     check(o[3].tokens > 0, "request 3 is running");
-    sleep_ms(300); /* the SIGHUP is acted on at the next tick (250 ms) */
+    tu_sleep_ms(300); /* the SIGHUP is acted on at the next tick (250 ms) */
 
     /* SIGTERM with requests 3 and 4 running and 5 waiting */
     double t_term = proto_clock_ms();
@@ -465,13 +414,13 @@ static void test_lifecycle(void) {
     check(worst < WATCHDOG_USEC / 1000.0, "WATCHDOG=1 never %d ms apart (worst gap %.0f ms)", WATCHDOG_USEC / 1000,
           worst);
 
-    check(log_contains(r.log, "SIGHUP: reloaded"), "SIGHUP re-reads the configuration file (log)");
-    check(log_contains(r.log, "request id=3 rid=") && log_contains(r.log, "finish=length prompt_tokens=3 tokens=40"),
+    check(tu_log_contains(r.log, "SIGHUP: reloaded"), "SIGHUP re-reads the configuration file (log)");
+    check(tu_log_contains(r.log, "request id=3 rid=") && tu_log_contains(r.log, "finish=length prompt_tokens=3 tokens=40"),
           "a per-request log line at completion (id, tokens, timings, finish)");
-    check(log_contains(r.log, "queue_ms=") && log_contains(r.log, "ttft_ms=") && log_contains(r.log, "total_ms="),
+    check(tu_log_contains(r.log, "queue_ms=") && tu_log_contains(r.log, "ttft_ms=") && tu_log_contains(r.log, "total_ms="),
           "... with queue, first-token and total times");
-    check(log_contains(r.log, "error=shutting_down"), "the refused request is logged with its reason");
-    check(!log_contains(r.log, "Sanitizer") && !log_contains(r.log, "runtime error:"), "no sanitizer report");
+    check(tu_log_contains(r.log, "error=shutting_down"), "the refused request is logged with its reason");
+    check(!tu_log_contains(r.log, "Sanitizer") && !tu_log_contains(r.log, "runtime error:"), "no sanitizer report");
     rig_close(&r);
 }
 
@@ -483,7 +432,7 @@ static void test_grace_expiry(void) {
     outcome o[MAX_IDS];
     memset(o, 0, sizeof(o));
     char logf[700], rotated[710];
-    snprintf(logf, sizeof(logf), "%s/sdgrace-file.log", g_tmp);
+    snprintf(logf, sizeof(logf), "%s/sdgrace-file.log", tu.tmp);
     snprintf(rotated, sizeof(rotated), "%s.1", logf);
     unlink(logf); /* a fresh pair, even in a reused temp dir */
     unlink(rotated);
@@ -497,7 +446,7 @@ static void test_grace_expiry(void) {
     check(notifier_find(&r.nt, 0, "READY=1", NULL) >= 0, "READY=1");
     rename(logf, rotated); /* logrotate's move, then its postrotate: kill -HUP */
     kill(g_pid, SIGHUP);
-    sleep_ms(400); /* acted on at the next tick (250 ms) */
+    tu_sleep_ms(400); /* acted on at the next tick (250 ms) */
     rig_submit(&r, 1, 200); /* ~8 s at 40 ms a step */
     int one = 1;
     rig_pump(&r, o, 5000, until_first_token, &one);
@@ -517,33 +466,19 @@ static void test_grace_expiry(void) {
     int stopping = notifier_find(&r.nt, 0, "STOPPING=1", NULL);
     check(stopping >= 0 && r.nt.ev[stopping].t <= t_exit, "STOPPING=1 precedes the exit");
     check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gpt2d exits 0 (status %d)", status);
-    check(log_contains(rotated, "ready: 1 worker(s)") && !log_contains(rotated, "shutting down"),
+    check(tu_log_contains(rotated, "ready: 1 worker(s)") && !tu_log_contains(rotated, "shutting down"),
           "log-file: the lines before the rotation are in the rotated file");
-    check(log_contains(logf, "SIGHUP: reloaded") && log_contains(logf, "shutting down") &&
-              log_contains(logf, "finish=cancelled"),
+    check(tu_log_contains(logf, "SIGHUP: reloaded") && tu_log_contains(logf, "shutting down") &&
+              tu_log_contains(logf, "finish=cancelled"),
           "log-file: SIGHUP reopened it; later lines (the cancelled request's) are in the new file");
-    check(!log_contains(logf, "Sanitizer") && !log_contains(rotated, "Sanitizer") &&
-              !log_contains(r.log, "Sanitizer") && !log_contains(r.log, "runtime error:"),
+    check(!tu_log_contains(logf, "Sanitizer") && !tu_log_contains(rotated, "Sanitizer") &&
+              !tu_log_contains(r.log, "Sanitizer") && !tu_log_contains(r.log, "runtime error:"),
           "no sanitizer report");
     rig_close(&r);
 }
 
 int main(void) {
-    const char *b = getenv("BUILD"), *t = getenv("GPT2D_TMP");
-    snprintf(g_build, sizeof(g_build), "%s", b ? b : "build");
-    snprintf(g_tmp, sizeof(g_tmp), "%s", t ? t : "/tmp");
-    snprintf(g_model, sizeof(g_model), "%s/sd-model", g_tmp);
-    signal(SIGTERM, on_fatal_signal);
-    signal(SIGINT, on_fatal_signal);
-    signal(SIGALRM, on_fatal_signal);
-    signal(SIGPIPE, SIG_IGN);
-    alarm(120); /* a hard bound under tests/run.sh's own timeout */
-
-    char tool[600];
-    snprintf(tool, sizeof(tool), "%s/gpt2-tool", g_build);
-    char *mk[] = {tool, "mkmodel", "--out", g_model, "--layers", "2", "--embd", "128", "--heads", "4", "--ctx",
-                  "256", "--seed", "1", NULL};
-    check(run_quiet(mk, 60000) == 0, "gpt2-tool mkmodel makes the small model");
+    check(tu_init("systemd", 120) == 0, "gpt2-tool mkmodel makes the small model");
 
     test_lifecycle();
     test_grace_expiry();

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "proto_client.h"
 #include "proto_sock.h"
 
 #define TU_MAX_PIDS 128
@@ -94,6 +95,49 @@ static inline int tu_run(char *const argv[], const char *log, int ms) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* Runs argv to completion (bounded by ms), capturing stdout into a malloc'd string.
+ * Returns the exit status (-1 on failure / timeout). */
+static inline int tu_run_capture(char *const argv[], char **out, size_t *out_len, int ms) {
+    int fds[2];
+    *out = NULL;
+    *out_len = 0;
+    if (pipe(fds) < 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) dup2(devnull, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (tu.n_pids < TU_MAX_PIDS) tu.pids[tu.n_pids++] = pid;
+    close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    double deadline = proto_clock_ms() + ms;
+    for (;;) {
+        ssize_t got = read(fds[0], buf + n, cap - n - 1);
+        if (got > 0) {
+            n += (size_t)got;
+            if (cap - n - 1 == 0) buf = realloc(buf, cap *= 2);
+            continue;
+        }
+        if (got == 0) break;
+        if (errno != EAGAIN || proto_clock_ms() > deadline) break;
+        tu_sleep_ms(2);
+    }
+    close(fds[0]);
+    buf[n] = 0;
+    *out = buf;
+    *out_len = n;
+    int status = tu_reap(pid, (int)(deadline - proto_clock_ms()) > 0 ? (int)(deadline - proto_clock_ms()) : 1);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* Reads BUILD and GPT2D_TMP, makes <tmp>/<name>, installs the exit handlers, bounds the whole
  * program by alarm_s seconds, and makes the 2-layer 128-wide random model (ctx 256). 0 or -1. */
 static inline int tu_init(const char *name, int alarm_s) {
@@ -122,60 +166,45 @@ static inline int tu_init(const char *name, int alarm_s) {
 /* test clients                                                                                    */
 /* ============================================================================================== */
 
-typedef struct {
-    void *sock;
-    msgpack_sbuffer sb;
-    proto_frame f;
-} tu_client;
+/* A test client is the shared client library's link (proto/proto_client.h) on the test's context,
+ * without the hello handshake (tests send hello themselves where they test it). */
+typedef proto_client tu_client;
+
+/* A plain client, or a CURVE one when keyfile (our key pair) and server_key are given. 0 or -1. */
+static inline int tu_client_open_curve(tu_client *c, const char *endpoint, const char *keyfile,
+                                       const char *server_key) {
+    proto_client_opts o = {.ctx = tu.ctx, .curve_key = keyfile, .server_key = server_key};
+    if (proto_client_open(c, endpoint, &o, NULL) == PROTO_CLIENT_OK) return 0;
+    printf("  client: %s\n", c->err);
+    return -1;
+}
 
 static inline int tu_client_open(tu_client *c, const char *endpoint) {
-    char err[128];
-    memset(c, 0, sizeof(*c));
-    msgpack_sbuffer_init(&c->sb);
-    c->sock = proto_sock_new(tu.ctx, ZMQ_DEALER, err, sizeof(err));
-    return c->sock && zmq_connect(c->sock, endpoint) == 0 ? 0 : -1;
+    return tu_client_open_curve(c, endpoint, NULL, NULL);
 }
 
-static inline void tu_client_close(tu_client *c) {
-    proto_frame_close(&c->f);
-    proto_sock_close(&c->sock);
-    msgpack_sbuffer_destroy(&c->sb);
-}
+static inline void tu_client_close(tu_client *c) { proto_client_close(c); }
 
 static inline int tu_send(tu_client *c, const proto_msg *m) {
-    char err[256];
-    int rc = proto_sock_send(c->sock, NULL, 0, m, 0, &c->sb, err, sizeof(err));
-    if (rc < 0) printf("  send: %s\n", err);
+    int rc = proto_client_send(c, m);
+    if (rc < 0) printf("  send: %s\n", c->err);
     return rc;
 }
 
-static inline int tu_send_raw(tu_client *c, const void *p, size_t n) {
-    return zmq_send(c->sock, p, n, 0) < 0 ? -1 : 0;
-}
+static inline int tu_send_raw(tu_client *c, const void *p, size_t n) { return proto_client_send_raw(c, p, n); }
 
 /* The next message that is not a heartbeat, within ms. 1 (m valid until the next call; destroy
- * it), 0 on timeout. */
+ * it), 0 on timeout. Undecodable replies are reported and skipped. */
 static inline int tu_recv(tu_client *c, proto_msg *m, int ms) {
-    double deadline = proto_clock_ms() + ms;
-    for (;;) {
-        proto_frame_close(&c->f);
-        long left = (long)(deadline - proto_clock_ms());
-        if (left < 0) return 0;
-        zmq_pollitem_t it = {c->sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, left) <= 0) continue;
-        if (proto_sock_recv(c->sock, 0, &c->f, ZMQ_DONTWAIT) < 0) continue;
-        char err[256];
-        if (proto_decode(m, proto_frame_data(&c->f), proto_frame_size(&c->f), err, sizeof(err)) != PROTO_OK) {
-            printf("  undecodable reply: %s\n", err);
-            proto_msg_destroy(m);
-            continue;
-        }
-        if (m->type == PROTO_T_HB) {
-            proto_msg_destroy(m);
-            continue;
-        }
-        return 1;
-    }
+    long before = c->n_undecodable;
+    int rc = proto_client_recv(c, m, ms, PROTO_CLIENT_SKIP_HB);
+    if (c->n_undecodable != before) printf("  %s\n", c->err);
+    return rc == 1;
+}
+
+static inline int tu_cancel(tu_client *c, uint64_t id) {
+    proto_cid cid = {0, id, {0}};
+    return proto_client_cancel(c, &cid);
 }
 
 /* ============================================================================================== */
@@ -308,16 +337,7 @@ typedef struct {
 } tu_daemon;
 
 /* Stats from the broker (m valid until the next call on c). 1, or 0 on timeout. */
-static inline int tu_stats(tu_client *c, proto_msg *m) {
-    proto_msg q;
-    proto_msg_init(&q, PROTO_T_STATS);
-    if (tu_send(c, &q) < 0) return 0;
-    for (;;) {
-        if (!tu_recv(c, m, 3000)) return 0;
-        if (m->type == PROTO_T_STATS_REPLY) return 1;
-        proto_msg_destroy(m);
-    }
-}
+static inline int tu_stats(tu_client *c, proto_msg *m) { return proto_client_stats(c, m, 3000); }
 
 /* Waits until the broker reports n workers and nothing running. 1, or 0 on timeout. */
 static inline int tu_wait_workers(const tu_daemon *d, int n, int ms) {
