@@ -302,9 +302,9 @@ static int submit_run(tu_client *c, uint64_t id, const char *prompt, int max_tok
         proto_msg m;
         if (!tu_recv(c, &m, 10000)) return 0;
         if (m.type == PROTO_T_TOKEN && m.index < 64) out->start[m.index] = out->r.streamed_len;
-        if (m.type == PROTO_T_DONE && proto_frame_size(&c->f) <= sizeof(out->raw_done)) {
-            out->raw_len = proto_frame_size(&c->f);
-            memcpy(out->raw_done, proto_frame_data(&c->f), out->raw_len);
+        if (m.type == PROTO_T_DONE && proto_frame_size(&c->frame) <= sizeof(out->raw_done)) {
+            out->raw_len = proto_frame_size(&c->frame);
+            memcpy(out->raw_done, proto_frame_data(&c->frame), out->raw_len);
         }
         int end = tu_result_add(&out->r, &m);
         proto_msg_destroy(&m);
