@@ -1191,7 +1191,8 @@ static int broker_front_options(void *s) {
  * directory: binding an ipc:// endpoint silently replaces another process's socket file, so a
  * second gpt2d would steal the first one's clients. The lock is an flock() held for the broker's
  * life (so a crashed broker's lock and socket are simply taken over) and the file holds its pid.
- * The fd, or -1 with err naming the running broker. 0 fds are returned for non-ipc endpoints. */
+ * The fd; 0 for an endpoint that is not an ipc:// file (tcp://, abstract ipc://@); -1 with err
+ * naming the running broker's pid. */
 static int broker_ipc_lock(const char *endpoint, char *err, size_t errlen) {
     if (strncmp(endpoint, "ipc://", 6) != 0 || endpoint[6] == '@') return 0;
     char path[600];
@@ -1215,7 +1216,9 @@ static int broker_ipc_lock(const char *endpoint, char *err, size_t errlen) {
     }
     char pid[32];
     int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* the pid is informative only */ }
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* the pid is only for the other broker's message: the flock is what counts */
+    }
     return fd;
 }
 

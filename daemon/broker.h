@@ -23,8 +23,10 @@
 
 typedef struct broker broker;
 
-/* Binds both endpoints (creating the runtime directory for ipc:// defaults) and prepares the
- * supervisor. NULL with err on failure. */
+/* Binds both endpoints (creating the runtime directory for ipc:// defaults, and holding an flock on
+ * <socket>.lock beside each ipc:// socket file so that a second broker cannot take it over) and
+ * prepares the supervisor. NULL with err on failure (e.g. naming the pid of the broker holding an
+ * endpoint). */
 broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t errlen);
 
 /* Ends every live request with a shutting_down error, stops local workers, closes the sockets. */
