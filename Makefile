@@ -21,8 +21,12 @@ endif
 DATADIR ?= $(CURDIR)/data
 
 # -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
+# The inference library's rooms under worker/ (worker_main.c, the process, stays at the top).
+ENGINE_DIRS := worker/kernels worker/model worker/engine worker/tokenizer
+ENGINE_INC  := -Iworker $(addprefix -I,$(ENGINE_DIRS))
+
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror \
-           -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
+           -ffp-contract=off -fno-strict-aliasing -MMD -MP $(ENGINE_INC) -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
 LDFLAGS :=
@@ -33,7 +37,7 @@ endif
 
 DEPS_OK := build/.deps-ok
 
-ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
+ENGINE_SRC := $(wildcard $(addsuffix /*.c,$(ENGINE_DIRS)))
 PROTO_SRC  := $(wildcard proto/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
@@ -62,16 +66,18 @@ $(DEPS_OK): tools/deps.sh
 	@sh tools/deps.sh
 	@mkdir -p build && touch $@
 
-# The kernels use AVX2 + FMA + F16C: only the engine's objects (and the benchmarks, which call its
-# inline vector helpers) are built with them. gpt2d, gpt2c, the protocol and every main() are not,
-# so they run anywhere; worker/cpu.c checks the CPU first thing and says what it lacks.
-ISA_FLAGS := -mavx2 -mfma -mf16c
-ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/cpu.o,$(ENGINE_OBJ)) $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
-$(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
-
 $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The engine uses AVX2 + FMA + F16C: only its objects (and the benchmarks and test_mm, which call
+# its inline vector helpers) are built with them. gpt2d, gpt2c, the protocol, every main() and the scalar
+# kernels (the portable baseline) are not, so they run anywhere; worker/kernels/cpu.c checks the
+# CPU first thing in gpt2d-worker and gpt2-tool and says what it lacks (tests/test_isa.sh).
+ISA_FLAGS := -mavx2 -mfma -mf16c
+ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/kernels/cpu.o $(BUILD)/obj/worker/kernels/%_scalar.o,$(ENGINE_OBJ)) \
+             $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/test_mm.o
+$(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
 
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^
@@ -81,7 +87,7 @@ $(BUILD)/libproto.a: $(PROTO_OBJ)
 LIB_ENGINE := $(BUILD)/libengine.a
 LIB_PROTO  := $(if $(PROTO_SRC),$(BUILD)/libproto.a,)
 
-$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE)
+$(BUILD)/gpt2-tool: $(BUILD)/obj/tools/gpt2_tool.o $(LIB_ENGINE) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/gpt2d-worker: $(BUILD)/obj/worker/worker_main.o $(LIB_ENGINE) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -91,6 +97,10 @@ $(BUILD)/gpt2c: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/*.c)) $(LIB_PR
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# test_config exercises the daemon's settings (daemon/config.c) and the shared engine table.
+$(BUILD)/tests/test_config: $(BUILD)/obj/tests/test_config.o $(BUILD)/obj/daemon/config.o $(LIB_PROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)
