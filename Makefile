@@ -22,8 +22,12 @@ DATADIR ?= $(CURDIR)/data
 
 # The kernels use AVX2 + FMA + F16C (checked at start-up with a clear error).
 # -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
+# The inference library's rooms under worker/ (worker_main.c, the process, stays at the top).
+ENGINE_DIRS := worker/kernels worker/model worker/engine worker/tokenizer
+ENGINE_INC  := -Iworker $(addprefix -I,$(ENGINE_DIRS))
+
 CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf16c \
-           -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
+           -ffp-contract=off -fno-strict-aliasing -MMD -MP $(ENGINE_INC) -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
 LDFLAGS :=
@@ -45,7 +49,7 @@ $(shell mkdir -p $(BUILD) && [ "$$(cat $(GIT_REV_FILE) 2>/dev/null)" = "$(GIT_RE
 $(BUILD)/obj/proto/proto_version.o: $(GIT_REV_FILE)
 $(BUILD)/obj/proto/proto_version.o: CFLAGS += -DGPT2D_GIT_REV=\"$(GIT_REV)\"
 
-ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
+ENGINE_SRC := $(wildcard $(addsuffix /*.c,$(ENGINE_DIRS)))
 PROTO_SRC  := $(wildcard proto/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
@@ -78,6 +82,9 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The scalar kernels are the portable baseline: built without any instruction-set flag.
+$(BUILD)/obj/worker/kernels/%_scalar.o: CFLAGS := $(filter-out -mavx2 -mfma -mf16c,$(CFLAGS))
+
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^
 $(BUILD)/libproto.a: $(PROTO_OBJ)
@@ -96,6 +103,10 @@ $(BUILD)/gpt2c: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/*.c)) $(LIB_PR
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# test_config exercises the daemon's settings (daemon/config.c) and the shared engine table.
+$(BUILD)/tests/test_config: $(BUILD)/obj/tests/test_config.o $(BUILD)/obj/daemon/config.o $(LIB_PROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)

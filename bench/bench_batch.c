@@ -47,12 +47,17 @@ static run_figures figures(const batchfile *bf) {
 }
 
 static int run(batchfile *bf, const char *model, int conc, int is_static, int blas, run_figures *out) {
-    engine_config cfg = {.model_dir = model, .n_slots = conc, .n_ctx = 512, .max_batch_tokens = 0,
-                         .use_blas = blas};
+    engine_config cfg = {.n_slots = conc, .n_ctx = 512, .max_batch_tokens = 0, .use_blas = blas};
+    gpt2_weights_opts wo = {.keep_checkpoint = blas}; /* the image cache unless OpenBLAS needs the tensors */
     char err[512];
     batchfile_reset(bf);
     bf->static_batching = is_static;
-    if (batchfile_run(bf, &cfg, conc, err, sizeof err) != 0) {
+    gpt2_weights *w = gpt2_weights_load(model, &wo, err, sizeof err);
+    bpe_tokenizer *tok = w ? bpe_load(model, err, sizeof err) : NULL;
+    int rc = tok ? batchfile_run(bf, w, tok, &cfg, conc, err, sizeof err) : -1;
+    bpe_free(tok);
+    gpt2_weights_free(w);
+    if (rc != 0) {
         fprintf(stderr, "bench_batch: %s\n", err);
         return -1;
     }

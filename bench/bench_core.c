@@ -4,8 +4,12 @@
  *   OpenBLAS sgemm peak (M = N = K = 1024, all threads),
  *   prefill tokens/s for a 128-token prompt (ratio to the sgemm peak, 2 FLOP per weight per token),
  *   single-sequence decode tokens/s (ratio to the weight-read bound: bandwidth / weight bytes),
- *   tokenizer MB/s on the email workload text.
- * Each figure is the median of several repetitions.  usage: bench_core MODEL_DIR EMAILS.jsonl */
+ *   tokenizer MB/s on the email workload text;
+ *   the shared weight image (weights.h: the cache file every worker maps) against today's private
+ *   huge-page copy: load time cold (pack + write) and warm (map + verify), and single-sequence decode
+ *   on each, interleaved token by token in the same run (target: shared >= 95% of private).
+ * Each figure is the median of several repetitions.
+ * usage: bench_core MODEL_DIR EMAILS.jsonl [CACHE_DIR (default build/bench-cache)] */
 #include <cblas.h>
 #include <immintrin.h>
 #include <stdio.h>
@@ -19,6 +23,7 @@
 #include "bpe.h"
 #include "checkpoint.h"
 #include "gpt2.h"
+#include "wimage.h"
 #include "kv.h"
 #include "pool.h"
 
@@ -90,21 +95,25 @@ int main(int argc, char **argv) {
         return 2;
     }
     char err[512];
-    gpt2_checkpoint ck = {0};
-    if (ckpt_load(&ck, argv[1], err, sizeof err) != 0) {
+    const char *cache = argc > 3 ? argv[3] : "build/bench-cache";
+    gpt2_weights_opts private_opts = {.cache_dir = "off"}, shared_opts = {.cache_dir = cache};
+    double tl0 = bench_now();
+    gpt2_weights *wp = gpt2_weights_load(argv[1], &private_opts, err, sizeof err);
+    double private_load_s = bench_now() - tl0;
+    if (!wp) {
         fprintf(stderr, "bench_core: %s\n", err);
         return 1;
     }
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), P = 128, DEC = 64;
-    gpt2_model *m = gpt2_new(&ck, P, 1024, threads, err, sizeof err);
-    kv_arena *kv = m ? kv_new(1, ck.cfg.n_layer, 1024, ck.cfg.n_embd, ck.cfg.n_head, err, sizeof err) : NULL;
+    gpt2_state *m = gpt2_state_new(wp, P, 1024, threads, err, sizeof err);
+    const gpt2_config *c = gpt2_weights_config(wp);
+    kv_arena *kv = m ? kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err) : NULL;
     if (!kv) {
         fprintf(stderr, "bench_core: %s\n", err);
         return 1;
     }
-    const gpt2_config *c = &ck.cfg;
-    double params = (double)gpt2_weight_bytes(m) / 4; /* weights streamed per token */
-    size_t wbytes = gpt2_weight_bytes(m);
+    double params = (double)gpt2_weights_streamed_bytes(wp) / 4; /* weights streamed per token */
+    size_t wbytes = gpt2_weights_streamed_bytes(wp);
     pool *p = pool_new(threads);
     double bw_huge = read_bandwidth(p, wbytes, 1), bw_small = read_bandwidth(p, wbytes, 0);
     double peak = sgemm_peak(threads);
@@ -157,7 +166,8 @@ int main(int argc, char **argv) {
     /* the same weights packed into ordinary 4 KB pages (the page cache of a memory-mapped
      * safetensors file is 4 KB pages too): is the copy into huge pages worth it? */
     setenv("GPT2D_NO_HUGEPAGES", "1", 1);
-    gpt2_model *m4k = gpt2_new(&ck, 1, 1024, threads, err, sizeof err);
+    gpt2_weights *w4k = gpt2_weights_load(argv[1], &private_opts, err, sizeof err);
+    gpt2_state *m4k = w4k ? gpt2_state_new(w4k, 1, 1024, threads, err, sizeof err) : NULL;
     unsetenv("GPT2D_NO_HUGEPAGES");
     double t4k[32];
     for (int i = 0; m4k && i < 32; i++) {
@@ -168,7 +178,8 @@ int main(int argc, char **argv) {
         t4k[i] = bench_now() - t0;
     }
     double small_s = m4k ? bench_quantile(t4k, 32, 0.5) : 0;
-    gpt2_free(m4k);
+    gpt2_state_free(m4k);
+    gpt2_weights_free(w4k);
     double bound_tps = bw_huge * 1e9 / wbytes;
     printf("prefill (128-token prompt): %.0f tokens/s = %.1f GFLOP/s = %.0f%% of the sgemm peak\n",
            prefill_tps, prefill_gflops, 100 * prefill_gflops / peak);
@@ -184,7 +195,7 @@ int main(int argc, char **argv) {
      * of 256 positions), the shape of a busy server's steady state */
     {
         int B = 64, T0 = 256;
-        gpt2_model *mb = gpt2_new(&ck, B, T0 + 1, threads, err, sizeof err);
+        gpt2_state *mb = gpt2_state_new(wp, B, T0 + 1, threads, err, sizeof err);
         kv_arena *kvb = mb ? kv_new(B, c->n_layer, T0 + 1, c->n_embd, c->n_head, err, sizeof err) : NULL;
         float *lg = malloc(sizeof(float) * (size_t)B * c->n_vocab);
         int bt[64], bp[64], bs[64], bo[64];
@@ -205,7 +216,61 @@ int main(int argc, char **argv) {
         }
         free(lg);
         kv_free(kvb);
-        gpt2_free(mb);
+        gpt2_state_free(mb);
+    }
+
+    /* the shared image against the private copy: cold load (no cache file: pack and write it), warm
+     * load (map and verify, what a worker restart does), then decode on both, alternating token by
+     * token so that both see the same machine */
+    {
+        gpt2_weights_info probe;
+        memset(&probe, 0, sizeof probe);
+        wimage_key k = {.packing = GPT2_PACKING_VERSION, .dtype = MM_F32, .cfg = *c};
+        char path[4300];
+        if (wimage_hash_checkpoint(argv[1], k.ckpt_hash, err, sizeof err) == 0 &&
+            wimage_path(path, sizeof path, cache, &k, "f32") == 0)
+            unlink(path); /* cold */
+        double t0 = bench_now();
+        gpt2_weights *ws = gpt2_weights_load(argv[1], &shared_opts, err, sizeof err);
+        double cold_s = bench_now() - t0;
+        gpt2_weights_free(ws);
+        t0 = bench_now();
+        ws = gpt2_weights_load(argv[1], &shared_opts, err, sizeof err);
+        double warm_s = bench_now() - t0;
+        gpt2_state *msh = ws ? gpt2_state_new(ws, P, 1024, threads, err, sizeof err) : NULL;
+        gpt2_state *mpr = gpt2_state_new(wp, P, 1024, threads, err, sizeof err);
+        kv_arena *kvs = kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err);
+        kv_arena *kvp = kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err);
+        if (!msh || !mpr || !kvs || !kvp) {
+            printf("shared weights: %s\n", err);
+        } else {
+            const gpt2_weights_info *si = gpt2_weights_info_of(ws), *pi = gpt2_weights_info_of(wp);
+            gpt2_forward(msh, kvs, &b, logits);
+            gpt2_forward(mpr, kvp, &b, logits);
+            double ts[64], tq[64];
+            for (int i = 0; i < DEC; i++) {
+                int t1 = tok[i], p1 = P + i, s1 = 0, o1 = 0;
+                gpt2_batch d = {1, &t1, &p1, &s1, &o1};
+                double a = bench_now();
+                gpt2_forward(msh, kvs, &d, logits);
+                double mid = bench_now();
+                gpt2_forward(mpr, kvp, &d, logits);
+                tq[i] = bench_now() - mid;
+                ts[i] = mid - a;
+            }
+            double sh = bench_quantile(ts, DEC, 0.5), pr = bench_quantile(tq, DEC, 0.5);
+            printf("weights load: private pack %.0f ms; shared image cold (pack + write %s) %.0f ms, warm (map + "
+                   "verify) %.0f ms\n", private_load_s * 1e3, si->path, cold_s * 1e3, warm_s * 1e3);
+            printf("decode on the shared image: %.1f tokens/s vs %.1f on the private huge-page copy = %.1f%% "
+                   "(target >= 95%%); 2 MB pages: shared %.0f%%, private %.0f%%\n", 1 / sh, 1 / pr, 100 * pr / sh,
+                   100.0 * (double)si->huge_bytes / (double)si->bytes,
+                   100.0 * (double)pi->huge_bytes / (double)pi->bytes);
+        }
+        kv_free(kvs);
+        kv_free(kvp);
+        gpt2_state_free(msh);
+        gpt2_state_free(mpr);
+        gpt2_weights_free(ws);
     }
 
     /* tokenizer: the email prompts, concatenated, encoded repeatedly */
@@ -235,7 +300,7 @@ int main(int argc, char **argv) {
     free(logits);
     pool_free(p);
     kv_free(kv);
-    gpt2_free(m);
-    ckpt_destroy(&ck);
+    gpt2_state_free(m);
+    gpt2_weights_free(wp);
     return 0;
 }

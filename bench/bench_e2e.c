@@ -62,9 +62,11 @@ int main(int argc, char **argv) {
     int n = bf->n;
     /* in-process, same engine settings as the daemon's worker; one warm-up pass first (the KV
      * arena's pages are touched then), as the daemon run below also gets */
-    engine_config cfg = {.model_dir = argv[1], .n_slots = 64, .n_ctx = 512};
+    engine_config cfg = {.n_slots = 64, .n_ctx = 512};
     engine_callbacks no_cb = {0};
-    engine *e = engine_new(&cfg, &no_cb, err, sizeof err);
+    gpt2_weights *w = gpt2_weights_load(argv[1], NULL, err, sizeof err);
+    bpe_tokenizer *tok = w ? bpe_load(argv[1], err, sizeof err) : NULL;
+    engine *e = tok ? engine_new(w, tok, &cfg, &no_cb, err, sizeof err) : NULL;
     if (!e || batchfile_run_on(bf, e, 64, err, sizeof err) != 0) {
         fprintf(stderr, "bench_e2e: %s\n", err);
         return 1;
@@ -72,6 +74,8 @@ int main(int argc, char **argv) {
     batchfile_reset(bf);
     batchfile_run_on(bf, e, 64, err, sizeof err);
     engine_free(e);
+    bpe_free(tok);
+    gpt2_weights_free(w);
     double ttft[N_MAX];
     long toks = 0, n_itl = 0;
     for (int i = 0; i < n; i++) toks += bf->jobs[i].n_tokens;

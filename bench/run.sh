@@ -12,7 +12,10 @@ fi
 "$BUILD/gpt2-tool" info --model "$MODEL"
 echo
 echo "== single sequence vs machine limits (bench_core)"
-"$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl
+"$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl "${GPT2D_BENCH_CACHE:-build/bench-cache}"
+echo
+echo "== one weight image for every worker (bench/share.sh)"
+BUILD="$BUILD" timeout 1200 sh bench/share.sh "$MODEL"
 echo
 echo "== email workload, in-process engine (bench_batch)"
 "$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl ${GPT2D_BENCH_QUICK:+--quick}

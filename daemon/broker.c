@@ -45,6 +45,8 @@ typedef struct request {
     char *text;                  /* the text pieces of those tokens, concatenated */
     size_t text_len, text_cap;
     int n_replays;               /* times moved off a lost worker */
+    char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* of the worker that streamed its tokens: a
+                                    replay after a token goes only to a worker with the same one */
     double t_submit, t_last;     /* ms: submit, last token */
     double t_dispatch;           /* ms: given to the worker (the first time) */
     double t_first;              /* ms: first token received (0: none yet) */
@@ -66,6 +68,7 @@ struct worker {
     size_t ident_len;
     char name[PROTO_MAX_NAME_BYTES + 1];
     int pid, local, slots, credit, n_ctx;
+    char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* numerics fingerprint from ready ("" if none) */
     int running;                 /* requests given and not ended */
     uint64_t tokens;
     double expiry_ms, last_send_ms;
@@ -226,11 +229,17 @@ static worker *worker_find(broker *b, const unsigned char *ident, size_t len) {
     return NULL;
 }
 
-/* The worker with the most free credit, or NULL if none has any. */
-static worker *worker_pick(broker *b) {
+/* A request that streamed tokens must continue on a worker computing the same bits. */
+static int request_pinned(const request *r) { return r->n_streamed > 0; }
+
+/* The worker with the most free credit that may run r (any worker, or for a pinned replay one with
+ * r's fingerprint), or NULL if none. */
+static worker *worker_pick(broker *b, const request *r) {
     worker *best = NULL;
     for (worker *w = b->workers; w; w = w->next)
-        if (w->credit > 0 && (!best || w->credit > best->credit)) best = w;
+        if (w->credit > 0 && (!best || w->credit > best->credit) &&
+            (!request_pinned(r) || strcmp(w->fingerprint, r->fingerprint) == 0))
+            best = w;
     return best;
 }
 
@@ -365,24 +374,32 @@ static void request_fail(broker *b, request *r, proto_reason code, const char *m
 static void worker_lost(broker *b, worker *w, const char *why);
 
 static void dispatch(broker *b) {
-    while (b->q_head) {
-        worker *w = worker_pick(b);
-        if (!w) return;
-        request *r = b->q_head;
+    request *r = b->q_head;
+    while (r) {
+        request *next = r->next;
+        worker *w = worker_pick(b, r);
+        if (!w) {
+            if (!request_pinned(r)) return; /* no credit anywhere */
+            r = next;                       /* a replay waits for its fingerprint; others may pass */
+            continue;
+        }
         q_unlink(b, r);
         const unsigned char *wire = r->replay ? r->replay : r->wire;
         size_t wire_len = r->replay ? r->replay_len : r->wire_len;
         if (proto_sock_send_raw(b->back, w->ident, w->ident_len, wire, wire_len, ZMQ_DONTWAIT) < 0) {
             q_push(b, r, 1);
             worker_lost(b, w, errno == EHOSTUNREACH ? "unreachable" : "not reading");
+            r = b->q_head; /* the queue changed: start over */
             continue;
         }
         w->last_send_ms = proto_clock_ms();
         if (r->t_dispatch == 0) r->t_dispatch = w->last_send_ms;
+        if (!request_pinned(r)) memcpy(r->fingerprint, w->fingerprint, sizeof r->fingerprint);
         w->credit--;
         w_link(w, r);
         proto_log(b->log, PROTO_LOG_DEBUG, "rid %llu -> worker %s (credit %d)", (unsigned long long)r->rid,
                   w->name, w->credit);
+        r = next;
     }
 }
 
@@ -532,6 +549,8 @@ static void on_worker_ready(broker *b, const proto_frame *f, const proto_msg *m)
     w->pid = m->pid;
     w->slots = w->credit = m->slots;
     w->n_ctx = m->n_ctx;
+    snprintf(w->fingerprint, sizeof(w->fingerprint), "%.*s", (int)m->fingerprint.len,
+             m->fingerprint.ptr ? m->fingerprint.ptr : "");
     w->local = strncmp(w->name, "local-", 6) == 0 && supervisor_owns(b->sup, m->pid);
     w->expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
     w->last_send_ms = proto_clock_ms();
@@ -539,8 +558,9 @@ static void on_worker_ready(broker *b, const proto_frame *f, const proto_msg *m)
     b->workers = w;
     b->n_workers++;
     if (w->local) b->n_local_ready++;
-    proto_log(b->log, PROTO_LOG_INFO, "worker %s (pid %d, %s) ready: %d slots, n_ctx %d", w->name, w->pid,
-              w->local ? "local" : "remote", w->slots, w->n_ctx);
+    proto_log(b->log, PROTO_LOG_INFO, "worker %s (pid %d, %s) ready: %d slots, n_ctx %d, fingerprint %s",
+              w->name, w->pid, w->local ? "local" : "remote", w->slots, w->n_ctx,
+              w->fingerprint[0] ? w->fingerprint : "-");
     maybe_notify_ready(b);
 }
 
@@ -1135,29 +1155,22 @@ static void broker_worker_endpoint(broker *b) {
         snprintf(b->worker_connect, sizeof(b->worker_connect), "%s", last);
 }
 
-/* The local worker command line: the engine options of cfg. */
+/* The local worker command line: the engine options of cfg (eopt.h's table), those not at their
+ * default. */
 static char **broker_worker_argv(broker *b) {
     const config *c = b->cfg;
     char **v = calloc(40, sizeof(char *));
     if (!v) return NULL;
     int n = 0;
-    char num[64];
 #define ARG(s) (v[n++] = strdup(s))
-#define ARGI(name, x) (ARG(name), snprintf(num, sizeof(num), "%d", (x)), ARG(num))
     ARG(c->worker_bin);
     ARG("--model");
     ARG(c->model ? c->model : ""); /* NULL only with --workers 0 */
     ARG("--connect");
     ARG(b->worker_connect);
-    ARGI("--slots", c->slots);
-    ARGI("--ctx", c->ctx);
-    ARGI("--kv-budget-mb", c->kv_budget_mb);
-    ARGI("--max-batch-tokens", c->max_batch_tokens);
-    ARGI("--threads", c->threads);
     ARG("--log-level");
     ARG(c->log_level);
-    if (c->blas) ARG("--blas");
-    if (c->step_delay_ms) ARGI("--debug-step-delay-ms", c->step_delay_ms);
+    if (eopt_argv(&c->engine, v, &n, 30) < 0) v[n++] = NULL; /* out of memory or room: cleaned below */
     if (b->auth) { /* local workers authenticate with the broker's own key pair */
         ARG("--curve-key");
         ARG(c->curve_secret);
@@ -1165,7 +1178,6 @@ static char **broker_worker_argv(broker *b) {
         ARG(auth_public_key(b->auth));
     }
 #undef ARG
-#undef ARGI
     for (int i = 0; i < n; i++)
         if (!v[i]) {
             for (int k = 0; k < n; k++) free(v[k]);

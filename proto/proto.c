@@ -159,6 +159,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_TTFT_HIST] = {"ttft_hist", K_MAP, 0, M(ttft_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_ITL_HIST] = {"itl_hist", K_MAP, 0, M(itl_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_TOTAL_HIST] = {"total_hist", K_MAP, 0, M(total_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
+    [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
     [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
 };
 
@@ -208,7 +209,8 @@ static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE)
                                   FLD(O, PF_REASON), FLD(O, PF_FIELD)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
                                FLD(O, PF_TOKENS_GENERATED)};
-static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX)};
+static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
+                                  FLD(O, PF_FINGERPRINT)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
 static const uint8_t t_disconnect[] = {FLD(O, PF_MESSAGE)};
 

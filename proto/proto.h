@@ -37,6 +37,7 @@
 #define PROTO_MAX_BIAS 64                 /* logit_bias entries */
 #define PROTO_MAX_ID_BYTES 64             /* a client's string request id */
 #define PROTO_MAX_NAME_BYTES 128          /* worker / client / server names */
+#define PROTO_MAX_FINGERPRINT_BYTES 64    /* ready: a worker's numerics fingerprint */
 #define PROTO_MAX_MESSAGE_BYTES 1024      /* error messages */
 #define PROTO_MAX_WORKERS 256             /* worker entries in a stats reply */
 #define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
@@ -175,7 +176,8 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_RECENT, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_RECENT,
+    PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
 
@@ -284,6 +286,8 @@ typedef struct {
     int32_t pid;
     int32_t slots;                 /* ready: capacity */
     int32_t n_ctx;                 /* ready: positions per slot */
+    proto_str fingerprint;         /* ready: numerics fingerprint ("f32/avx2/<ckpt hash>"); replays
+                                      go only to a worker with the same one */
     int32_t credit;                /* credit: newly free slots (>= 1) */
     int32_t running, waiting;      /* hb (worker): engine load */
     uint64_t steps, tokens_generated;

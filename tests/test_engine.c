@@ -87,11 +87,23 @@ static batchfile *make_batch(char **lines, int n, char **stops, int staggered) {
     return bf;
 }
 
+/* The model's weights (plain, and with the checkpoint kept for OpenBLAS mode) and tokenizer, loaded
+ * once by main. */
+static gpt2_weights *g_weights, *g_weights_blas;
+static bpe_tokenizer *g_tok;
+
+/* engine_submit with the refusal's message into err. */
+static int submit(engine *e, uint64_t id, const engine_request *q, char *err, size_t errlen) {
+    engine_refusal why;
+    int rc = engine_submit(e, id, q, &why);
+    if (rc != 0) snprintf(err, errlen, "%s", why.message);
+    return rc;
+}
+
 static int run_batch_mode(batchfile *bf, int concurrency, int slots, int max_batch_tokens, int blas) {
-    engine_config cfg = {.model_dir = model_dir, .n_slots = slots, .n_ctx = 0,
-                         .max_batch_tokens = max_batch_tokens, .use_blas = blas};
+    engine_config cfg = {.n_slots = slots, .n_ctx = 0, .max_batch_tokens = max_batch_tokens, .use_blas = blas};
     char err[512];
-    int rc = batchfile_run(bf, &cfg, concurrency, err, sizeof err);
+    int rc = batchfile_run(bf, blas ? g_weights_blas : g_weights, g_tok, &cfg, concurrency, err, sizeof err);
     if (rc != 0) printf("run: %s\n", err);
     return rc;
 }
@@ -264,9 +276,9 @@ static int run_until_done(engine *e, edge_state *s, int want_done, int max_steps
 static void test_edges(void) {
     edge_state s = {0};
     engine_callbacks cb = {edge_token, edge_done, NULL, &s};
-    engine_config cfg = {.model_dir = model_dir, .n_slots = 1, .n_ctx = 64, .max_batch_tokens = 16};
+    engine_config cfg = {.n_slots = 1, .n_ctx = 64, .max_batch_tokens = 16};
     char err[512];
-    engine *e = engine_new(&cfg, &cb, err, sizeof err);
+    engine *e = engine_new(g_weights, g_tok, &cfg, &cb, err, sizeof err);
     check(e != NULL, "engine with 1 slot, ctx 64: %s", e ? "ok" : err);
     if (!e) return;
     int ids[200];
@@ -274,7 +286,7 @@ static void test_edges(void) {
 
     /* a prompt exactly at the context limit: accepted, one token, finish length */
     engine_request q = ids_request(ids, 64, 10);
-    check(engine_submit(e, 1, &q, err, sizeof err) == 0, "prompt of exactly ctx tokens accepted (%s)", err);
+    check(submit(e, 1, &q, err, sizeof err) == 0, "prompt of exactly ctx tokens accepted (%s)", err);
     check(run_until_done(e, &s, 1, 100) == 0 && s.last.completion_tokens == 1 &&
               s.last.finish == ENGINE_FINISH_CTX && strcmp(engine_finish_name(s.last.finish), "length") == 0,
           "prompt at the limit: one token then 'length' (got %d tokens, %s)", s.last.completion_tokens,
@@ -282,12 +294,12 @@ static void test_edges(void) {
     /* one past the limit: refused at submit */
     q = ids_request(ids, 65, 10);
     err[0] = 0;
-    check(engine_submit(e, 2, &q, err, sizeof err) != 0 && strstr(err, "context"),
+    check(submit(e, 2, &q, err, sizeof err) != 0 && strstr(err, "context"),
           "prompt of ctx+1 tokens refused with a context error ('%s')", err);
     /* max_tokens beyond the context: ends at the context end */
     q = ids_request(ids, 10, 1000);
     s.n_done = 0;
-    check(engine_submit(e, 3, &q, err, sizeof err) == 0, "long max_tokens accepted");
+    check(submit(e, 3, &q, err, sizeof err) == 0, "long max_tokens accepted");
     check(run_until_done(e, &s, 1, 200) == 0 && s.last.completion_tokens == 64 - 10 + 1 &&
               s.last.finish == ENGINE_FINISH_CTX,
           "max_tokens reaching the context end: %d tokens (want 55), %s", s.last.completion_tokens,
@@ -296,7 +308,7 @@ static void test_edges(void) {
     /* cancel during prefill: a 60-token prompt in chunks of 16 */
     s.n_done = 0;
     q = ids_request(ids, 60, 5);
-    engine_submit(e, 4, &q, err, sizeof err);
+    submit(e, 4, &q, err, sizeof err);
     engine_step(e);
     engine_stats st;
     engine_get_stats(e, &st);
@@ -313,10 +325,10 @@ static void test_edges(void) {
     s.n_done = 0;
     q = ids_request(ids, 8, 50);
     engine_request q2 = ids_request(ids + 20, 8, 6);
-    engine_submit(e, 5, &q, err, sizeof err);
-    engine_submit(e, 6, &q2, err, sizeof err);
+    submit(e, 5, &q, err, sizeof err);
+    submit(e, 6, &q2, err, sizeof err);
     engine_request q3 = ids_request(ids + 40, 8, 6);
-    engine_submit(e, 7, &q3, err, sizeof err);
+    submit(e, 7, &q3, err, sizeof err);
     /* cancel before admission: 7 waits behind 5 and 6 */
     check(engine_cancel(e, 7) == 0 && s.n_done == 1 && s.last_id == 7 &&
               s.last.finish == ENGINE_FINISH_CANCELLED && s.last.completion_tokens == 0,
@@ -349,10 +361,35 @@ static void test_edges(void) {
     bad[5].q.prompt_ids = NULL, bad[5].q.prompt = "\xff\xfe", bad[5].q.prompt_len = 2, bad[5].want = "UTF-8";
     for (int i = 0; i < 6; i++) {
         err[0] = 0;
-        int rc = engine_submit(e, 100 + i, &bad[i].q, err, sizeof err);
+        int rc = submit(e, 100 + i, &bad[i].q, err, sizeof err);
         check(rc != 0 && strstr(err, bad[i].want), "bad request %d refused mentioning '%s' (got '%s')", i,
               bad[i].want, err);
     }
+    /* the same refusals, typed: the code and the field at fault, no English to parse */
+    static const struct {
+        engine_error code;
+        const char *field;
+    } typed[6] = {{ENGINE_E_PARAM, "max_tokens"}, {ENGINE_E_PARAM, "temperature"}, {ENGINE_E_PARAM, "top_p"},
+                  {ENGINE_E_EMPTY_PROMPT, "prompt_ids"}, {ENGINE_E_TOKEN_RANGE, "prompt_ids"},
+                  {ENGINE_E_BAD_UTF8, "prompt"}};
+    for (int i = 0; i < 6; i++) {
+        engine_refusal why;
+        int rc = engine_submit(e, 200 + i, &bad[i].q, &why);
+        check(rc == (int)typed[i].code && why.code == typed[i].code && why.field &&
+                  strcmp(why.field, typed[i].field) == 0,
+              "bad request %d: %s on %s (got %s on %s)", i, engine_error_name(typed[i].code), typed[i].field,
+              engine_error_name(why.code), why.field ? why.field : "-");
+    }
+    engine_refusal why;
+    q = ids_request(ids, 65, 10);
+    check(engine_submit(e, 300, &q, &why) == ENGINE_E_PROMPT_TOO_LONG && strcmp(why.field, "prompt_ids") == 0,
+          "ctx+1 prompt: prompt_too_long on prompt_ids (got %s)", engine_error_name(why.code));
+    q = ids_request(ids, 4, 4);
+    check(engine_submit(e, 301, &q, &why) == 0 && engine_submit(e, 301, &q, &why) == ENGINE_E_DUPLICATE_ID,
+          "a live id again: duplicate_id");
+    engine_cancel(e, 301);
+    check(engine_n_ctx(e) == 64 && engine_n_vocab(e) == 50257, "accessors: n_ctx %d, n_vocab %d",
+          engine_n_ctx(e), engine_n_vocab(e));
     check(!engine_has_work(e), "nothing left running");
     engine_free(e);
 }
@@ -365,7 +402,16 @@ int main(void) {
     char tokdir[1024], err[512];
     snprintf(tokdir, sizeof tokdir, "%s/data/gpt2-tokenizer", root);
     check(ckpt_write_random(model_dir, &c, 3, tokdir, err, sizeof err) == 0, "small model written");
+    gpt2_weights_opts keep = {.keep_checkpoint = 1};
+    g_weights = gpt2_weights_load(model_dir, NULL, err, sizeof err);
+    g_weights_blas = g_weights ? gpt2_weights_load(model_dir, &keep, err, sizeof err) : NULL;
+    g_tok = g_weights_blas ? bpe_load(model_dir, err, sizeof err) : NULL;
+    check(g_tok != NULL, "weights and tokenizer load: %s", g_tok ? "ok" : err);
+    if (!g_tok) return check_done("test_engine");
     test_edges();
     test_invariance();
+    bpe_free(g_tok);
+    gpt2_weights_free(g_weights_blas);
+    gpt2_weights_free(g_weights);
     return check_done("test_engine");
 }

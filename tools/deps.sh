@@ -2,7 +2,7 @@
 # Installs the Debian packages gpt2d builds against, if any is missing.
 # Needs root (it runs apt-get update once, then apt-get install). Prints what it does.
 set -e
-PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev"
+PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev libxxhash-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,13 +1,12 @@
 /* engine.c — see engine.h. Sections: requests, submit/cancel, stop strings, the step. */
 #include "engine.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "bpe.h"
-#include "checkpoint.h"
 #include "gpt2.h"
 #include "kv.h"
 #include "pool.h"
@@ -46,9 +45,9 @@ typedef struct request {
 struct engine {
     engine_config cfg;
     engine_callbacks cb;
-    gpt2_model *model;
-    gpt2_checkpoint ck;         /* kept only in BLAS mode (its tensors feed sgemm) */
-    bpe_tokenizer *tok;
+    gpt2_state *model;
+    const gpt2_weights *w;      /* borrowed */
+    bpe_tokenizer *tok;         /* borrowed */
     kv_arena *kv;
     int n_vocab, n_ctx, max_batch;
     size_t max_token_bytes;     /* longest token in bytes (text buffer sizing) */
@@ -83,8 +82,9 @@ static void request_free(request *r) {
 /* ---------------------------------------------------------------------------------------------
  * Construction. */
 
-engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *err, size_t errlen) {
-    gpt2_checkpoint ck = {0};
+engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_config *cfg,
+                   const engine_callbacks *cb, char *err, size_t errlen) {
+    const gpt2_config *mc = gpt2_weights_config(w);
     engine *e = calloc(1, sizeof *e);
     if (!e) {
         snprintf(err, errlen, "engine: out of memory");
@@ -92,12 +92,13 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     }
     e->cfg = *cfg;
     e->cb = *cb;
+    e->w = w;
+    e->tok = tok;
     if (e->cfg.max_batch_tokens <= 0) e->cfg.max_batch_tokens = 128;
-    if (ckpt_load(&ck, cfg->model_dir, err, errlen) != 0) goto fail;
-    e->n_vocab = ck.cfg.n_vocab;
-    e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : ck.cfg.n_ctx;
+    e->n_vocab = mc->n_vocab;
+    e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : mc->n_ctx;
     if (e->cfg.n_slots <= 0 && e->cfg.kv_budget_mb > 0) {
-        size_t slot_bytes = (size_t)ck.cfg.n_layer * 2 * e->n_ctx * ck.cfg.n_embd * sizeof(float);
+        size_t slot_bytes = (size_t)mc->n_layer * 2 * e->n_ctx * mc->n_embd * sizeof(float);
         e->cfg.n_slots = (int)((e->cfg.kv_budget_mb << 20) / slot_bytes);
         if (e->cfg.n_slots < 1) {
             snprintf(err, errlen, "engine: a KV budget of %zu MB holds no slot of %d positions (%zu MB each)",
@@ -106,29 +107,24 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
         }
     }
     if (e->cfg.n_slots <= 0) e->cfg.n_slots = 64;
-    if (e->n_ctx > ck.cfg.n_ctx) {
-        snprintf(err, errlen, "engine: --ctx %d exceeds the model's context of %d", e->n_ctx, ck.cfg.n_ctx);
+    if (e->n_ctx > mc->n_ctx) {
+        snprintf(err, errlen, "engine: --ctx %d exceeds the model's context of %d", e->n_ctx, mc->n_ctx);
         goto fail;
     }
     /* every running request contributes one decode token, so a step must hold at least n_slots */
     e->max_batch = e->cfg.max_batch_tokens > e->cfg.n_slots ? e->cfg.max_batch_tokens : e->cfg.n_slots;
-    e->tok = bpe_load(cfg->model_dir, err, errlen);
-    if (!e->tok) goto fail;
     if (bpe_vocab_size(e->tok) > e->n_vocab) {
         snprintf(err, errlen, "engine: the tokenizer has %d tokens but the model only %d",
                  bpe_vocab_size(e->tok), e->n_vocab);
         goto fail;
     }
-    e->model = gpt2_new(&ck, e->max_batch, e->n_ctx, cfg->n_threads, err, errlen);
+    e->model = gpt2_state_new(w, e->max_batch, e->n_ctx, cfg->n_threads, err, errlen);
     if (!e->model) goto fail;
-    if (cfg->use_blas) {
-        e->ck = ck; /* the engine owns the mapping now */
-        memset(&ck, 0, sizeof ck);
-        gpt2_use_blas(e->model, &e->ck);
+    if (cfg->use_blas && gpt2_use_blas(e->model) != 0) {
+        snprintf(err, errlen, "engine: OpenBLAS mode needs the weights loaded with their checkpoint kept");
+        goto fail;
     }
-    ckpt_destroy(&ck);
-    e->kv = kv_new(e->cfg.n_slots, gpt2_config_of(e->model)->n_layer, e->n_ctx,
-                   gpt2_config_of(e->model)->n_embd, gpt2_config_of(e->model)->n_head, err, errlen);
+    e->kv = kv_new(e->cfg.n_slots, mc->n_layer, e->n_ctx, mc->n_embd, mc->n_head, err, errlen);
     if (!e->kv) goto fail;
     for (int id = 0; id < bpe_vocab_size(e->tok); id++) {
         size_t len = 0;
@@ -157,7 +153,6 @@ engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *e
     e->stats.kv_bytes = kv_bytes(e->kv);
     return e;
 fail:
-    ckpt_destroy(&ck);
     engine_free(e);
     return NULL;
 }
@@ -172,9 +167,7 @@ void engine_free(engine *e) {
         for (int s = 0; s < e->cfg.n_slots; s++) request_free(e->running[s]);
     free(e->running);
     kv_free(e->kv);
-    gpt2_free(e->model);
-    ckpt_destroy(&e->ck);
-    bpe_free(e->tok);
+    gpt2_state_free(e->model);
     free(e->b_token);
     free(e->b_pos);
     free(e->b_slot);
@@ -219,52 +212,54 @@ static request *find_request(engine *e, uint64_t id, request **prev_out) {
     return NULL;
 }
 
-/* Tokenizes or copies the prompt (+ resumed tokens) into r->ids. 0 or -1 with err. */
-static int request_prompt(engine *e, request *r, const engine_request *q, char *err, size_t errlen) {
+/* Fills *why (may be NULL) and returns code. */
+__attribute__((format(printf, 4, 5))) static int refuse(engine_refusal *why, engine_error code, const char *field,
+                                                        const char *fmt, ...) {
+    if (why) {
+        why->code = code;
+        why->field = field;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why->message, sizeof why->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* Tokenizes or copies the prompt (+ resumed tokens) into r->ids. 0 or a refusal. */
+static int request_prompt(engine *e, request *r, const engine_request *q, engine_refusal *why) {
     int n = 0, cap = e->n_ctx + 1;
+    const char *field = q->prompt ? "prompt" : "prompt_ids";
     if (q->prompt) {
         long got = bpe_encode(e->tok, q->prompt, q->prompt_len, q->allow_special, r->ids, cap);
-        if (got < 0) {
-            snprintf(err, errlen, "prompt is not valid UTF-8");
-            return -1;
-        }
+        if (got < 0) return refuse(why, ENGINE_E_BAD_UTF8, field, "prompt is not valid UTF-8");
         n = got > cap ? cap : (int)got;
-        if (got > e->n_ctx) {
-            snprintf(err, errlen, "prompt is %ld tokens; the context holds %d", got, e->n_ctx);
-            return -1;
-        }
+        if (got > e->n_ctx)
+            return refuse(why, ENGINE_E_PROMPT_TOO_LONG, field, "prompt is %ld tokens; the context holds %d", got,
+                          e->n_ctx);
     } else {
-        if (q->n_prompt_ids > e->n_ctx) {
-            snprintf(err, errlen, "prompt is %d tokens; the context holds %d", q->n_prompt_ids, e->n_ctx);
-            return -1;
-        }
+        if (q->n_prompt_ids > e->n_ctx)
+            return refuse(why, ENGINE_E_PROMPT_TOO_LONG, field, "prompt is %d tokens; the context holds %d",
+                          q->n_prompt_ids, e->n_ctx);
         for (int i = 0; i < q->n_prompt_ids; i++) {
-            if (q->prompt_ids[i] < 0 || q->prompt_ids[i] >= e->n_vocab) {
-                snprintf(err, errlen, "prompt token %d is %d, outside [0, %d)", i, q->prompt_ids[i], e->n_vocab);
-                return -1;
-            }
+            if (q->prompt_ids[i] < 0 || q->prompt_ids[i] >= e->n_vocab)
+                return refuse(why, ENGINE_E_TOKEN_RANGE, field, "prompt token %d is %d, outside [0, %d)", i,
+                              q->prompt_ids[i], e->n_vocab);
             r->ids[n++] = q->prompt_ids[i];
         }
     }
-    if (n == 0) {
-        snprintf(err, errlen, "prompt is empty");
-        return -1;
-    }
+    if (n == 0) return refuse(why, ENGINE_E_EMPTY_PROMPT, field, "prompt is empty");
     r->user_prompt_tokens = n;
-    if (q->fit_ctx && (long)n + q->max_tokens > (long)e->n_ctx + 1) { /* the last token needs no position */
-        snprintf(err, errlen, "prompt of %d tokens plus max_tokens %d exceed the context of %d positions "
-                 "(at most %d new tokens fit)", n, q->max_tokens, e->n_ctx, e->n_ctx + 1 - n);
-        return -1;
-    }
-    if (q->n_resume_ids < 0 || n + q->n_resume_ids > e->n_ctx) {
-        snprintf(err, errlen, "prompt plus %d resumed tokens exceed the context of %d", q->n_resume_ids, e->n_ctx);
-        return -1;
-    }
+    if (q->fit_ctx && (long)n + q->max_tokens > (long)e->n_ctx + 1) /* the last token needs no position */
+        return refuse(why, ENGINE_E_OVER_CONTEXT, "max_tokens",
+                      "prompt of %d tokens plus max_tokens %d exceed the context of %d positions (at most %d new "
+                      "tokens fit)", n, q->max_tokens, e->n_ctx, e->n_ctx + 1 - n);
+    if (q->n_resume_ids < 0 || n + q->n_resume_ids > e->n_ctx)
+        return refuse(why, ENGINE_E_PROMPT_TOO_LONG, "resume_ids",
+                      "prompt plus %d resumed tokens exceed the context of %d", q->n_resume_ids, e->n_ctx);
     for (int i = 0; i < q->n_resume_ids; i++) {
-        if (q->resume_ids[i] < 0 || q->resume_ids[i] >= e->n_vocab) {
-            snprintf(err, errlen, "resumed token %d is out of range", i);
-            return -1;
-        }
+        if (q->resume_ids[i] < 0 || q->resume_ids[i] >= e->n_vocab)
+            return refuse(why, ENGINE_E_TOKEN_RANGE, "resume_ids", "resumed token %d is out of range", i);
         r->ids[n++] = q->resume_ids[i];
     }
     r->n_prompt = r->n_ids = n;
@@ -272,17 +267,13 @@ static int request_prompt(engine *e, request *r, const engine_request *q, char *
     return 0;
 }
 
-static int request_stops(request *r, const engine_request *q, char *err, size_t errlen) {
-    if (q->n_stops < 0 || q->n_stops > ENGINE_MAX_STOPS) {
-        snprintf(err, errlen, "at most %d stop strings", ENGINE_MAX_STOPS);
-        return -1;
-    }
+static int request_stops(request *r, const engine_request *q, engine_refusal *why) {
+    if (q->n_stops < 0 || q->n_stops > ENGINE_MAX_STOPS)
+        return refuse(why, ENGINE_E_PARAM, "stop", "at most %d stop strings", ENGINE_MAX_STOPS);
     for (int i = 0; i < q->n_stops; i++) {
         size_t len = q->stops[i] ? strlen(q->stops[i]) : 0;
-        if (len == 0 || len > ENGINE_MAX_STOP_LEN) {
-            snprintf(err, errlen, "stop string %d must be 1..%d bytes", i, ENGINE_MAX_STOP_LEN);
-            return -1;
-        }
+        if (len == 0 || len > ENGINE_MAX_STOP_LEN)
+            return refuse(why, ENGINE_E_PARAM, "stop", "stop string %d must be 1..%d bytes", i, ENGINE_MAX_STOP_LEN);
         memcpy(r->stops[i], q->stops[i], len + 1);
         r->stop_len[i] = (int)len;
     }
@@ -303,31 +294,30 @@ static void request_replay(engine *e, request *r) {
     }
 }
 
-int engine_submit(engine *e, uint64_t req_id, const engine_request *q, char *err, size_t errlen) {
-    if (find_request(e, req_id, NULL)) {
-        snprintf(err, errlen, "request id %llu is already live", (unsigned long long)req_id);
-        return -1;
-    }
-    if (q->max_tokens < 1) {
-        snprintf(err, errlen, "max_tokens must be >= 1, got %d", q->max_tokens);
-        return -1;
-    }
-    if (sampler_params_validate(&q->sampling, e->n_vocab, err, errlen) != 0) return -1;
+int engine_submit(engine *e, uint64_t req_id, const engine_request *q, engine_refusal *why) {
+    if (why) memset(why, 0, sizeof *why);
+    if (find_request(e, req_id, NULL))
+        return refuse(why, ENGINE_E_DUPLICATE_ID, "id", "request id %llu is already live", (unsigned long long)req_id);
+    if (q->max_tokens < 1)
+        return refuse(why, ENGINE_E_PARAM, "max_tokens", "max_tokens must be >= 1, got %d", q->max_tokens);
+    char msg[256];
+    const char *field = NULL;
+    if (sampler_params_check(&q->sampling, e->n_vocab, &field, msg, sizeof msg) != 0)
+        return refuse(why, ENGINE_E_PARAM, field, "%s", msg);
     request *r = calloc(1, sizeof *r);
     if (!r) goto oom;
     r->id = req_id;
     r->slot = -1;
     r->ids = malloc(sizeof(int) * (e->n_ctx + 2));
     if (!r->ids) goto oom;
-    if (request_prompt(e, r, q, err, errlen) != 0 || request_stops(r, q, err, errlen) != 0) {
+    int rc = request_prompt(e, r, q, why);
+    if (rc == 0) rc = request_stops(r, q, why);
+    if (rc == 0 && q->n_resume_ids >= q->max_tokens)
+        rc = refuse(why, ENGINE_E_PARAM, "max_tokens", "%d resumed tokens leave nothing to generate (max_tokens %d)",
+                    q->n_resume_ids, q->max_tokens);
+    if (rc != 0) {
         request_free(r);
-        return -1;
-    }
-    if (q->n_resume_ids >= q->max_tokens) {
-        snprintf(err, errlen, "%d resumed tokens leave nothing to generate (max_tokens %d)",
-                 q->n_resume_ids, q->max_tokens);
-        request_free(r);
-        return -1;
+        return rc;
     }
     r->max_gen = q->max_tokens;
     r->sampling = q->sampling;
@@ -351,9 +341,46 @@ int engine_submit(engine *e, uint64_t req_id, const engine_request *q, char *err
     return 0;
 oom:
     request_free(r);
-    snprintf(err, errlen, "out of memory");
-    return -1;
+    return refuse(why, ENGINE_E_NO_MEMORY, NULL, "out of memory");
 }
+
+const char *engine_error_name(engine_error err) {
+    static const char *const names[ENGINE_N_ERRORS] = {
+        "ok", "bad_parameter", "empty_prompt", "prompt_too_long", "token_out_of_range", "bad_utf8",
+        "duplicate_id", "no_memory", "internal", "max_tokens_over_context",
+    };
+    return err <= 0 && -err < ENGINE_N_ERRORS ? names[-err] : "unknown";
+}
+
+const char *engine_fingerprint(const engine *e, char *buf, size_t cap) {
+    const char *fp = gpt2_weights_fingerprint(e->w);
+    if (!e->cfg.use_blas) {
+        snprintf(buf, cap, "%s", fp);
+        return buf;
+    }
+    const char *slash = strchr(fp, '/'), *second = slash ? strchr(slash + 1, '/') : NULL;
+    if (second) snprintf(buf, cap, "%.*s+blas%s", (int)(second - fp), fp, second);
+    else snprintf(buf, cap, "%s+blas", fp);
+    return buf;
+}
+
+void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_opts *wo) {
+    memset(c, 0, sizeof *c);
+    c->n_slots = v->slots;
+    c->kv_budget_mb = v->kv_budget_mb > 0 ? (size_t)v->kv_budget_mb : 0;
+    c->n_ctx = v->ctx;
+    c->max_batch_tokens = v->max_batch_tokens;
+    c->n_threads = v->threads;
+    c->use_blas = v->blas;
+    memset(wo, 0, sizeof *wo);
+    wo->cache_dir = v->weights_cache;
+    wo->isa = v->isa;
+    wo->keep_checkpoint = v->blas;
+}
+
+int engine_n_vocab(const engine *e) { return e->n_vocab; }
+int engine_n_ctx(const engine *e) { return e->n_ctx; }
+const gpt2_weights *engine_weights(const engine *e) { return e->w; }
 
 /* Ends r: on_done with its result, frees its slot and the record. r is already unlinked. */
 static void request_finish(engine *e, request *r, engine_finish f, const char *error) {
@@ -573,7 +600,7 @@ int engine_step(engine *e) {
     if (gpt2_forward(e->model, e->kv, &b, e->logits) != 0) {
         for (int s = 0; s < e->cfg.n_slots; s++)
             if (e->running[s]) request_finish(e, e->running[s], ENGINE_FINISH_ERROR, "internal error: invalid batch");
-        return -1;
+        return ENGINE_E_INTERNAL;
     }
     e->stats.steps++;
     /* advance KV positions for every row */

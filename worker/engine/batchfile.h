@@ -66,9 +66,10 @@ batchfile *batchfile_read(const char *path, char *err, size_t errlen);
 batchfile *batchfile_parse(const char *const *lines, int n, char *err, size_t errlen);
 void batchfile_free(batchfile *bf);
 
-/* Runs every job through a new engine (cfg) keeping at most `concurrency` live. 0, or -1 with err
- * (engine start failure). A job refused at submit is recorded with finish error. */
-int batchfile_run(batchfile *bf, const engine_config *cfg, int concurrency, char *err, size_t errlen);
+/* Runs every job through a new engine (w, tok, cfg) keeping at most `concurrency` live. 0, or -1
+ * with err (engine start failure). A job refused at submit is recorded with finish error. */
+int batchfile_run(batchfile *bf, const gpt2_weights *w, bpe_tokenizer *tok, const engine_config *cfg,
+                  int concurrency, char *err, size_t errlen);
 /* Same, on an existing engine (reused across runs). */
 int batchfile_run_on(batchfile *bf, engine *e, int concurrency, char *err, size_t errlen);
 

@@ -1,35 +1,12 @@
-/* matmul.c — see matmul.h. AVX2 + FMA micro-kernels of R rows x 16 columns (R = 1..6) and a
- * 1 x 64 kernel for single-row (decode) calls; all of them compute each element in the same order. */
+/* matmul_avx2.c — the "avx2" kernel family of matmul.h: AVX2 + FMA micro-kernels of R rows x 16
+ * columns (R = 1..6) and a 1 x 64 kernel for single-row (decode) calls; all of them compute each
+ * element in the same order as matmul_scalar.c's definition. */
 #include "matmul.h"
 
 #include "vmath.h"
 
 #include <immintrin.h>
 #include <string.h>
-
-size_t mm_packed_floats(int K, int N) {
-    return (size_t)((N + MM_PANEL - 1) / MM_PANEL) * K * MM_PANEL;
-}
-
-void mm_pack(mm_weight *w, float *dst, const float *W, int K, int N, int transposed,
-             const float *bias) {
-    w->K = K;
-    w->N = N;
-    w->n_panels = (N + MM_PANEL - 1) / MM_PANEL;
-    w->panels = dst;
-    w->bias = bias;
-    for (int j = 0; j < w->n_panels; j++) {
-        float *panel = dst + (size_t)j * K * MM_PANEL;
-        for (int k = 0; k < K; k++) {
-            for (int c = 0; c < MM_PANEL; c++) {
-                int n = j * MM_PANEL + c;
-                float v = 0.0f;
-                if (n < N) v = transposed ? W[(size_t)n * K + k] : W[(size_t)k * N + n];
-                panel[(size_t)k * MM_PANEL + c] = v;
-            }
-        }
-    }
-}
 
 /* Finishes 16 results of one row into out[n0 .. n0+16), clipped at N:
  *   MM_STORE: out = acc + bias;  MM_GELU: out = gelu(acc + bias);  MM_ADD: out = out + (acc + bias).
@@ -160,8 +137,8 @@ static void mm_task(void *ctx, int begin, int end, int tid) {
     }
 }
 
-void mm_forward(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
-                int mode) {
+static void mm_forward_f32(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
+                           int mode) {
     mm_job j = {.w = w, .x = x, .out = out, .ldx = ldx, .ldo = ldo, .M = M, .mode = mode};
     j.m_block = M <= 96 ? M : 96;
     j.n_pgroups = (w->n_panels + 3) / 4;
@@ -171,3 +148,5 @@ void mm_forward(pool *p, const mm_weight *w, const float *x, int ldx, float *out
     else
         mm_task(&j, 0, n_tasks, 0);
 }
+
+const mm_kernels mm_kernels_avx2 = {"avx2", {[MM_F32] = mm_forward_f32}};

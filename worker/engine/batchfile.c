@@ -282,9 +282,9 @@ int batchfile_run_on(batchfile *bf, engine *e, int concurrency, char *err, size_
         int may_admit = !bf->static_batching || rs.live == 0;
         while (may_admit && next < bf->n && rs.live < concurrency && bf->jobs[next].arrival_step <= step) {
             batch_job *j = &bf->jobs[next];
-            char e2[256];
-            if (engine_submit(e, (uint64_t)next + 1, &j->req, e2, sizeof e2) != 0) {
-                job_refused(j, e2);
+            engine_refusal why;
+            if (engine_submit(e, (uint64_t)next + 1, &j->req, &why) != 0) {
+                job_refused(j, why.message);
             } else {
                 j->submitted = 1;
                 rs.live++;
@@ -308,9 +308,10 @@ int batchfile_run_on(batchfile *bf, engine *e, int concurrency, char *err, size_
     return 0;
 }
 
-int batchfile_run(batchfile *bf, const engine_config *cfg, int concurrency, char *err, size_t errlen) {
+int batchfile_run(batchfile *bf, const gpt2_weights *w, bpe_tokenizer *tok, const engine_config *cfg,
+                  int concurrency, char *err, size_t errlen) {
     engine_callbacks cb = {0};
-    engine *e = engine_new(cfg, &cb, err, errlen);
+    engine *e = engine_new(w, tok, cfg, &cb, err, errlen);
     if (!e) return -1;
     int rc = batchfile_run_on(bf, e, concurrency, err, errlen);
     engine_get_stats(e, &bf->engine_stats);

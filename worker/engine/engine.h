@@ -1,7 +1,9 @@
 /* engine.h — continuous-batching GPT-2 inference: submit / step / cancel, tokens out by callback.
  *
- * No I/O and no threads of its own beyond the model's compute pool. One engine owns the model, the
- * tokenizer, a KV-cache arena of n_slots slots of n_ctx positions, and a FIFO of waiting requests.
+ * No I/O and no threads of its own beyond the model's compute pool. One engine borrows the weights
+ * and the tokenizer (both immutable: several engines may share them, and they must outlive it) and
+ * owns a forward-pass state, a KV-cache arena of n_slots slots of n_ctx positions, and a FIFO of
+ * waiting requests.
  * engine_step() builds ONE forward batch: one decode token for every running request plus prefill
  * chunks of waiting/prefilling requests (first come, first served while a slot is free), up to
  * max_batch_tokens tokens; it then samples, stops, and reports through the callbacks:
@@ -9,8 +11,8 @@
  *     (piece: the newly complete UTF-8 text; stop-string candidates are held back);
  *   on_done(user, req_id, result)                                    exactly once per accepted request.
  * A request's tokens and logits are bit-for-bit the same whatever else is batched with it.
- * engine_submit() refuses a request at once (returns < 0, fills err) for invalid parameters or a
- * prompt that cannot fit the context. engine_cancel() ends a request within one step (on_done with
+ * engine_submit() refuses a request at once for invalid parameters or a prompt that cannot fit the
+ * context, with a typed error (engine_error) naming the field at fault and a message. engine_cancel() ends a request within one step (on_done with
  * finish "cancelled"; a waiting request ends at once). Not thread-safe: one thread drives an engine,
  * and callbacks must not call back into it. Every generated token gets one on_token, EOS included
  * (its piece carries only text held back until then, never "<|endoftext|>"); the concatenated
@@ -21,13 +23,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bpe.h"
+#include "eopt.h"
 #include "sampler.h"
+#include "weights.h"
 
 #define ENGINE_MAX_STOPS 8      /* stop strings per request */
 #define ENGINE_MAX_STOP_LEN 64  /* bytes per stop string */
 
 typedef struct {
-    const char *model_dir;
     int n_slots;           /* concurrent requests (KV slots); 0: from kv_budget_mb, else 64 */
     size_t kv_budget_mb;   /* with n_slots == 0: as many slots of n_ctx positions as fit in this */
     int n_ctx;             /* positions per slot; 0 = the model's n_ctx */
@@ -35,8 +39,34 @@ typedef struct {
                               inter-token latency flat while prompts prefill; higher fills faster */
     int n_threads;         /* compute threads; 0 = all cores */
     int use_blas;          /* 0 (default): batch-invariant kernels; 1: OpenBLAS sgemm for multi-row
-                              matmuls, not batch-invariant (the baseline invariance is measured against) */
+                              matmuls, not batch-invariant (the baseline invariance is measured against);
+                              needs weights loaded with keep_checkpoint */
 } engine_config;
+
+/* Why engine_submit refused a request, or engine_step failed (0 = none). */
+typedef enum {
+    ENGINE_OK = 0,
+    ENGINE_E_PARAM = -1,          /* a parameter out of range; field names it */
+    ENGINE_E_EMPTY_PROMPT = -2,
+    ENGINE_E_PROMPT_TOO_LONG = -3,/* prompt (+ resumed tokens) do not fit the context */
+    ENGINE_E_TOKEN_RANGE = -4,    /* a token id outside the vocabulary (field: prompt_ids, resume_ids) */
+    ENGINE_E_BAD_UTF8 = -5,       /* prompt text is not UTF-8 */
+    ENGINE_E_DUPLICATE_ID = -6,   /* req_id is already live */
+    ENGINE_E_NO_MEMORY = -7,
+    ENGINE_E_INTERNAL = -8,       /* engine_step: the forward pass refused a batch (a bug) */
+    ENGINE_E_OVER_CONTEXT = -9,   /* fit_ctx: prompt + max_tokens do not fit the context (field max_tokens) */
+} engine_error;
+#define ENGINE_N_ERRORS 10
+
+typedef struct {
+    engine_error code;
+    const char *field;            /* the request field at fault ("prompt", "max_tokens", "top_p", ...), or NULL */
+    char message[256];            /* one sentence for a person */
+} engine_refusal;
+
+/* "bad_parameter", "empty_prompt", "prompt_too_long", "token_out_of_range", "bad_utf8", "duplicate_id",
+ * "no_memory", "internal" ("ok" for 0; "unknown" outside the enum). */
+const char *engine_error_name(engine_error e);
 
 typedef enum {
     ENGINE_FINISH_LENGTH = 0, /* max_tokens reached */
@@ -99,25 +129,40 @@ typedef struct {
 
 typedef struct engine engine;
 
-/* Loads the model and tokenizer and allocates everything the step loop needs.
- * NULL with err on failure. */
-engine *engine_new(const engine_config *cfg, const engine_callbacks *cb, char *err, size_t errlen);
+/* An engine over w and tok (borrowed: they must outlive it; tok has a word cache, so engines on
+ * different threads need their own tokenizer); allocates everything the step loop
+ * needs. NULL with err on failure. */
+engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_config *cfg,
+                   const engine_callbacks *cb, char *err, size_t errlen);
 void engine_free(engine *e); /* NULL-safe */
 
 /* Replaces the callbacks (e.g. to reuse one engine for several runs); only while it is idle. */
 void engine_set_callbacks(engine *e, const engine_callbacks *cb);
 
-/* Queues a request under req_id (unique among live requests). 0 on success; -1 with err. */
-int engine_submit(engine *e, uint64_t req_id, const engine_request *r, char *err, size_t errlen);
+/* Queues a request under req_id (unique among live requests). ENGINE_OK (0), or a negative
+ * engine_error with *why filled (why may be NULL). */
+int engine_submit(engine *e, uint64_t req_id, const engine_request *r, engine_refusal *why);
 
 /* Cancels a live request: 0, or -1 if req_id is unknown. on_done fires (now if waiting, else within
  * the next step). */
 int engine_cancel(engine *e, uint64_t req_id);
 
-/* Runs one batch. Returns the number of tokens processed (0 when idle), -1 on internal error. */
+/* Runs one batch. Returns the number of tokens processed (0 when idle), or ENGINE_E_INTERNAL (every
+ * running request then ends with finish "error"). */
 int engine_step(engine *e);
 
 int engine_has_work(const engine *e);
+/* The numerics fingerprint: the weights' (weights.h), with "+blas" after the kernel family in
+ * OpenBLAS mode (whose bits depend on batching). Into buf (GPT2_FINGERPRINT_MAX bytes suffice). */
+const char *engine_fingerprint(const engine *e, char *buf, size_t cap);
+
+/* The engine and weight settings named by option-table values (proto/eopt.h: gpt2d, gpt2d-worker and
+ * gpt2-tool all parse that one table). */
+void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_opts *wo);
+
+int engine_n_vocab(const engine *e);   /* the model's vocabulary size */
+int engine_n_ctx(const engine *e);     /* positions per slot (the context a request must fit) */
+const gpt2_weights *engine_weights(const engine *e);
 void engine_get_stats(const engine *e, engine_stats *s);
 const char *engine_finish_name(engine_finish f); /* "length", "stop", "eos", "cancelled", "error" */
 
