@@ -78,6 +78,13 @@ static const option *opt_find(const char *name, size_t len) {
     return NULL;
 }
 
+/* "did you mean": the setting named closest to name (len bytes), or NULL. */
+static const char *opt_suggest(const char *name, size_t len) {
+    const char *names[N_OPTIONS];
+    for (size_t k = 0; k < N_OPTIONS; k++) names[k] = opt_at(k)->name;
+    return proto_suggest(name, len, names, N_OPTIONS);
+}
+
 /* The struct o's field lives in: cfg itself, or its engine options. */
 static void *opt_base(config *cfg, const option *o) {
     return o >= eopt_table && o < eopt_table + EOPT_COUNT ? (void *)&cfg->engine : (void *)cfg;
@@ -165,7 +172,7 @@ static int config_load_file(config *cfg, const char *path) {
         }
         const option *o = opt_find(key, strlen(key));
         if (!o) {
-            const char *near = proto_suggest_table(key, strlen(key), options, N_OPTIONS, sizeof(options[0]));
+            const char *near = opt_suggest(key, strlen(key));
             fprintf(stderr, "%s:%d: unknown key '%s'%s%s%s (gpt2d --help lists them)\n", path, line_no, key,
                     near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
             return -1;
@@ -222,8 +229,7 @@ static int arg_next(int argc, char **argv, int *i, const option **o, const char 
     size_t alen = strcspn(a, "=");
     int is_config = alen == 8 && strncmp(a, "--config", 8) == 0;
     if (!is_config && (strncmp(a, "--", 2) != 0 || !(*o = opt_find(a + 2, alen - 2)))) {
-        const char *w = a + strspn(a, "-"), *near = proto_suggest_table(w, strcspn(w, "="), options, N_OPTIONS,
-                                                                       sizeof(options[0]));
+        const char *w = a + strspn(a, "-"), *near = opt_suggest(w, strcspn(w, "="));
         fprintf(stderr, "gpt2d: unknown option '%s'%s%s%s (see --help)\n", a, near ? "; did you mean '--" : "",
                 near ? near : "", near ? "'?" : "");
         return -1;
