@@ -7,10 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <linux/sockios.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "conns.h"
+#include "proto_runtime.h"
 #include "metrics.h"
 #include "proto.h"
 #include "proto_sock.h"
@@ -19,6 +26,9 @@
 
 #define BROKER_TICK_MS (PROTO_HEARTBEAT_MS / 4) /* timer resolution of heartbeats and expiry */
 #define BROKER_BATCH 256                        /* messages read per socket per loop turn */
+#define BROKER_CLIENT_IDLE_MS 10000.0           /* a client with nothing in flight is forgotten after this */
+#define BROKER_FENCE_MS 60000.0                 /* a worker fenced for breaking the contract stays out */
+#define BROKER_MAX_FENCED 32
 
 /* ============================================================================================== */
 /* state                                                                                           */
@@ -35,6 +45,7 @@ typedef struct request {
     uint8_t stream;              /* forward token frames */
     uint8_t running;             /* 0: in the queue; 1: on worker w */
     uint8_t cancelling;          /* a cancel went to the worker */
+    int32_t max_tokens;          /* what the worker was asked for: it may not send more */
     worker *w;
     unsigned char *wire;         /* the encoded "request" frame as first sent (kept for replays) */
     size_t wire_len;
@@ -59,8 +70,16 @@ struct client {
     size_t ident_len;
     request *reqs;               /* live requests */
     int n_reqs;
-    double last_send_ms;
-    client *prev, *next;         /* broker's list of clients with live requests */
+    int n_waiting;               /* of those, in the queue (its fair share is checked on this) */
+    double last_send_ms, last_recv_ms;
+    /* what it may have queued in its pipe: the sizes of the last PROTO_CLIENT_SNDHWM frames */
+    uint32_t *sent_sizes;        /* ring, allocated at the first send */
+    uint32_t sent_pos;
+    uint64_t sent_sum;
+    int fd;                      /* its connection (ZMQ_SRCFD of its last message), or -1 */
+    double stats_window_ms;      /* stats replies in the current second */
+    int stats_in_window;
+    client *prev, *next;         /* broker's list of known clients */
 };
 
 struct worker {
@@ -106,6 +125,17 @@ struct broker {
     void *tick_user;
     char worker_connect[512];    /* the endpoint local workers connect to */
     char **worker_argv;
+    conns *conns;                /* connection limits of both endpoints */
+    char secret[PROTO_SECRET_HEX + 1]; /* handed to local workers (environment), proven in ready */
+    int worker_tcp;              /* the worker endpoint is TCP (not ipc): any local user can reach it */
+    int n_clients_waiting;       /* clients with requests in the queue */
+    struct {
+        unsigned char ident[PROTO_MAX_IDENT];
+        size_t ident_len;
+        double until_ms;
+    } fenced[BROKER_MAX_FENCED]; /* workers refused for a while (contract broken, bad ready) */
+    int fenced_next;
+    proto_log_limit log_encode, log_worker_bad, log_worker_refused; /* lines a peer can cause */
 };
 
 /* ============================================================================================== */
@@ -136,6 +166,7 @@ static void q_unlink(broker *b, request *r) {
     else b->q_tail = r->prev;
     r->prev = r->next = NULL;
     b->q_len--;
+    if (--r->cl->n_waiting == 0) b->n_clients_waiting--;
 }
 
 static void q_push(broker *b, request *r, int front) {
@@ -152,6 +183,7 @@ static void q_push(broker *b, request *r, int front) {
         b->q_tail = r;
     }
     b->q_len++;
+    if (r->cl->n_waiting++ == 0) b->n_clients_waiting++;
 }
 
 static void w_link(worker *w, request *r) {
@@ -182,7 +214,8 @@ static client *client_get(broker *b, const unsigned char *ident, size_t len, int
     if (!c) return NULL;
     memcpy(c->ident, ident, len);
     c->ident_len = len;
-    c->last_send_ms = proto_clock_ms();
+    c->last_send_ms = c->last_recv_ms = proto_clock_ms();
+    c->fd = -1;
     if (table_put(b->clients, ident, len, c) < 0) {
         free(c);
         return NULL;
@@ -193,14 +226,23 @@ static client *client_get(broker *b, const unsigned char *ident, size_t len, int
     return c;
 }
 
-/* Frees the client once it has no live request (it is re-created by its next submit). */
-static void client_release_if_idle(broker *b, client *c) {
-    if (!c || c->n_reqs > 0) return;
+/* Frees the client once it has no live request and has been quiet for BROKER_CLIENT_IDLE_MS (its
+ * accounting of what it may have queued must outlive one reply; it is re-created by its next
+ * message). */
+static void client_free(broker *b, client *c) {
     table_del(b->clients, c->ident, c->ident_len);
     if (c->prev) c->prev->next = c->next;
     else b->client_list = c->next;
     if (c->next) c->next->prev = c->prev;
+    free(c->sent_sizes);
     free(c);
+}
+
+static void client_release_if_idle(broker *b, client *c) {
+    if (!c || c->n_reqs > 0) return;
+    double now = proto_clock_ms();
+    if (now - c->last_recv_ms < BROKER_CLIENT_IDLE_MS || now - c->last_send_ms < BROKER_CLIENT_IDLE_MS) return;
+    client_free(b, c);
 }
 
 /* Removes r from every list and index and frees it. The client struct stays (see
@@ -253,16 +295,44 @@ static int total_credit(const broker *b) {
 /* sending                                                                                         */
 /* ============================================================================================== */
 
+/* 1 if c may have more than PROTO_CLIENT_QUEUE_BYTES queued in its pipe and is not reading: the
+ * last PROTO_CLIENT_SNDHWM frames sent to it (all its pipe can hold) add up to more than that, and
+ * its connection's kernel send buffer is at least a quarter full (a reading client's is empty). */
+static int client_over_budget(const client *c) {
+    if (c->sent_sum <= PROTO_CLIENT_QUEUE_BYTES) return 0;
+    int outq = 0, sndbuf = 0;
+    socklen_t len = sizeof(sndbuf);
+    if (c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &outq) < 0 ||
+        getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+        return 1; /* cannot tell: the bound holds */
+    return outq >= sndbuf / 4;
+}
+
+/* Records a frame of n bytes sent to c. */
+static void client_sent(client *c, size_t n) {
+    if (!c->sent_sizes && !(c->sent_sizes = calloc(PROTO_CLIENT_SNDHWM, sizeof(uint32_t)))) return;
+    c->sent_sum += n - c->sent_sizes[c->sent_pos];
+    c->sent_sizes[c->sent_pos] = (uint32_t)n;
+    c->sent_pos = (c->sent_pos + 1) % PROTO_CLIENT_SNDHWM;
+}
+
 /* Sends m to a client. 0, or -1 if the client cannot be reached (gone, or not reading). */
 static int send_client(broker *b, const unsigned char *ident, size_t len, const proto_msg *m) {
     char err[256];
+    client *c = table_get(b->clients, ident, len);
+    if (c && client_over_budget(c)) return -1; /* not reading, and its pipe is full enough */
     if (proto_sock_send(b->front, ident, len, m, ZMQ_DONTWAIT, &b->sb, err, sizeof(err)) == 0) {
-        client *c = table_get(b->clients, ident, len);
-        if (c) c->last_send_ms = proto_clock_ms();
+        if (c) {
+            c->last_send_ms = proto_clock_ms();
+            client_sent(c, b->sb.size);
+        }
         return 0;
     }
     if (errno == EINVAL) {
-        proto_log(b->log, PROTO_LOG_ERROR, "cannot encode %s for a client: %s", proto_type_name(m->type), err);
+        unsigned long skipped;
+        if (proto_log_allow(&b->log_encode, &skipped))
+            proto_log(b->log, PROTO_LOG_ERROR, "cannot encode %s for a client: %s (%lu more not logged)",
+                      proto_type_name(m->type), err, skipped);
         return 0; /* our bug, not the client's absence */
     }
     return -1;
@@ -300,8 +370,10 @@ static int send_error_field(broker *b, const unsigned char *ident, size_t len, c
         e.field = (proto_str){field, (uint32_t)strlen(field)};
         e.has |= PROTO_HAS(PF_FIELD);
     }
-    size_t n = strlen(message);
-    e.message = (proto_str){message, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+    /* the message may quote what the peer sent: valid UTF-8, cut on a character, or it would not encode */
+    char text[PROTO_MAX_MESSAGE_BYTES + 1];
+    size_t n = proto_utf8_sanitize(message, strlen(message), text, sizeof(text));
+    e.message = (proto_str){text, (uint32_t)n};
     return send_client(b, ident, len, &e);
 }
 
@@ -528,6 +600,34 @@ static void worker_lost(broker *b, worker *w, const char *why) {
     worker_free(b, w);
 }
 
+/* 1 if frames from this peer are ignored for now (fenced, see worker_fence). */
+static int worker_is_fenced(broker *b, const unsigned char *ident, size_t len) {
+    double now = proto_clock_ms();
+    for (int i = 0; i < BROKER_MAX_FENCED; i++)
+        if (b->fenced[i].until_ms > now && b->fenced[i].ident_len == len && memcmp(b->fenced[i].ident, ident, len) == 0)
+            return 1;
+    return 0;
+}
+
+static void worker_fence_ident(broker *b, const unsigned char *ident, size_t len) {
+    int i = b->fenced_next;
+    b->fenced_next = (b->fenced_next + 1) % BROKER_MAX_FENCED;
+    memcpy(b->fenced[i].ident, ident, len);
+    b->fenced[i].ident_len = len;
+    b->fenced[i].until_ms = proto_clock_ms() + BROKER_FENCE_MS;
+}
+
+/* The worker broke the contract (PROTOCOL.md, "What the broker holds a worker to"): it is fenced
+ * (its frames are ignored for BROKER_FENCE_MS; a local one is killed, and the supervisor starts it
+ * again) and every request it held is replayed on another worker, from the tokens that were valid. */
+static void worker_fence(broker *b, worker *w, const char *why) {
+    proto_log(b->log, PROTO_LOG_ERROR, "worker %s (pid %d) broke the protocol contract: %s; fenced", w->name, w->pid,
+              why);
+    worker_fence_ident(b, w->ident, w->ident_len);
+    if (w->local && w->pid > 0) kill(w->pid, SIGKILL);
+    worker_lost(b, w, why);
+}
+
 static void broker_pulse(broker *b);
 
 static void maybe_notify_ready(broker *b) {
@@ -537,21 +637,54 @@ static void maybe_notify_ready(broker *b) {
     broker_pulse(b);
 }
 
+/* Who may register (PROTOCOL.md, "Worker authentication"): a worker holding this broker's start
+ * secret is one it started; without it, the name local-N is refused, and so is any worker on a TCP
+ * endpoint without CURVE (any local user can reach loopback) unless allow-plain-workers. NULL if
+ * allowed, else why not. */
+static const char *worker_refusal(broker *b, const proto_msg *m, int *has_secret) {
+    *has_secret = 0;
+    if (m->has & PROTO_HAS(PF_SECRET)) {
+        unsigned diff = m->secret.len != PROTO_SECRET_HEX;
+        for (uint32_t i = 0; i < PROTO_SECRET_HEX && !diff; i++) diff |= (unsigned)(m->secret.ptr[i] ^ b->secret[i]);
+        if (diff) return "wrong start secret";
+        *has_secret = 1;
+        return NULL;
+    }
+    if (m->name.len >= 6 && memcmp(m->name.ptr, "local-", 6) == 0)
+        return "the name local-N is reserved for workers this broker started";
+    if (b->worker_tcp && !b->auth && !b->cfg->allow_plain_workers)
+        return "a TCP worker link without CURVE admits only the broker's own workers (see allow-plain-workers)";
+    return NULL;
+}
+
 static void on_worker_ready(broker *b, const proto_frame *f, const proto_msg *m) {
+    int has_secret;
+    const char *refused = worker_refusal(b, m, &has_secret);
+    if (refused) {
+        unsigned long skipped;
+        if (proto_log_allow(&b->log_worker_refused, &skipped))
+            proto_log(b->log, PROTO_LOG_WARN, "worker \"%.*s\" (pid %d) refused: %s (%lu more refusals not logged)",
+                      (int)(m->name.len > 64 ? 64 : m->name.len), m->name.ptr ? m->name.ptr : "", m->pid, refused,
+                      skipped);
+        worker *old = worker_find(b, f->ident, f->ident_len);
+        if (old) worker_lost(b, old, "announced itself again, refused");
+        worker_fence_ident(b, f->ident, f->ident_len); /* its next frames are ignored, not answered */
+        return;
+    }
     worker *w = worker_find(b, f->ident, f->ident_len);
     if (w) worker_lost(b, w, "announced itself again");
     w = calloc(1, sizeof(*w));
     if (!w) return;
     memcpy(w->ident, f->ident, f->ident_len);
     w->ident_len = f->ident_len;
-    snprintf(w->name, sizeof(w->name), "%.*s", (int)m->name.len, m->name.ptr ? m->name.ptr : "");
+    proto_utf8_sanitize(m->name.ptr ? m->name.ptr : "", m->name.len, w->name, sizeof(w->name));
     if (!w->name[0]) snprintf(w->name, sizeof(w->name), "worker-%d", m->pid);
     w->pid = m->pid;
     w->slots = w->credit = m->slots;
     w->n_ctx = m->n_ctx;
     snprintf(w->fingerprint, sizeof(w->fingerprint), "%.*s", (int)m->fingerprint.len,
              m->fingerprint.ptr ? m->fingerprint.ptr : "");
-    w->local = strncmp(w->name, "local-", 6) == 0 && supervisor_owns(b->sup, m->pid);
+    w->local = has_secret && supervisor_owns(b->sup, m->pid);
     w->expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
     w->last_send_ms = proto_clock_ms();
     w->next = b->workers;
@@ -564,9 +697,20 @@ static void on_worker_ready(broker *b, const proto_frame *f, const proto_msg *m)
     maybe_notify_ready(b);
 }
 
-static request *worker_request(broker *b, worker *w, const proto_msg *m) {
+/* The request of a frame from w. NULL if there is none to act on: stale (cancelled for a vanished
+ * client, replayed under a new rid), or w broke the contract by naming a rid it was not given (then
+ * w has been fenced and freed: *fenced is set). */
+static request *worker_request(broker *b, worker *w, const proto_msg *m, int *fenced) {
+    *fenced = 0;
     request *r = table_get(b->by_rid, &m->rid, sizeof(m->rid));
-    if (!r || r->w != w) return NULL; /* cancelled for a vanished client, or stale */
+    if ((r && r->w != w) || m->rid > b->next_rid || m->rid == 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "%s for rid %llu, which it was not given", proto_type_name(m->type),
+                 (unsigned long long)m->rid);
+        worker_fence(b, w, why);
+        *fenced = 1;
+        return NULL;
+    }
     return r;
 }
 
@@ -595,15 +739,28 @@ static int request_record(request *r, int32_t token, const proto_str *piece) {
 
 static void on_worker_token(broker *b, worker *w, const proto_msg *m) {
     double now = proto_clock_ms();
-    request *r = worker_request(b, w, m);
+    int fenced;
+    request *r = worker_request(b, w, m, &fenced);
     if (!r) return;
-    /* a replay generates the last token before the loss again: forward each index once */
-    if ((uint32_t)m->index < r->n_streamed) return;
-    if ((uint32_t)m->index > r->n_streamed) {
-        request_cancel_on_worker(b, r);
-        request_fail(b, r, PROTO_R_INTERNAL, "the worker skipped a token index");
+    /* the contract: indices in order from 0 (a replay sends the last one again), at most max_tokens
+     * of them, pieces of at most PROTO_MAX_PIECE_BYTES, all of them at most PROTO_MAX_TEXT_BYTES */
+    char why[128] = "";
+    if ((uint32_t)m->index + 1 < r->n_streamed)
+        snprintf(why, sizeof(why), "token index %d after %u", m->index, r->n_streamed);
+    else if ((uint32_t)m->index > r->n_streamed)
+        snprintf(why, sizeof(why), "token index %d skips %u", m->index, r->n_streamed);
+    else if (m->index >= r->max_tokens)
+        snprintf(why, sizeof(why), "token index %d with max_tokens %d", m->index, r->max_tokens);
+    else if (m->text.len > PROTO_MAX_PIECE_BYTES)
+        snprintf(why, sizeof(why), "a token piece of %u bytes (at most %d)", m->text.len, PROTO_MAX_PIECE_BYTES);
+    else if (r->text_len + m->text.len > PROTO_MAX_TEXT_BYTES)
+        snprintf(why, sizeof(why), "more than %u bytes of text", PROTO_MAX_TEXT_BYTES);
+    if (why[0]) {
+        worker_fence(b, w, why);
         return;
     }
+    /* a replay generates the last token before the loss again: forward each index once */
+    if ((uint32_t)m->index < r->n_streamed) return;
     if (request_record(r, m->token, &m->text) < 0) {
         request_cancel_on_worker(b, r);
         request_fail(b, r, PROTO_R_INTERNAL, "out of memory");
@@ -626,8 +783,15 @@ static void on_worker_token(broker *b, worker *w, const proto_msg *m) {
 
 /* done or error from a worker: forward with the client's id and free the request. */
 static void on_worker_end(broker *b, worker *w, const proto_msg *m) {
-    request *r = worker_request(b, w, m);
+    int fenced;
+    request *r = worker_request(b, w, m, &fenced);
     if (!r) return;
+    if (m->type == PROTO_T_DONE && (m->n_tokens > (uint32_t)r->max_tokens || m->completion_tokens > r->max_tokens)) {
+        char why[96];
+        snprintf(why, sizeof(why), "done with %u tokens for max_tokens %d", m->n_tokens, r->max_tokens);
+        worker_fence(b, w, why);
+        return;
+    }
     client *c = r->cl;
     proto_msg e = *m;
     e.zone = NULL;
@@ -663,8 +827,15 @@ static void on_worker_message(broker *b, proto_frame *f) {
     char err[256];
     int rc = proto_decode(&m, proto_frame_data(f), proto_frame_size(f), err, sizeof(err));
     worker *w = worker_find(b, f->ident, f->ident_len);
+    if (!w && worker_is_fenced(b, f->ident, f->ident_len)) { /* ignored, not answered */
+        proto_msg_destroy(&m);
+        return;
+    }
     if (rc < 0) {
-        proto_log(b->log, PROTO_LOG_WARN, "worker %s: undecodable message dropped: %s", w ? w->name : "(unknown)", err);
+        unsigned long skipped;
+        if (proto_log_allow(&b->log_worker_bad, &skipped))
+            proto_log(b->log, PROTO_LOG_WARN, "worker %s: undecodable message dropped: %s (%lu more not logged)",
+                      w ? w->name : "(unregistered)", err, skipped);
         proto_msg_destroy(&m);
         return;
     }
@@ -727,12 +898,41 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
         send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_CLIENT_LIMIT, msg);
         return;
     }
-    if (b->q_len >= b->cfg->max_queue && total_credit(b) == 0) {
-        b->overloaded_total++;
-        char msg[128];
-        snprintf(msg, sizeof(msg), "queue full (%d waiting, %d workers); retry later", b->q_len, b->n_workers);
-        send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_QUEUE_FULL, msg);
-        return;
+    /* admission: each client waiting gets a fair share of the queue, max_queue / (clients waiting,
+     * counting this one). Over it: client_limit. Under it but the queue is full: the newest waiting
+     * request of a client over its share makes room (it ends with client_limit), so one flooding
+     * client cannot get every other one refused; if no client is over its share: queue_full. */
+    if (total_credit(b) == 0) {
+        int mine = known ? known->n_waiting : 0;
+        int clients = b->n_clients_waiting + (mine == 0);
+        int share = b->cfg->max_queue / clients > 0 ? b->cfg->max_queue / clients : 1;
+        if (mine >= share && clients > 1) {
+            b->overloaded_total++;
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "this client has %d requests waiting, its fair share of the queue (%d clients waiting); retry "
+                     "later",
+                     mine, clients);
+            send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_CLIENT_LIMIT, msg);
+            return;
+        }
+        if (b->q_len >= b->cfg->max_queue) {
+            request *victim = b->q_tail;
+            while (victim && (victim->n_replays > 0 || victim->cl->n_waiting <= share)) victim = victim->prev;
+            b->overloaded_total++;
+            if (!victim) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "queue full (%d waiting, %d workers); retry later", b->q_len, b->n_workers);
+                send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_QUEUE_FULL, msg);
+                return;
+            }
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "made room in a full queue: this client had %d requests waiting, more than its fair share; "
+                     "retry later",
+                     victim->cl->n_waiting);
+            request_fail(b, victim, PROTO_R_CLIENT_LIMIT, msg);
+        }
     }
     /* the worker's request: the same fields under our rid */
     proto_msg q = *m;
@@ -761,6 +961,7 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
         r->cid.str.ptr = r->cid_buf;
     }
     r->stream = m->stream;
+    r->max_tokens = m->max_tokens;
     r->t_submit = r->t_last = proto_clock_ms();
     if (table_put(b->by_rid, &r->rid, sizeof(r->rid), r) < 0 || table_put(b->by_cid, key, klen, r) < 0) {
         table_del(b->by_rid, &r->rid, sizeof(r->rid));
@@ -801,6 +1002,21 @@ static void on_client_cancel(broker *b, proto_frame *f, const proto_msg *m) {
 }
 
 static void on_client_stats(broker *b, proto_frame *f) {
+    /* a stats reply is the largest frame a client can ask for at no cost: a few a second each */
+    client *c = table_get(b->clients, f->ident, f->ident_len);
+    if (c) {
+        double now = proto_clock_ms();
+        if (now - c->stats_window_ms >= 1000.0) {
+            c->stats_window_ms = now;
+            c->stats_in_window = 0;
+        }
+        if (++c->stats_in_window > PROTO_CLIENT_STATS_PER_S) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "at most %d stats requests a second", PROTO_CLIENT_STATS_PER_S);
+            send_error(b, f->ident, f->ident_len, NULL, PROTO_R_CLIENT_LIMIT, msg);
+            return;
+        }
+    }
     proto_msg s;
     proto_msg_init(&s, PROTO_T_STATS_REPLY);
     double now = proto_clock_ms();
@@ -844,6 +1060,13 @@ static void on_client_stats(broker *b, proto_frame *f) {
 }
 
 static void on_client_message(broker *b, proto_frame *f) {
+    /* every client that talks to us is known while it does: what it may have queued is accounted */
+    client *c = client_get(b, f->ident, f->ident_len, 1);
+    if (c) {
+        c->last_recv_ms = proto_clock_ms();
+        int fd = zmq_msg_get(&f->body, ZMQ_SRCFD);
+        if (fd >= 0) c->fd = fd;
+    }
     proto_msg m;
     char err[256];
     int rc = proto_decode(&m, proto_frame_data(f), proto_frame_size(f), err, sizeof(err));
@@ -954,7 +1177,8 @@ static void broker_tick(broker *b, double now) {
     client *c = b->client_list;
     while (c) {
         client *next = c->next;
-        if (now - c->last_send_ms >= PROTO_HEARTBEAT_MS && send_client(b, c->ident, c->ident_len, &hb) < 0)
+        if (c->n_reqs == 0) client_release_if_idle(b, c); /* forgotten once quiet long enough */
+        else if (now - c->last_send_ms >= PROTO_HEARTBEAT_MS && send_client(b, c->ident, c->ident_len, &hb) < 0)
             client_vanished(b, c->ident, c->ident_len);
         c = next;
     }
@@ -1053,20 +1277,20 @@ int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *ch
         }
         long timeout = (long)(b->next_tick_ms - now) + 1;
         if (due >= 0 && due < timeout) timeout = due;
-        zmq_pollitem_t items[5] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[6] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
         int n_items = 2;
-        if (b->auth) { /* the ZAP handler and the handshake monitors */
-            void *socks[3];
-            int n = auth_poll_sockets(b->auth, socks, 3);
-            for (int i = 0; i < n; i++) items[n_items++] = (zmq_pollitem_t){socks[i], 0, ZMQ_POLLIN, 0};
-        }
+        void *socks[4];
+        int n = conns_poll_sockets(b->conns, socks, 2); /* the connection monitors */
+        if (b->auth) n += auth_poll_sockets(b->auth, socks + n, 2); /* the ZAP handler */
+        for (int i = 0; i < n; i++) items[n_items++] = (zmq_pollitem_t){socks[i], 0, ZMQ_POLLIN, 0};
         int rc = zmq_poll(items, n_items, timeout);
         if (rc < 0) {
             if (errno == EINTR) continue;
             proto_log(b->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             return -1;
         }
-        if (n_items > 2) auth_handle(b->auth);
+        conns_handle(b->conns); /* first: a connection over a limit is shut before it is served */
+        if (b->auth) auth_handle(b->auth);
         /* workers first: their credits and ends make room for what clients send */
         if ((items[0].revents & ZMQ_POLLIN) && broker_drain(b, b->back, on_worker_message) < 0) return -1;
         if ((items[1].revents & ZMQ_POLLIN) && broker_drain(b, b->front, on_client_message) < 0) return -1;
@@ -1116,8 +1340,11 @@ static int broker_front_options(void *s) {
 }
 
 /* A bound ROUTER for clients (front) or workers. With CURVE configured it is a CURVE server whose
- * ZAP domain ("clients" / "workers") selects the allow-list. An ipc:// socket file is made 0660. */
+ * ZAP domain ("clients" / "workers") selects the allow-list. An ipc:// socket file is made 0660 for
+ * clients (the directory's group may be the clients'), 0600 for workers: only the service user may
+ * connect a worker there. A default runtime directory must be ours and 0700 (proto_runtime.h). */
 static void *broker_bind(broker *b, const char *endpoint, int front, char *err, size_t errlen) {
+    if (proto_runtime_check_endpoint(endpoint, !front, 1, err, errlen) < 0) return NULL;
     if (broker_ipc_dir(endpoint, err, errlen) < 0) return NULL;
     void *s = proto_sock_new(b->ctx, ZMQ_ROUTER, err, errlen);
     if (!s) return NULL;
@@ -1130,12 +1357,22 @@ static void *broker_bind(broker *b, const char *endpoint, int front, char *err, 
         zmq_close(s);
         return NULL;
     }
-    if (zmq_bind(s, endpoint) < 0) {
+    mode_t old_mask = umask(077); /* the socket file is never more open than its final mode */
+    int rc = zmq_bind(s, endpoint);
+    umask(old_mask);
+    if (rc < 0) {
         snprintf(err, errlen, "bind %s: %s", endpoint, zmq_strerror(errno));
         zmq_close(s);
         return NULL;
     }
-    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') chmod(endpoint + 6, 0660);
+    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@' && chmod(endpoint + 6, front ? 0660 : 0600) < 0) {
+        snprintf(err, errlen, "chmod %s: %s", endpoint + 6, strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    if (b->conns && conns_watch(b->conns, s, front, front ? AUTH_DOMAIN_CLIENTS : AUTH_DOMAIN_WORKERS) < 0)
+        proto_log(b->log, PROTO_LOG_WARN, "%s: no connection monitor (%s): connections are not limited",
+                  endpoint, zmq_strerror(errno));
     return s;
 }
 
@@ -1209,6 +1446,20 @@ broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t
         goto fail;
     }
     if (cfg->curve_secret && !(b->auth = auth_new(b->ctx, cfg, log, err, errlen))) goto fail;
+    if (!(b->conns = conns_new(b->ctx, log, cfg->max_connections, cfg->max_connections_per_uid))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (b->auth) conns_on_handshake(b->conns, auth_log_handshake, b->auth);
+    /* the start secret: local workers inherit it, and so prove in ready that we started them */
+    unsigned char rnd[PROTO_SECRET_HEX / 2];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof(rnd); i++) snprintf(b->secret + 2 * i, 3, "%02x", rnd[i]);
+    setenv("GPT2D_WORKER_SECRET", b->secret, 1);
+    b->worker_tcp = strncmp(cfg->worker_listen, "tcp://", 6) == 0;
     if (!(b->back = broker_bind(b, cfg->worker_listen, 0, err, errlen))) goto fail;
     if (!(b->front = broker_bind(b, cfg->listen, 1, err, errlen))) goto fail;
     broker_worker_endpoint(b);
@@ -1233,7 +1484,7 @@ void broker_free(broker *b) {
         while (b->client_list) {
             client *c = b->client_list;
             if (!c->reqs) {
-                client_release_if_idle(b, c);
+                client_free(b, c);
                 continue;
             }
             request *r = c->reqs;
@@ -1248,8 +1499,10 @@ void broker_free(broker *b) {
         for (int i = 0; b->worker_argv[i]; i++) free(b->worker_argv[i]);
         free(b->worker_argv);
     }
+    conns_stop(b->conns);
     proto_sock_close(&b->front);
     proto_sock_close(&b->back);
+    conns_free(b->conns);
     auth_free(b->auth);
     if (b->ctx) zmq_ctx_term(b->ctx);
     table_free(b->clients);

@@ -12,7 +12,11 @@
  * unchanged (PROTOCOL.md, "Crash-transparent streaming"). Deadlines (queue, total), a per-client
  * limit on requests in flight and the no-worker timeout end requests with specific errors; with
  * --curve-secret both sockets are CURVE servers behind the ZAP allow-list of auth.h. Local workers
- * are run and restarted by the supervisor; remote ones connect to the worker endpoint themselves. */
+ * are run and restarted by the supervisor; remote ones connect to the worker endpoint themselves.
+ * Trust boundaries (docs/SECURITY.md): connections are limited per endpoint and per local user
+ * (conns.h); a worker registers only with the start secret, over ipc (socket 0600), or with CURVE,
+ * and is fenced when it breaks the contract; each client has a fair share of the queue and a byte
+ * bound on what it may have queued unread. */
 #ifndef GPT2D_BROKER_H
 #define GPT2D_BROKER_H
 

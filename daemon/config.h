@@ -33,6 +33,9 @@ typedef struct {
     const char *curve_secret; /* file with the broker's CURVE key pair: CURVE on both links */
     const char *curve_clients;/* file of client public keys allowed in (with curve_secret) */
     const char *curve_workers;/* file of worker public keys allowed in (with curve_secret) */
+    int allow_plain_workers;  /* no CURVE: workers without the start secret may register over TCP */
+    int max_connections;      /* client connections at once (0: from the fd limit) */
+    int max_connections_per_uid; /* client connections of one uid at once (0: half of the above) */
     /* command-line only */
     const char *config_file;  /* --config FILE (NULL: none) */
     int check_config;         /* --check-config: validate and exit */

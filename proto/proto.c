@@ -160,6 +160,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_ITL_HIST] = {"itl_hist", K_MAP, 0, M(itl_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_TOTAL_HIST] = {"total_hist", K_MAP, 0, M(total_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
+    [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
     [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
 };
 
@@ -210,7 +211,7 @@ static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE)
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
                                FLD(O, PF_TOKENS_GENERATED)};
 static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
-                                  FLD(O, PF_FINGERPRINT)};
+                                  FLD(O, PF_FINGERPRINT), FLD(O, PF_SECRET)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
 static const uint8_t t_disconnect[] = {FLD(O, PF_MESSAGE)};
 
@@ -365,6 +366,27 @@ int proto_utf8_valid(const char *s, size_t len) {
         i += n + 1;
     }
     return 1;
+}
+
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap) {
+    size_t n = 0;
+    if (cap == 0) return 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = 1; /* the length of the character at i, if it is one */
+        unsigned c = (unsigned char)s[i];
+        if (c >= 0xc2 && c <= 0xdf) k = 2;
+        else if (c >= 0xe0 && c <= 0xef) k = 3;
+        else if (c >= 0xf0 && c <= 0xf4) k = 4;
+        int ok = c < 0x80 || (k > 1 && k <= len - i && proto_utf8_valid(s + i, k));
+        if (!ok) k = 1;
+        if (n + (ok ? k : 1) > cap - 1) break;
+        if (ok) memcpy(out + n, s + i, k);
+        else out[n] = '?';
+        n += ok ? k : 1;
+        i += k;
+    }
+    out[n] = 0;
+    return n;
 }
 
 const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap) {
@@ -1049,10 +1071,12 @@ static int dec_fields(dec_ctx *c, const msgpack_object *top) {
         if (key_is(&kv->key, "t") || key_is(&kv->key, "v")) continue;
         int idx = type_field_index(t, &kv->key);
         if (idx < 0) {
-            if (kv->key.type == MSGPACK_OBJECT_STR)
-                seterr(c->err, c->errlen, "%s: unknown field '%.*s'", t->name,
-                       (int)(kv->key.via.str.size > 64 ? 64 : kv->key.via.str.size), kv->key.via.str.ptr);
-            else
+            if (kv->key.type == MSGPACK_OBJECT_STR) {
+                /* quoted as valid UTF-8, cut on a character boundary: the error must encode */
+                char quoted[65];
+                proto_utf8_sanitize(kv->key.via.str.ptr, kv->key.via.str.size, quoted, sizeof(quoted));
+                seterr(c->err, c->errlen, "%s: unknown field '%s'", t->name, quoted);
+            } else
                 seterr(c->err, c->errlen, "%s: a key is not a string", t->name);
             return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
         }

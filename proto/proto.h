@@ -41,6 +41,8 @@
 #define PROTO_MAX_MESSAGE_BYTES 1024      /* error messages */
 #define PROTO_MAX_WORKERS 256             /* worker entries in a stats reply */
 #define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
+#define PROTO_MAX_PIECE_BYTES 4096        /* text of one token frame from a worker (the contract) */
+#define PROTO_SECRET_HEX 64               /* ready.secret: the broker's per-start secret, hex */
 
 /* ---- defaults of a submit ------------------------------------------------------------------------ */
 #define PROTO_DEFAULT_MAX_TOKENS 16     /* as gpt2-tool generate -n */
@@ -67,8 +69,14 @@
 /* The broker's client ROUTER: a client that stops reading fills its pipe after this many frames,
  * and is then treated as gone (its requests cancelled) so it cannot hold memory or block others.
  * Its receive side bounds what one client may have queued unread at the broker. */
-#define PROTO_CLIENT_SNDHWM 20000
+#define PROTO_CLIENT_SNDHWM 4000
 #define PROTO_CLIENT_RCVHWM 1000
+/* Bytes one client may have queued at the broker: the sizes of the last PROTO_CLIENT_SNDHWM frames
+ * sent to it bound what its pipe can hold; a send that would take that sum over this while the
+ * connection's kernel buffer is full (the client is not reading) is not made, and the client is
+ * treated as gone. */
+#define PROTO_CLIENT_QUEUE_BYTES (2u << 20)
+#define PROTO_CLIENT_STATS_PER_S 20 /* stats replies per client per second; more: client_limit */
 /* ZMQ_MAXMSGSIZE of the broker's client socket: a frame over PROTO_MAX_MSG_BYTES but within this is
  * read and answered too_large (413); a larger one makes ZeroMQ drop the connection. */
 #define PROTO_MAX_FRAME_BYTES (2u * PROTO_MAX_MSG_BYTES)
@@ -176,7 +184,8 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_RECENT,
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_SECRET,
+    PF_RECENT,
     PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
@@ -285,6 +294,7 @@ typedef struct {
     proto_str name;                /* peer name (client, server or worker) */
     int32_t pid;
     int32_t slots;                 /* ready: capacity */
+    proto_str secret;              /* ready, optional: the broker's per-start secret (local workers) */
     int32_t n_ctx;                 /* ready: positions per slot */
     proto_str fingerprint;         /* ready: numerics fingerprint ("f32/avx2/<ckpt hash>"); replays
                                       go only to a worker with the same one */
@@ -350,5 +360,10 @@ int proto_type_has_field(proto_type t, const char *key, size_t len);
 
 /* Checks that s is well-formed UTF-8 (no overlongs, no surrogates). 1 yes, 0 no. */
 int proto_utf8_valid(const char *s, size_t len);
+
+/* Copies at most cap-1 bytes of s into out as valid UTF-8 (NUL-terminated): a byte that does not
+ * start a valid character becomes '?', and a character that would not fit whole is left out.
+ * Returns the length written. For quoting untrusted bytes in messages that must encode. */
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
 
 #endif

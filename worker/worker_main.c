@@ -275,6 +275,12 @@ static void wk_send_ready(worker *w) {
     m.n_ctx = w->n_ctx;
     m.fingerprint = (proto_str){w->fingerprint, (uint32_t)strlen(w->fingerprint)};
     m.has |= PROTO_HAS(PF_FINGERPRINT);
+    /* a local worker proves it was started by this broker (see PROTOCOL.md, "Worker authentication") */
+    const char *secret = getenv("GPT2D_WORKER_SECRET");
+    if (secret && strlen(secret) == PROTO_SECRET_HEX) {
+        m.secret = (proto_str){secret, PROTO_SECRET_HEX};
+        m.has |= PROTO_HAS(PF_SECRET);
+    }
     wk_send(w, &m);
 }
 
