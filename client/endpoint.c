@@ -77,7 +77,7 @@ int endpoint_resolve(gpt2c_options *o) {
         /* the user's derived directories must be theirs (proto_runtime.h): a directory somebody else
          * made in /tmp could hold their listener; GPT2D_RUNTIME_DIR and the installed service's
          * /run/gpt2d (made by systemd) are taken as given */
-        if (err == 0 && !(rt && *rt) && strcmp(cand[i], GPT2C_SYSTEM_ENDPOINT) != 0) {
+        if (!(rt && *rt) && strcmp(cand[i], GPT2C_SYSTEM_ENDPOINT) != 0) { /* a missing dir passes */
             char dir[512], why[600];
             snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(cand[i], '/') - ipc_path(cand[i])), ipc_path(cand[i]));
             if (proto_runtime_check(dir, 0, why, sizeof(why)) < 0) {
