@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -57,7 +59,7 @@ typedef struct request {
     size_t text_len, text_cap;
     int n_replays;               /* times moved off a lost worker */
     char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* of the worker that streamed its tokens: a
-                                    replay after a token goes only to a worker with the same one */
+                                     replay after a token goes only to a worker with the same one */
     double t_submit, t_last;     /* ms: submit, last token */
     double t_dispatch;           /* ms: given to the worker (the first time) */
     double t_first;              /* ms: first token received (0: none yet) */
@@ -116,6 +118,10 @@ struct broker {
     double next_tick_ms;
     double t_no_worker;          /* ms since when no worker has been connected (0: some are) */
     int had_worker;              /* a worker has registered once (before that, startup: no clock) */
+    int worker_exits;            /* local worker processes that exited (loading or not) */
+    char load_error[512];        /* why the last worker that could not start said so ("": none) */
+    int fatal;                   /* no worker can ever start: broker_run returns -1 (see broker_failure) */
+    int lock_fd[2];              /* flock()ed <socket>.lock of each ipc:// endpoint (-1: none) */
     int queue_timeout_ms, request_timeout_ms, max_client_requests; /* cfg, defaults applied */
     int notified_ready;
     int draining;                /* SIGTERM seen: submits refused, running requests may finish */
@@ -333,7 +339,21 @@ static int send_client(broker *b, const unsigned char *ident, size_t len, const 
         if (proto_log_allow(&b->log_encode, &skipped))
             proto_log(b->log, PROTO_LOG_ERROR, "cannot encode %s for a client: %s (%lu more not logged)",
                       proto_type_name(m->type), err, skipped);
-        return 0; /* our bug, not the client's absence */
+        if (m->type != PROTO_T_DONE && m->type != PROTO_T_ERROR) return 0; /* our bug, not the client's absence */
+        /* a final frame that cannot go still ends the request: with an internal error instead */
+        proto_msg e;
+        proto_msg_init(&e, PROTO_T_ERROR);
+        e.id = m->id;
+        e.has = m->has & PROTO_HAS(PF_ID);
+        e.code = PROTO_CODE_INTERNAL;
+        const char *rname = proto_reason_name(PROTO_R_INTERNAL);
+        e.reason = (proto_str){rname, (uint32_t)strlen(rname)};
+        e.has |= PROTO_HAS(PF_REASON);
+        char msg[320];
+        snprintf(msg, sizeof(msg), "the request's %s frame could not be encoded: %s", proto_type_name(m->type), err);
+        e.message = (proto_str){msg, (uint32_t)strlen(msg)};
+        if (proto_sock_send(b->front, ident, len, &e, ZMQ_DONTWAIT, &b->sb, err, sizeof(err)) == 0) return 0;
+        return errno == EINVAL ? 0 : -1;
     }
     return -1;
 }
@@ -425,8 +445,9 @@ static void client_after_final(broker *b, client *c, int rc) {
     else client_release_if_idle(b, c);
 }
 
-/* Ends r with an error frame to its client and frees it (and the client if it is then idle). */
-static void request_fail(broker *b, request *r, proto_reason code, const char *message) {
+/* Ends r with an error frame to its client and frees it (and the client if it is then idle).
+ * Returns 1 if the send found the client gone: then every request of that client was freed too. */
+static int request_fail(broker *b, request *r, proto_reason code, const char *message) {
     client *c = r->cl;
     proto_cid id = r->cid;
     char idbuf[PROTO_MAX_ID_BYTES];
@@ -439,7 +460,9 @@ static void request_fail(broker *b, request *r, proto_reason code, const char *m
     e.reason = (proto_str){proto_reason_name(code), (uint32_t)strlen(proto_reason_name(code))};
     request_log_end(b, r, &e);
     request_free(b, r);
-    client_after_final(b, c, send_error(b, c->ident, c->ident_len, &id, code, message));
+    int rc = send_error(b, c->ident, c->ident_len, &id, code, message);
+    client_after_final(b, c, rc);
+    return rc < 0;
 }
 
 /* Gives waiting requests to workers with credit, oldest request first. */
@@ -515,6 +538,7 @@ static void worker_free(broker *b, worker *w) {
     b->n_workers--;
     if (w->local) b->n_local_ready--;
     free(w);
+    if (b->n_workers == 0) b->t_no_worker = proto_clock_ms(); /* now, not at the next tick */
 }
 
 /* Ends r with a done frame made from what the broker saw (the worker that ran it is gone). */
@@ -690,12 +714,37 @@ static void on_worker_ready(broker *b, const proto_frame *f, const proto_msg *m)
     w->next = b->workers;
     b->workers = w;
     b->n_workers++;
+    b->had_worker = 1;
+    b->t_no_worker = 0;
     if (w->local) b->n_local_ready++;
     proto_log(b->log, PROTO_LOG_INFO, "worker %s (pid %d, %s) ready: %d slots, n_ctx %d, fingerprint %s",
               w->name, w->pid, w->local ? "local" : "remote", w->slots, w->n_ctx,
               w->fingerprint[0] ? w->fingerprint : "-");
     maybe_notify_ready(b);
 }
+
+/* A worker's error frame without rid: it could not load the model and is exiting (PROTOCOL.md,
+ * "Worker start-up failure"). With no worker up, the waiting requests end now with its reason; if
+ * no worker ever came up and the reason is not transient, a local worker will fail the same way
+ * on every restart: the broker gives up (broker_run returns -1, broker_failure() says why). */
+static void on_worker_cannot_start(broker *b, const proto_msg *m) {
+    int permanent = m->reason.len == strlen(proto_reason_name(PROTO_R_MODEL_LOAD_FAILED)) &&
+                    memcmp(m->reason.ptr, proto_reason_name(PROTO_R_MODEL_LOAD_FAILED), m->reason.len) == 0;
+    int local = m->name.len > 6 && memcmp(m->name.ptr, "local-", 6) == 0;
+    snprintf(b->load_error, sizeof(b->load_error), "%.*s", (int)m->message.len, m->message.ptr ? m->message.ptr : "");
+    for (char *p = b->load_error; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    proto_log(b->log, PROTO_LOG_ERROR, "worker %.*s cannot start (%s): %s", (int)m->name.len,
+              m->name.ptr ? m->name.ptr : "?", permanent ? "model_load_failed" : "transient", b->load_error);
+    if (b->n_workers > 0) return; /* others serve */
+    char msg[600];
+    snprintf(msg, sizeof(msg), "no worker can serve: %s", b->load_error);
+    proto_reason why = permanent ? PROTO_R_MODEL_LOAD_FAILED : PROTO_R_WORKER_START_FAILED;
+    while (b->q_head) request_fail(b, b->q_head, why, msg);
+    if (permanent && local && !b->had_worker) b->fatal = 1;
+}
+
+const char *broker_failure(const broker *b) { return b->fatal ? b->load_error : NULL; }
 
 /* The request of a frame from w. NULL if there is none to act on: stale (cancelled for a vanished
  * client, replayed under a new rid), or w broke the contract by naming a rid it was not given (then
@@ -842,6 +891,11 @@ static void on_worker_message(broker *b, proto_frame *f) {
     if (m.type == PROTO_T_READY) {
         on_worker_ready(b, f, &m);
         dispatch(b);
+        proto_msg_destroy(&m);
+        return;
+    }
+    if (m.type == PROTO_T_ERROR && !(m.has & PROTO_HAS(PF_RID))) {
+        on_worker_cannot_start(b, &m);
         proto_msg_destroy(&m);
         return;
     }
@@ -995,7 +1049,8 @@ static void on_client_cancel(broker *b, proto_frame *f, const proto_msg *m) {
     d.id = m->id;
     d.has = PROTO_HAS(PF_ID);
     d.finish = PROTO_FINISH_CANCELLED;
-    d.queue_ms = d.total_ms = proto_clock_ms() - r->t_submit;
+    d.queue_ms = 0; /* it never got a slot (PROTOCOL.md: 0 for what did not happen) */
+    d.total_ms = proto_clock_ms() - r->t_submit;
     request_log_end(b, r, &d);
     request_free(b, r);
     client_after_final(b, c, send_client(b, c->ident, c->ident_len, &d)); /* c->ident is f's */
@@ -1059,6 +1114,12 @@ static void on_client_stats(broker *b, proto_frame *f) {
     free(wl);
 }
 
+/* 1 for a known type that clients may not send. */
+static int broker_not_client_type(proto_type t) {
+    return t != PROTO_T_NONE && t != PROTO_T_HELLO && t != PROTO_T_SUBMIT && t != PROTO_T_CANCEL &&
+           t != PROTO_T_STATS && t != PROTO_T_HB;
+}
+
 static void on_client_message(broker *b, proto_frame *f) {
     /* every client that talks to us is known while it does: what it may have queued is accounted */
     client *c = client_get(b, f->ident, f->ident_len, 1);
@@ -1070,6 +1131,13 @@ static void on_client_message(broker *b, proto_frame *f) {
     proto_msg m;
     char err[256];
     int rc = proto_decode(&m, proto_frame_data(f), proto_frame_size(f), err, sizeof(err));
+    if (rc < 0 && rc != PROTO_E_VERSION && broker_not_client_type(m.type)) {
+        /* a worker-link or reply type: that is the error, whatever its fields */
+        snprintf(err, sizeof(err), "'%s' is not a client message", proto_type_name(m.type));
+        send_error(b, f->ident, f->ident_len, NULL, PROTO_R_NOT_CLIENT_MESSAGE, err);
+        proto_msg_destroy(&m);
+        return;
+    }
     if (rc < 0) {
         proto_log(b->log, PROTO_LOG_DEBUG, "client message refused: %s", err);
         const proto_cid *id = (m.has & PROTO_HAS(PF_ID)) ? &m.id : NULL;
@@ -1109,6 +1177,7 @@ static void on_client_message(broker *b, proto_frame *f) {
 
 static void on_child_exit(void *user, pid_t pid) {
     broker *b = user;
+    b->worker_exits++;
     for (worker *w = b->workers; w; w = w->next) {
         if (w->local && w->pid == pid) {
             worker_lost(b, w, "process exited");
@@ -1119,37 +1188,45 @@ static void on_child_exit(void *user, pid_t pid) {
 
 /* Deadlines: a request waiting longer than the queue timeout, or alive longer than the request
  * timeout, fails with timeout (cancelled on its worker); with no worker connected for
- * PROTO_NO_WORKER_MS (counted once a first worker has registered: loading is not starvation),
- * every waiting request fails with no_worker. */
+ * PROTO_NO_WORKER_MS, every waiting request fails with no_worker. The absence is counted from the
+ * moment the last worker left, or the first local worker process exited, or the start with no local
+ * workers to wait for (local workers still loading are not starvation). */
 static void broker_deadlines(broker *b, double now) {
-    if (b->n_workers > 0) {
+    if (b->n_workers > 0)
         b->t_no_worker = 0;
-        b->had_worker = 1;
-    } else if (b->had_worker && b->t_no_worker == 0) {
-        b->t_no_worker = now;
-    }
+    else if (b->t_no_worker == 0 && (b->had_worker || b->worker_exits > 0 || b->cfg->workers == 0))
+        b->t_no_worker = now; /* no local worker is loading: absence counts from now */
     int starved = b->t_no_worker > 0 && now - b->t_no_worker >= PROTO_NO_WORKER_MS;
-    /* failing a request may end its client's others (a vanished client): rescan after each */
-    for (int again = 1; again;) {
-        again = 0;
-        for (request *r = b->q_head; r && !again; r = r->next) {
-            if (starved)
-                request_fail(b, r, PROTO_R_NO_WORKER, "no worker has been connected for a while");
-            else if (now - r->t_submit >= b->request_timeout_ms)
-                request_fail(b, r, PROTO_R_REQUEST_TIMEOUT, "the request timeout passed");
-            else if (r->n_replays == 0 && now - r->t_submit >= b->queue_timeout_ms)
-                request_fail(b, r, PROTO_R_QUEUE_TIMEOUT, "no slot became free within the queue timeout");
-            else
-                continue;
-            again = 1;
-        }
-        for (worker *w = b->workers; w && !again; w = w->next) {
-            for (request *r = w->reqs; r && !again; r = r->next) {
-                if (now - r->t_submit < b->request_timeout_ms) continue;
-                request_cancel_on_worker(b, r);
-                request_fail(b, r, PROTO_R_REQUEST_TIMEOUT, "the request timeout passed");
-                again = 1;
-            }
+    char starved_msg[640];
+    if (starved)
+        snprintf(starved_msg, sizeof(starved_msg), "%s%s%s",
+                 b->had_worker ? "no worker has been connected for 10 s" : "no worker has ever connected",
+                 b->load_error[0] ? "; the last worker failed to start: " : "", b->load_error);
+    /* One pass over each list. Failing a request may end its client's other requests too (when the
+     * client turns out to be gone), so the walk goes on from the next request of another client
+     * then; otherwise only r was freed and its successor stands. */
+    for (request *r = b->q_head, *next; r; r = next) {
+        proto_reason why = PROTO_R_NONE;
+        const char *msg = NULL;
+        if (starved) why = PROTO_R_NO_WORKER, msg = starved_msg;
+        else if (now - r->t_submit >= b->request_timeout_ms)
+            why = PROTO_R_REQUEST_TIMEOUT, msg = "the request timeout passed";
+        else if (r->n_replays == 0 && now - r->t_submit >= b->queue_timeout_ms)
+            why = PROTO_R_QUEUE_TIMEOUT, msg = "no slot became free within the queue timeout";
+        next = r->next;
+        if (why == PROTO_R_NONE) continue;
+        request *other = next;
+        while (other && other->cl == r->cl) other = other->next;
+        if (request_fail(b, r, why, msg)) next = other;
+    }
+    for (worker *w = b->workers; w; w = w->next) {
+        for (request *r = w->reqs, *next; r; r = next) {
+            next = r->next;
+            if (now - r->t_submit < b->request_timeout_ms) continue;
+            request *other = next;
+            while (other && other->cl == r->cl) other = other->next;
+            request_cancel_on_worker(b, r);
+            if (request_fail(b, r, PROTO_R_REQUEST_TIMEOUT, "the request timeout passed")) next = other;
         }
     }
 }
@@ -1177,8 +1254,11 @@ static void broker_tick(broker *b, double now) {
     client *c = b->client_list;
     while (c) {
         client *next = c->next;
-        if (c->n_reqs == 0) client_release_if_idle(b, c); /* forgotten once quiet long enough */
-        else if (now - c->last_send_ms >= PROTO_HEARTBEAT_MS && send_client(b, c->ident, c->ident_len, &hb) < 0)
+        /* a quiet client is forgotten; a busy one hears from us after HEARTBEAT - 2 ticks of
+         * silence: the tick's lateness keeps the gap within the PROTO_HEARTBEAT_MS PROTOCOL.md promises */
+        if (c->n_reqs == 0) client_release_if_idle(b, c);
+        else if (now - c->last_send_ms >= PROTO_HEARTBEAT_MS - 2 * BROKER_TICK_MS &&
+                 send_client(b, c->ident, c->ident_len, &hb) < 0)
             client_vanished(b, c->ident, c->ident_len);
         c = next;
     }
@@ -1262,14 +1342,23 @@ int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *ch
     b->next_tick_ms = proto_clock_ms();
     for (;;) {
         double now = proto_clock_ms();
+        if (b->fatal) {
+            proto_log(b->log, PROTO_LOG_ERROR, "no worker can load the model: %s", b->load_error);
+            return -1;
+        }
         if (*stop && !b->draining) broker_shutdown_begin(b, now);
+        if (b->draining && *stop > 1) { /* a second SIGINT/SIGTERM: the drain ends now */
+            proto_log(b->log, PROTO_LOG_WARN, "second stop signal: ending %d running request(s) now",
+                      broker_running(b));
+            break;
+        }
         if (b->draining && broker_shutdown_done(b, now)) break;
         if (*child) {
             *child = 0;
             supervisor_reap(b->sup, now, on_child_exit, b);
             dispatch(b);
         }
-        int due = supervisor_tick(b->sup, now);
+        int due = b->draining ? -1 : supervisor_tick(b->sup, now); /* no restarts while stopping */
         if (now >= b->next_tick_ms) {
             broker_tick(b, now);
             broker_pulse(b);
@@ -1339,6 +1428,41 @@ static int broker_front_options(void *s) {
                : 0;
 }
 
+/* Takes <path>.lock beside an ipc:// socket file, the way PostgreSQL's postmaster.pid guards a data
+ * directory: binding an ipc:// endpoint silently replaces another process's socket file, so a
+ * second gpt2d would steal the first one's clients. The lock is an flock() held for the broker's
+ * life (so a crashed broker's lock and socket are simply taken over) and the file holds its pid.
+ * The fd; 0 for an endpoint that is not an ipc:// file (tcp://, abstract ipc://@); -1 with err
+ * naming the running broker's pid. */
+static int broker_ipc_lock(const char *endpoint, char *err, size_t errlen) {
+    if (strncmp(endpoint, "ipc://", 6) != 0 || endpoint[6] == '@') return 0;
+    char path[600];
+    snprintf(path, sizeof(path), "%s.lock", endpoint + 6);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        snprintf(err, errlen,
+                 "%s is in use: another gpt2d (pid %s) is serving it (lock file %s). Stop it first, or "
+                 "give this one other endpoints (--listen / --worker-listen)",
+                 endpoint, pid[0] ? pid : "?", path);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* the pid is only for the other broker's message: the flock is what counts */
+    }
+    return fd;
+}
+
 /* A bound ROUTER for clients (front) or workers. With CURVE configured it is a CURVE server whose
  * ZAP domain ("clients" / "workers") selects the allow-list. An ipc:// socket file is made 0660 for
  * clients (the directory's group may be the clients'), 0600 for workers: only the service user may
@@ -1346,6 +1470,9 @@ static int broker_front_options(void *s) {
 static void *broker_bind(broker *b, const char *endpoint, int front, char *err, size_t errlen) {
     if (proto_runtime_check_endpoint(endpoint, !front, 1, err, errlen) < 0) return NULL;
     if (broker_ipc_dir(endpoint, err, errlen) < 0) return NULL;
+    int lock = broker_ipc_lock(endpoint, err, errlen);
+    if (lock < 0) return NULL;
+    if (lock > 0) b->lock_fd[front] = lock;
     void *s = proto_sock_new(b->ctx, ZMQ_ROUTER, err, errlen);
     if (!s) return NULL;
     if (front && broker_front_options(s) < 0) {
@@ -1432,6 +1559,7 @@ broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t
     }
     b->cfg = cfg;
     b->log = log;
+    b->lock_fd[0] = b->lock_fd[1] = -1;
     b->queue_timeout_ms = cfg->queue_timeout_ms > 0 ? cfg->queue_timeout_ms : PROTO_QUEUE_TIMEOUT_MS;
     b->request_timeout_ms = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : PROTO_REQUEST_TIMEOUT_MS;
     b->max_client_requests = cfg->max_client_requests > 0 ? cfg->max_client_requests : PROTO_MAX_CLIENT_REQUESTS;
@@ -1500,6 +1628,10 @@ void broker_free(broker *b) {
         free(b->worker_argv);
     }
     conns_stop(b->conns);
+    if (b->front) { /* the final frames just sent still reach their clients */
+        int linger = PROTO_CANCEL_GRACE_MS;
+        zmq_setsockopt(b->front, ZMQ_LINGER, &linger, sizeof(linger));
+    }
     proto_sock_close(&b->front);
     proto_sock_close(&b->back);
     conns_free(b->conns);
@@ -1509,5 +1641,7 @@ void broker_free(broker *b) {
     table_free(b->by_rid);
     table_free(b->by_cid);
     msgpack_sbuffer_destroy(&b->sb);
+    for (int i = 0; i < 2; i++) /* after zmq_ctx_term: the sockets are unbound */
+        if (b->lock_fd[i] >= 0) close(b->lock_fd[i]);
     free(b);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -381,6 +382,40 @@ int config_reload(const config *cfg, config *fresh, int argc, char **argv) {
     return config_compute(fresh);
 }
 
+/* Loads the model the way a worker will (headers, shapes, tensors, tokenizer, --ctx within the
+ * model's): the daemon never links the model, so the worker binary does it (gpt2d-worker --check),
+ * printing what is wrong. 0, or -1. */
+static int config_check_model(const config *cfg) {
+    char *argv[48] = {(char *)cfg->worker_bin, "--check", "--model", (char *)cfg->model, "--log-level", "error"};
+    int n = 6, fixed = 6;
+    if (eopt_argv(&cfg->engine, argv, &n, 46) < 0) { /* the engine options, as local workers get them */
+        for (int i = fixed; i < n; i++) free(argv[i]);
+        fprintf(stderr, "gpt2d: out of memory\n");
+        return -1;
+    }
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "gpt2d: fork: %s\n", strerror(errno));
+        for (int i = fixed; i < n; i++) free(argv[i]);
+        return -1;
+    }
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    for (int i = fixed; i < n; i++) free(argv[i]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    fprintf(stderr, "gpt2d: model %s: cannot be loaded with these settings (see above)\n", cfg->model);
+    return -1;
+}
+
 int config_check(const config *cfg) {
     char path[PATH_MAX];
     int rc = 0;
@@ -394,6 +429,7 @@ int config_check(const config *cfg) {
             fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", cfg->worker_bin, strerror(errno));
             rc = -1;
         }
+        if (rc == 0 && config_check_model(cfg) < 0) rc = -1;
     }
     return rc;
 }

@@ -54,8 +54,9 @@ int config_parse(config *cfg, int argc, char **argv);
  * values as config_parse (never 1); fresh needs config_destroy() either way. */
 int config_reload(const config *cfg, config *fresh, int argc, char **argv);
 
-/* --check-config's deeper checks: the model directory and the worker executable exist. 0, or -1
- * after printing what is wrong to stderr. */
+/* --check-config's deeper checks: the worker executable exists and loads the model directory with
+ * these settings (gpt2d-worker --check: headers, shapes, ctx within the model's). 0, or -1 after
+ * printing what is wrong to stderr. */
 int config_check(const config *cfg);
 
 /* Writes the fully commented configuration file for cfg: every option with its help and default;

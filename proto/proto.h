@@ -150,6 +150,10 @@ typedef enum {
     PROTO_R_SHUTTING_DOWN,
     PROTO_R_INTERNAL,
     PROTO_R_INVALID_REQUEST,    /* the engine refused it for another reason */
+    PROTO_R_MODEL_LOAD_FAILED,  /* a worker cannot load the model: bad files or settings (it will not
+                                   get better by restarting) */
+    PROTO_R_WORKER_START_FAILED, /* a worker could not start for a reason that may pass (memory) */
+    PROTO_R_OVER_CREDIT,        /* a worker was given a request beyond the credit it announced */
     PROTO_R_COUNT
 } proto_reason;
 
@@ -286,9 +290,11 @@ typedef struct {
     proto_str reason;              /* optional: a proto_reason name */
     proto_str field;               /* optional: the field at fault */
 
-    /* decoder output on failure: the specific cause and the field (a static key name, or NULL) */
+    /* decoder output on failure: the specific cause and the field (a static key name, fail_key for
+     * an unknown key, or NULL) */
     proto_reason fail;
     const char *fail_field;
+    char fail_key[65];             /* an unknown key, printable ASCII ('?' for other bytes) */
 
     /* hello / welcome / ready / credit / hb */
     proto_str name;                /* peer name (client, server or worker) */

@@ -14,6 +14,7 @@ struct kv_arena {
     float *base;          /* the mapping */
     int *free_list;       /* (n_slots) stack of free slots */
     int n_free;
+    unsigned char *taken; /* (n_slots) 1 while a slot is handed out: catches a double release */
 };
 
 kv_arena *kv_new(int n_slots, int n_layer, int n_ctx, int n_embd, int n_head, char *err,
@@ -34,7 +35,8 @@ kv_arena *kv_new(int n_slots, int n_layer, int n_ctx, int n_embd, int n_head, ch
     a->slot_floats = (size_t)n_layer * 2 * n_ctx * n_embd;
     a->bytes = a->slot_floats * n_slots * sizeof(float);
     a->free_list = malloc(sizeof(int) * n_slots);
-    if (!a->free_list) goto oom;
+    a->taken = calloc((size_t)n_slots, 1);
+    if (!a->free_list || !a->taken) goto oom;
     void *m = mmap(NULL, a->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (m == MAP_FAILED) {
@@ -58,13 +60,22 @@ void kv_free(kv_arena *a) {
     if (!a) return;
     if (a->base) munmap(a->base, a->bytes);
     free(a->free_list);
+    free(a->taken);
     free(a);
 }
 
-int kv_alloc_slot(kv_arena *a) { return a->n_free > 0 ? a->free_list[--a->n_free] : -1; }
+int kv_alloc_slot(kv_arena *a) {
+    if (a->n_free == 0) return -1;
+    int slot = a->free_list[--a->n_free];
+    a->taken[slot] = 1;
+    return slot;
+}
 
-void kv_release_slot(kv_arena *a, int slot) {
-    if (slot >= 0 && slot < a->n_slots && a->n_free < a->n_slots) a->free_list[a->n_free++] = slot;
+int kv_release_slot(kv_arena *a, int slot) {
+    if (slot < 0 || slot >= a->n_slots || !a->taken[slot]) return -1; /* not ours, or released twice */
+    a->taken[slot] = 0;
+    a->free_list[a->n_free++] = slot;
+    return 0;
 }
 
 int kv_slots(const kv_arena *a) { return a->n_slots; }

@@ -21,7 +21,9 @@ kv_arena *kv_new(int n_slots, int n_layer, int n_ctx, int n_embd, int n_head, ch
 void kv_free(kv_arena *a); /* NULL-safe */
 
 int kv_alloc_slot(kv_arena *a);                /* a free slot, or -1 if all are taken */
-void kv_release_slot(kv_arena *a, int slot);   /* the slot is free again */
+/* The slot is free again: 0; -1 (and nothing changes) if slot is out of range or not handed out,
+ * e.g. released twice, which would otherwise give one slot to two requests. */
+int kv_release_slot(kv_arena *a, int slot);
 int kv_slots(const kv_arena *a);
 int kv_slots_used(const kv_arena *a);
 int kv_ctx(const kv_arena *a);                 /* positions per slot */
