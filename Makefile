@@ -81,7 +81,8 @@ $(DEPS_OK): tools/deps.sh
 	@sh tools/deps.sh
 	@mkdir -p build && touch $@
 
-$(BUILD)/obj/%.o: %.c | $(DEPS_OK)
+# Objects depend on this Makefile too: it holds their flags (a flag change rebuilds, never mixes).
+$(BUILD)/obj/%.o: %.c Makefile | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -13,7 +13,6 @@
 
 #include "gpt2c.h"
 #include "proto_suggest.h"
-#include "proto_runtime.h"
 
 typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_OFF, O_STOP, O_BIAS } opt_kind;
 

@@ -76,13 +76,6 @@ static const option *opt_at(size_t k) {
     return &options[k - EOPT_COUNT + 1];
 }
 
-/* The setting name nearest to word (a typo's suggestion) over both tables, or NULL. */
-static const char *opt_suggest(const char *word, size_t len) {
-    const char *names[N_OPTIONS];
-    for (size_t k = 0; k < N_OPTIONS; k++) names[k] = opt_at(k)->name;
-    return proto_suggest_table(word, len, names, N_OPTIONS, sizeof(names[0]));
-}
-
 static size_t opt_index(const option *o) {
     for (size_t k = 0; k < N_OPTIONS; k++)
         if (opt_at(k) == o) return k;
@@ -95,6 +88,13 @@ static const option *opt_find(const char *name, size_t len) {
         if (strlen(o->name) == len && strncmp(name, o->name, len) == 0) return o;
     }
     return NULL;
+}
+
+/* "did you mean": the setting named closest to name (len bytes), or NULL. */
+static const char *opt_suggest(const char *name, size_t len) {
+    const char *names[N_OPTIONS];
+    for (size_t k = 0; k < N_OPTIONS; k++) names[k] = opt_at(k)->name;
+    return proto_suggest(name, len, names, N_OPTIONS);
 }
 
 /* The struct o's field lives in: cfg itself, or its engine options. */
@@ -265,7 +265,7 @@ static int config_actions(config *cfg, int argc, char **argv, int *print) {
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
-            proto_version_print(stdout, "gpt2d");
+            proto_version_print(stdout, "gpt2d", NULL);
             return 1;
         }
         if (strcmp(a, "--check-config") == 0) cfg->check_config = 1;

@@ -30,6 +30,7 @@
 #include "eopt.h"
 #include "gpt2.h"
 #include "kv.h"
+#include "matmul.h"
 #include "proto_version.h"
 
 #ifndef GPT2D_DATADIR
@@ -570,7 +571,9 @@ int main(int argc, char **argv) {
     }
     const char *c = argv[1];
     if (strcmp(c, "--version") == 0 || strcmp(c, "-V") == 0) {
-        proto_version_print(stdout, "gpt2-tool");
+        char kerr[256];
+        const mm_kernels *k = mm_kernels_select(getenv("GPT2D_ISA"), kerr, sizeof(kerr));
+        proto_version_print(stdout, "gpt2-tool", k ? k->name : kerr);
         return 0;
     }
     if (strcmp(c, "mkmodel") == 0) return cmd_mkmodel(&a);

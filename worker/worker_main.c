@@ -30,6 +30,7 @@
 #include "eopt.h"
 #include "proto.h"
 #include "proto_log.h"
+#include "matmul.h"
 #include "proto_version.h"
 #include "proto_sock.h"
 
@@ -85,7 +86,9 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
             wk_usage(stdout);
             return 1;
         } else if (strcmp(a, "--version") == 0) {
-            proto_version_print(stdout, "gpt2d-worker");
+            char kerr[256];
+            const mm_kernels *k = mm_kernels_select(getenv("GPT2D_ISA"), kerr, sizeof(kerr));
+            proto_version_print(stdout, "gpt2d-worker", k ? k->name : kerr);
             return 1;
         } else if (strcmp(a, "--check") == 0) {
             o->check = 1;
@@ -426,6 +429,7 @@ static proto_reason wk_check_request(const worker *w, const proto_msg *m, const 
 static proto_reason wk_reason(engine_error e) {
     switch (e) {
     case ENGINE_E_PROMPT_TOO_LONG: return PROTO_R_PROMPT_TOO_LONG;
+    case ENGINE_E_OVER_CONTEXT: return PROTO_R_MAX_TOKENS_OVER_CONTEXT;
     case ENGINE_E_EMPTY_PROMPT: return PROTO_R_EMPTY_PROMPT;
     case ENGINE_E_TOKEN_RANGE: return PROTO_R_TOKEN_OUT_OF_RANGE;
     case ENGINE_E_BAD_UTF8: return PROTO_R_INVALID_UTF8;
@@ -489,7 +493,7 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     q.want_top = (m->has & PROTO_HAS(PF_TOP_LOGPROBS)) != 0;
     q.top_n = m->top_logprobs;
     q.allow_special = m->allow_special;
-    q.fit_ctx = 1;
+    q.fit_ctx = 1; /* the service refuses what cannot fit rather than cut it short */
     engine_refusal no;
     int rc = wk_live_add(w, m->rid, m->logprobs);
     if (rc == 0) rc = engine_submit(w->e, m->rid, &q, &no);
@@ -499,11 +503,7 @@ static void wk_on_request(worker *w, const proto_msg *m) {
         return;
     }
     wk_live_del(w, m->rid);
-    /* max_tokens that cannot fit after the prompt has its own reason */
-    proto_reason reason = no.code == ENGINE_E_PARAM && no.field && strcmp(no.field, "max_tokens") == 0
-                              ? PROTO_R_MAX_TOKENS_OVER_CONTEXT
-                              : wk_reason(no.code);
-    wk_send_refusal(w, m->rid, reason, no.field, no.message);
+    wk_send_refusal(w, m->rid, wk_reason(no.code), no.field, no.message);
     w->freed++;
 }
 

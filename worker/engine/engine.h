@@ -55,8 +55,9 @@ typedef enum {
     ENGINE_E_DUPLICATE_ID = -6,   /* req_id is already live */
     ENGINE_E_NO_MEMORY = -7,
     ENGINE_E_INTERNAL = -8,       /* engine_step: the forward pass refused a batch (a bug) */
+    ENGINE_E_OVER_CONTEXT = -9,   /* fit_ctx: prompt + max_tokens do not fit the context (field max_tokens) */
 } engine_error;
-#define ENGINE_N_ERRORS 9
+#define ENGINE_N_ERRORS 10
 
 typedef struct {
     engine_error code;
