@@ -59,6 +59,15 @@ typedef struct pfield {
 static const pfield usage_fields[] = {
     {"prompt_tokens", K_I32, 0, M(prompt_tokens), 0, 0, I32MAX, NULL, 0, 0},
     {"completion_tokens", K_I32, 0, M(completion_tokens), 0, 0, I32MAX, NULL, 0, 0},
+    {"cached_tokens", K_I32, 0, M(cached_tokens), 0, 0, I32MAX, NULL, 0, 0},
+};
+#define KV(f) offsetof(proto_kv_info, f)
+static const pfield kv_fields[] = {
+    {"pages", K_I32, 0, KV(pages), 0, 0, I32MAX, NULL, 0, 0},
+    {"used", K_I32, 0, KV(used), 0, 0, I32MAX, NULL, 0, 0},
+    {"cached", K_I32, 0, KV(cached), 0, 0, I32MAX, NULL, 0, 0},
+    {"lookup_tokens", K_U64, 0, KV(lookup_tokens), 0, 0, 0, NULL, 0, 0},
+    {"hit_tokens", K_U64, 0, KV(hit_tokens), 0, 0, 0, NULL, 0, 0},
 };
 static const pfield timing_fields[] = {
     {"queue_ms", K_F64, 0, M(queue_ms), 0, 0, 1e12, NULL, 0, 0},
@@ -78,6 +87,11 @@ static const pfield worker_fields[] = {
     {"running", K_I32, 0, W(running), 0, 0, I32MAX, NULL, 0, 0},
     {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
     {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
+    {"kv_pages", K_I32, 0, W(kv.pages), 0, 0, I32MAX, NULL, 0, 0},
+    {"kv_used", K_I32, 0, W(kv.used), 0, 0, I32MAX, NULL, 0, 0},
+    {"kv_cached", K_I32, 0, W(kv.cached), 0, 0, I32MAX, NULL, 0, 0},
+    {"prefix_lookup_tokens", K_U64, 0, W(kv.lookup_tokens), 0, 0, 0, NULL, 0, 0},
+    {"prefix_hit_tokens", K_U64, 0, W(kv.hit_tokens), 0, 0, 0, NULL, 0, 0},
 };
 #define H(i) (offsetof(proto_hist, n) + (i) * sizeof(uint64_t))
 static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUNDS_MS, then "inf" */
@@ -153,6 +167,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_ITL_HIST] = {"itl_hist", K_MAP, 0, M(itl_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_TOTAL_HIST] = {"total_hist", K_MAP, 0, M(total_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
+    [PF_KV] = {"kv", K_MAP, 0, M(kv), 0, 0, 0, kv_fields, NSUB(kv_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -199,7 +214,7 @@ static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH
 static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE),
                                   FLD(O, PF_REASON), FLD(O, PF_FIELD)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
-                               FLD(O, PF_TOKENS_GENERATED)};
+                               FLD(O, PF_TOKENS_GENERATED), FLD(O, PF_KV)};
 static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
                                   FLD(O, PF_FINGERPRINT)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};

@@ -176,7 +176,7 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_KV, PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
 
@@ -209,6 +209,13 @@ typedef struct {
     uint64_t n[PROTO_HIST_BUCKETS];
 } proto_hist;
 
+/* A worker's KV cache (hb "kv", stats_reply worker entries): pages of 16 positions, and the prefix
+ * cache's prompt tokens looked up / found since the worker started. */
+typedef struct {
+    int32_t pages, used, cached;  /* total; held by running requests; kept for reuse (evictable) */
+    uint64_t lookup_tokens, hit_tokens;
+} proto_kv_info;
+
 typedef struct {
     proto_str name;
     int32_t pid;       /* 0 if unknown */
@@ -217,6 +224,7 @@ typedef struct {
     int32_t running;   /* requests the broker has given it and not seen end */
     uint8_t local;     /* spawned and supervised by this broker */
     uint64_t tokens;   /* tokens it generated since it connected */
+    proto_kv_info kv;  /* from its last heartbeat (zeros before the first) */
 } proto_worker_info;
 
 typedef struct {
@@ -260,6 +268,7 @@ typedef struct {
     const int32_t *tokens;         /* done: generated ids */
     uint32_t n_tokens;
     int32_t prompt_tokens, completion_tokens;      /* done: "usage" */
+    int32_t cached_tokens;                         /* done: "usage": prompt tokens from the prefix cache */
     double queue_ms, ttft_ms, total_ms;            /* done: "timings" */
 
     /* error */
@@ -282,6 +291,7 @@ typedef struct {
     int32_t credit;                /* credit: newly free slots (>= 1) */
     int32_t running, waiting;      /* hb (worker): engine load */
     uint64_t steps, tokens_generated;
+    proto_kv_info kv;              /* hb (worker): KV pages and prefix cache */
 
     /* welcome / stats_reply */
     int32_t workers;               /* welcome: workers ready; stats: entries below */

@@ -387,8 +387,15 @@ static int last_logits(const char *dir, const gpt2_weights_opts *wo, const int *
     }
     *V = c->n_vocab;
     m = gpt2_state_new(w, n, n, 0, err, errlen);
-    kv = m ? kv_new(1, c->n_layer, n, c->n_embd, c->n_head, err, errlen) : NULL;
+    kv_config kc = {.n_layer = c->n_layer, .n_ctx = n, .n_embd = c->n_embd, .n_head = c->n_head,
+                    .n_pages = kv_pages_for(n), .max_seqs = 1};
+    kv = m ? kv_new(&kc, err, errlen) : NULL;
     if (!kv) goto done;
+    int cached;
+    if (kv_seq_open(kv, ids, n, n, &cached) != 0 || kv_seq_prepare(kv, 0, n) != 0) {
+        snprintf(err, errlen, "kv: cannot open a sequence of %d positions", n);
+        goto done;
+    }
     pos = malloc(sizeof(int) * n);
     slot = calloc(n, sizeof(int));
     rows = malloc(sizeof(int) * n);
@@ -484,7 +491,7 @@ static int cmd_generate(const args *a) {
     engine_request q = {0};
     if (!dir || !prompt || flag_int(a, "-n", &n) || parse_engine(a, &ec, &wo) || parse_sampling(a, &q))
         return 2;
-    if (ec.n_slots <= 0) ec.n_slots = 1;
+    if (ec.n_slots <= 0 && ec.max_running <= 0) ec.n_slots = 1;
     q.prompt = prompt;
     q.prompt_len = strlen(prompt);
     q.max_tokens = (int)n;
@@ -525,7 +532,7 @@ static int cmd_batch(const args *a) {
     engine_config ec;
     gpt2_weights_opts wo;
     if (!dir || !in || !out || flag_int(a, "--concurrency", &conc) || parse_engine(a, &ec, &wo)) return 2;
-    if (ec.n_slots <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
+    if (ec.n_slots <= 0 && ec.max_running <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
     char err[512];
     batchfile *bf = batchfile_read(in, err, sizeof err);
     if (!bf) {

@@ -174,7 +174,7 @@ static void gelu_forward(gpt2_state *m, float *a, int n, int n_cols) {
     pool_run(m->pool, gelu_task, &j, n, 8);
 }
 
-/* Writes every token's K and V (from qkv) into its slot at its position. */
+/* Writes every token's K and V (from qkv) into its sequence's page at its position. */
 static void kv_store_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int layer) {
     int C = m->cfg.n_embd;
     for (int i = 0; i < b->n; i++) {
@@ -303,8 +303,7 @@ static int batch_valid(const gpt2_state *m, kv_arena *kv, const gpt2_batch *b) {
     if (b->n < 1 || b->n > m->max_tokens) return 0;
     for (int i = 0; i < b->n; i++) {
         if (b->token[i] < 0 || b->token[i] >= m->cfg.n_vocab) return 0;
-        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || b->pos[i] >= kv_ctx(kv)) return 0;
-        if (b->slot[i] < 0 || b->slot[i] >= kv_slots(kv)) return 0;
+        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || !kv_seq_has(kv, b->slot[i], b->pos[i])) return 0;
         if (b->out[i] >= b->n) return 0;
     }
     return 1;
