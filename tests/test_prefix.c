@@ -6,6 +6,7 @@
  *    cached_tokens exactly the whole pages of the shared prefix (never the last prompt token);
  *  - the same with a degenerate page hash (every page collides): still exact, same hits;
  *  - a restart (a new engine, as a new worker process has): cold, no hit, the same outputs;
+ *  - requests sharing a prefix submitted together: one computes it, the others wait and share it;
  *  - random submit / cancel / finish under a tight page budget with kv_check after every step:
  *    no leak or double free, the free + cached count returns to the total, outputs exact;
  *  - admission by memory: at one KV budget, short requests run several times more at once than
@@ -262,6 +263,29 @@ static void test_random(void) {
     engine_free(e);
 }
 
+/* Requests sharing a 50-token prefix submitted together on a cold engine: the first computes the
+ * prefix, the others wait for its 3 pages and share them (no request computes them twice). */
+static void test_inflight(void) {
+    static prompt ps[4];
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 60; j++) ps[i].ids[j] = j < 50 ? 300 + j * 17 : 20000 + i * 100 + j;
+        ps[i].n = 60, ps[i].max_tokens = 6, ps[i].sampled = i % 2;
+    }
+    static run_state ref, on;
+    engine *e = new_engine(&ref, 0, NULL, 4, 0);
+    int ok = e && run(e, &ref, ps, 4, 0, 1, 0) == 0;
+    engine_free(e);
+    e = new_engine(&on, 1, NULL, 4, 0);
+    ok &= e && run(e, &on, ps, 4, 0, 4, 1) == 0;
+    int bad = 0;
+    for (int i = 0; i < 4; i++) bad += !same(&ref.out[i], &on.out[i]);
+    check(ok && on.out[0].cached == 0 && on.out[1].cached == 48 && on.out[2].cached == 48 && on.out[3].cached == 48,
+          "submitted together: the first computes the shared 48, the others reuse them (%d %d %d %d)",
+          on.out[0].cached, on.out[1].cached, on.out[2].cached, on.out[3].cached);
+    check(bad == 0, "and all 4 are identical to the cache-off reference (%d differ)", bad);
+    engine_free(e);
+}
+
 /* 2 whole contexts of KV (what 2 slots had): requests reaching 32 positions (2 pages) run 16 at once. */
 static void test_admission(void) {
     static prompt ps[40];
@@ -293,6 +317,7 @@ int main(void) {
     if (!g_tok) return check_done("test_prefix");
     test_boundaries();
     test_random();
+    test_inflight();
     test_admission();
     bpe_free(g_tok);
     gpt2_weights_free(g_w);

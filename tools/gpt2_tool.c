@@ -387,15 +387,8 @@ static int last_logits(const char *dir, const gpt2_weights_opts *wo, const int *
     }
     *V = c->n_vocab;
     m = gpt2_state_new(w, n, n, 0, err, errlen);
-    kv_config kc = {.n_layer = c->n_layer, .n_ctx = n, .n_embd = c->n_embd, .n_head = c->n_head,
-                    .n_pages = kv_pages_for(n), .max_seqs = 1};
-    kv = m ? kv_new(&kc, err, errlen) : NULL;
+    kv = m ? kv_new_fixed(1, c->n_layer, n, c->n_embd, c->n_head, err, errlen) : NULL;
     if (!kv) goto done;
-    int cached;
-    if (kv_seq_open(kv, ids, n, n, &cached) != 0 || kv_seq_prepare(kv, 0, n) != 0) {
-        snprintf(err, errlen, "kv: cannot open a sequence of %d positions", n);
-        goto done;
-    }
     pos = malloc(sizeof(int) * n);
     slot = calloc(n, sizeof(int));
     rows = malloc(sizeof(int) * n);

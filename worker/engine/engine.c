@@ -493,10 +493,13 @@ static int request_reach(const engine *e, const request *r) {
 }
 
 /* Admits waiting requests first come first served while a KV sequence and the pages they can reach
- * are available (kv.h); the head waits otherwise, and everything behind it. */
+ * are available (kv.h); the head waits otherwise, and everything behind it. The head also waits
+ * while a running request is computing the next page of the prefix it shares (a campaign's common
+ * preamble): it is admitted a few steps later with those pages cached instead of computing them too. */
 static void admit_waiting(engine *e) {
     while (e->wait_head) {
         request *r = e->wait_head;
+        if (kv_prefix_pending(e->kv, r->ids, r->n_prompt)) return;
         int cached = 0, seq = kv_seq_open(e->kv, r->ids, r->n_prompt, request_reach(e, r), &cached);
         if (seq < 0) return;
         e->wait_head = r->next;

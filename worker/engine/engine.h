@@ -8,7 +8,8 @@
  * (max_running) and the cache can reserve every page the request can reach (prompt + max_tokens,
  * capped at the context), less the pages of its longest cached prompt prefix, which it shares and
  * does not compute again (result.cached_tokens). Otherwise it waits until a running request ends:
- * a running request never fails or stalls for memory. Output is bit-identical with or without
+ * a running request never fails or stalls for memory. It also waits (a few steps) while a running
+ * request computes the next page of the prefix it shares, to share that page rather than compute it. Output is bit-identical with or without
  * prefix-cache hits (the kernels are batch-invariant, so cached K/V are what a prefill computes).
  * engine_step() builds ONE forward batch: one decode token for every running request plus prefill
  * chunks of waiting/prefilling requests (admitted as above), up to

@@ -27,7 +27,9 @@ typedef struct {
     uint64_t chain_hash;  /* hash after n_chained pages */
     int chain_page;       /* the cache's page for the last chained page (-1: none) */
     uint32_t chain_gen;
+    int n_full;           /* whole prompt pages it will publish */
     int *table;           /* (pages_per_seq) */
+    uint64_t *pending;    /* (pages_per_seq) chained hash of each whole prompt page (admission hint) */
 } kv_seq;
 
 struct kv_arena {
@@ -85,7 +87,9 @@ kv_arena *kv_new(const kv_config *c, char *err, size_t errlen) {
     a->hits = malloc(sizeof(int) * a->pages_per_seq);
     if (!a->pages || !a->free_stack || !a->buckets || !a->seqs || !a->hits) goto oom;
     for (int s = 0; s < c->max_seqs; s++)
-        if (!(a->seqs[s].table = malloc(sizeof(int) * a->pages_per_seq))) goto oom;
+        if (!(a->seqs[s].table = malloc(sizeof(int) * a->pages_per_seq)) ||
+            !(a->seqs[s].pending = malloc(sizeof(uint64_t) * a->pages_per_seq)))
+            goto oom;
     void *m = mmap(NULL, a->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) {
         snprintf(err, errlen, "kv arena: cannot map %zu MiB for %d pages of %d positions", a->bytes >> 20,
@@ -110,11 +114,23 @@ oom:
     return NULL;
 }
 
+kv_arena *kv_new_fixed(int n_seqs, int n_layer, int n_ctx, int n_embd, int n_head, char *err, size_t errlen) {
+    kv_config c = {.n_layer = n_layer, .n_ctx = n_ctx, .n_embd = n_embd, .n_head = n_head,
+                   .n_pages = n_seqs * kv_pages_for(n_ctx), .max_seqs = n_seqs};
+    kv_arena *a = n_seqs >= 1 ? kv_new(&c, err, errlen) : NULL;
+    if (!a && n_seqs < 1) snprintf(err, errlen, "kv arena: invalid shape (%d sequences)", n_seqs);
+    for (int s = 0; a && s < n_seqs; s++) {
+        int cached, zero = 0;
+        if (kv_seq_open(a, &zero, 1, n_ctx, &cached) != s || kv_seq_prepare(a, s, n_ctx) != 0) abort(); /* sized for it */
+    }
+    return a;
+}
+
 void kv_free(kv_arena *a) {
     if (!a) return;
     if (a->base) munmap(a->base, a->bytes);
     if (a->seqs)
-        for (int s = 0; s < a->cfg.max_seqs; s++) free(a->seqs[s].table);
+        for (int s = 0; s < a->cfg.max_seqs; s++) free(a->seqs[s].table), free(a->seqs[s].pending);
     free(a->seqs);
     free(a->pages);
     free(a->free_stack);
@@ -252,11 +268,27 @@ int kv_seq_open(kv_arena *a, const int *ids, int n_prompt, int n_reserve, int *n
     s->chain_hash = h;
     s->chain_page = n_hits ? a->hits[n_hits - 1] : -1;
     s->chain_gen = n_hits ? a->pages[s->chain_page].gen : 0;
+    s->n_full = a->cfg.prefix_cache ? n_prompt / KV_PAGE : 0;
+    for (int i = n_hits; i < s->n_full; i++) s->pending[i] = h = a->cfg.hash(h, ids + (size_t)i * KV_PAGE, KV_PAGE);
     a->n_reserved += need;
     a->stats.lookup_tokens += (uint64_t)n_prompt;
     a->stats.hit_tokens += (uint64_t)n_hits * KV_PAGE;
     *n_cached = n_hits * KV_PAGE;
     return seq;
+}
+
+int kv_prefix_pending(kv_arena *a, const int *ids, int n_prompt) {
+    int max_pages = (n_prompt - 1) / KV_PAGE;
+    if (!a->cfg.prefix_cache || max_pages < 1) return 0;
+    uint64_t h;
+    int n = lookup(a, ids, max_pages, &h);
+    if (n == max_pages) return 0;
+    uint64_t next = a->cfg.hash(h, ids + (size_t)n * KV_PAGE, KV_PAGE);
+    for (int s = 0; s < a->cfg.max_seqs; s++) {
+        const kv_seq *q = &a->seqs[s];
+        if (q->open && n >= q->n_chained && n < q->n_full && q->pending[n] == next) return 1;
+    }
+    return 0;
 }
 
 void kv_seq_close(kv_arena *a, int seq) {
@@ -268,8 +300,10 @@ void kv_seq_close(kv_arena *a, int seq) {
     a->n_reserved -= s->reserve;
     memset(s->table, 0xff, sizeof(int) * a->pages_per_seq);
     int *table = s->table;
+    uint64_t *pending = s->pending;
     memset(s, 0, sizeof *s);
     s->table = table;
+    s->pending = pending;
 }
 
 int kv_seq_prepare(kv_arena *a, int seq, int n) {

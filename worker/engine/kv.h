@@ -73,6 +73,9 @@ typedef struct kv_arena kv_arena;
 /* NULL with err if the mapping fails or the shape is invalid. */
 kv_arena *kv_new(const kv_config *c, char *err, size_t errlen);
 void kv_free(kv_arena *a); /* NULL-safe */
+/* For callers that drive the model directly (tools, tests, benchmarks): n_seqs sequences 0..n_seqs-1
+ * already open with every page of n_ctx positions allocated, no prefix cache. NULL with err. */
+kv_arena *kv_new_fixed(int n_seqs, int n_layer, int n_ctx, int n_embd, int n_head, char *err, size_t errlen);
 
 /* Pages a sequence of n positions spans. */
 int kv_pages_for(int n_positions);
@@ -88,6 +91,10 @@ void kv_get_stats(const kv_arena *a, kv_stats *s);
  * handle, KV_E_NO_SEQ (every handle is open) or KV_E_NO_PAGES (not enough free or evictable pages
  * now; nothing changed). */
 int kv_seq_open(kv_arena *a, const int *ids, int n_prompt, int n_reserve, int *n_cached);
+/* 1 if the next whole page of this prompt after its longest cached prefix is being computed by an
+ * open sequence (same chained hash; a hint only, so the hash alone decides): admitting the prompt
+ * after that page is published shares it instead of computing it twice. */
+int kv_prefix_pending(kv_arena *a, const int *ids, int n_prompt);
 /* Drops the sequence's pages and reservation; the handle is free again. */
 void kv_seq_close(kv_arena *a, int seq);
 /* Makes positions [0, n) of seq backed by pages (allocating from its reservation). 0, or -1 if n is
