@@ -19,6 +19,9 @@ BUILD="$BUILD" timeout 1200 sh bench/share.sh "$MODEL"
 echo
 echo "== email workload, in-process engine (bench_batch)"
 "$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl ${GPT2D_BENCH_QUICK:+--quick}
+echo
+echo "== paged KV cache and prefix cache: a 300-token campaign preamble, memory per request (bench_prefix)"
+"$BUILD/bench/bench_prefix" "$MODEL" tests/data/emails.jsonl
 if [ -x bench/e2e.sh ] || [ -f bench/e2e.sh ]; then
     echo
     echo "== email workload through gpt2d (bench/e2e.sh)"
