@@ -11,14 +11,20 @@
  *    requests (prompt <= 160 tokens, 192 new tokens) run at once with whole-context slots vs pages;
  *    each run goes until every admitted request is decoding, then cancels. Printed: peak running,
  *    the ratio (target >= 2.5x), and KV bytes resident / reserved per request.
+ * 3. KV dtype accuracy (issue 14): along the fp32-KV greedy path of every EMAILS prompt (first 128
+ *    tokens, G = 32 new), the logits with an fp16 and a bf16 KV cache against fp32: top-1 agreement,
+ *    mean and max KL(fp32 || dtype) per position, max |delta logit|, and the KV bytes per position.
  * usage: bench_prefix MODEL_DIR EMAILS.jsonl [--requests N] [--inflight C] [--max-tokens M]
- *                     [--skip-memory] */
+ *                     [--skip-memory] [--skip-accuracy] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+
 #include "bench_util.h"
 #include "engine.h"
+#include "gpt2.h"
 
 enum { MAX_REQ = 4096, MAX_PROMPT = 512 };
 
@@ -300,18 +306,131 @@ static int memory(const gpt2_weights *w, bpe_tokenizer *tok, char **emails, int 
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * KV dtype accuracy. */
+
+enum { ACC_PROMPT = 128, ACC_GEN = 32 };
+
+/* Logits (gen rows) of positions n_prompt-1 .. n-2 of ids (n), in one forward over a KV of dtype t. */
+static int path_logits(gpt2_state *m, const gpt2_config *c, kv_dtype t, const int *ids, int n, int n_prompt,
+                       float *out) {
+    kv_config kc = {.n_layer = c->n_layer, .n_ctx = n, .n_embd = c->n_embd, .n_head = c->n_head,
+                    .n_pages = kv_pages_for(n), .max_seqs = 1, .dtype = t};
+    char err[256];
+    kv_arena *kv = kv_new(&kc, err, sizeof err);
+    int cached, pos[ACC_PROMPT + ACC_GEN], seq[ACC_PROMPT + ACC_GEN], rows[ACC_PROMPT + ACC_GEN], rc = -1;
+    if (kv && kv_seq_open(kv, ids, n, n, &cached) == 0 && kv_seq_prepare(kv, 0, n) == 0) {
+        for (int i = 0; i < n; i++) pos[i] = i, seq[i] = 0, rows[i] = i >= n_prompt - 1 ? i - (n_prompt - 1) : -1;
+        gpt2_batch b = {n, ids, pos, seq, rows};
+        rc = gpt2_forward(m, kv, &b, out);
+    }
+    kv_free(kv);
+    return rc;
+}
+
+typedef struct {
+    long positions, agree;
+    double kl_sum, kl_max, dlogit_max;
+} acc_figures;
+
+static void compare_rows(const float *ref, const float *x, int V, acc_figures *f) {
+    int a = 0, b = 0;
+    double mr = ref[0], mx = x[0];
+    for (int i = 1; i < V; i++) {
+        if (ref[i] > ref[a]) a = i;
+        if (x[i] > x[b]) b = i;
+    }
+    mr = ref[a], mx = x[b];
+    double zr = 0, zx = 0, kl = 0;
+    for (int i = 0; i < V; i++) zr += exp(ref[i] - mr), zx += exp(x[i] - mx);
+    for (int i = 0; i < V; i++) {
+        double lp = ref[i] - mr - log(zr), lq = x[i] - mx - log(zx);
+        kl += exp(lp) * (lp - lq);
+        double d = fabs((double)ref[i] - x[i]);
+        if (d > f->dlogit_max) f->dlogit_max = d;
+    }
+    f->positions++;
+    f->agree += a == b;
+    f->kl_sum += kl;
+    if (kl > f->kl_max) f->kl_max = kl;
+}
+
+static void acc_on_token(void *u, uint64_t id, int index, int token, const char *p, size_t n, float lp) {
+    (void)p, (void)n, (void)lp;
+    if (index < ACC_GEN) ((int *)u)[id * ACC_GEN + index] = token;
+}
+static void acc_on_done(void *u, uint64_t id, const engine_result *r) { (void)u, (void)id, (void)r; }
+
+static int accuracy(const gpt2_weights *w, bpe_tokenizer *tok, char **emails, int n_emails) {
+    const gpt2_config *c = gpt2_weights_config(w);
+    int n = n_emails > 64 ? 64 : n_emails, V = c->n_vocab;
+    static prompt_ids ps[64];
+    int *path = calloc((size_t)n * ACC_GEN, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        long k = bpe_encode(tok, emails[i], strlen(emails[i]), 0, ps[i].ids, MAX_PROMPT);
+        ps[i].n = (int)(k > ACC_PROMPT ? ACC_PROMPT : k);
+    }
+    /* the fp32 greedy paths, all at once (batch-invariant: the same as one at a time) */
+    engine_callbacks cb = {acc_on_token, acc_on_done, NULL, path};
+    engine_config cfg = {.max_running = n};
+    char err[512];
+    engine *e = engine_new(w, tok, &cfg, &cb, err, sizeof err);
+    if (!e) {
+        fprintf(stderr, "bench_prefix: %s\n", err);
+        free(path);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        engine_request q = request_of(&ps[i], ACC_GEN);
+        engine_submit(e, (uint64_t)i, &q, NULL);
+    }
+    while (engine_has_work(e))
+        if (engine_step(e) < 0) break;
+    engine_free(e);
+    gpt2_state *m = gpt2_state_new(w, ACC_PROMPT + ACC_GEN, c->n_ctx, 0, err, sizeof err);
+    float *ref = malloc(sizeof(float) * ACC_GEN * V), *x = malloc(sizeof(float) * ACC_GEN * V);
+    acc_figures f[3] = {{0}};
+    int ids[ACC_PROMPT + ACC_GEN], rc = m && ref && x ? 0 : -1;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int np = ps[i].n, len = np + ACC_GEN - 1;
+        memcpy(ids, ps[i].ids, sizeof(int) * np);
+        memcpy(ids + np, path + (size_t)i * ACC_GEN, sizeof(int) * (ACC_GEN - 1));
+        rc = path_logits(m, c, KV_F32, ids, len, np, ref);
+        for (int t = KV_F16; rc == 0 && t <= KV_BF16; t++) {
+            rc = path_logits(m, c, (kv_dtype)t, ids, len, np, x);
+            for (int r = 0; rc == 0 && r < ACC_GEN; r++) compare_rows(ref + (size_t)r * V, x + (size_t)r * V, V, &f[t]);
+        }
+    }
+    if (rc == 0) {
+        printf("KV dtype accuracy vs fp32 KV, along the fp32 greedy paths of %d email prompts (<= %d prompt tokens, "
+               "%d new):\n", n, ACC_PROMPT, ACC_GEN);
+        printf("  %-6s %12s %10s %12s %12s %14s %16s\n", "dtype", "positions", "top-1", "mean KL", "max KL",
+               "max |dlogit|", "KV bytes/pos");
+        for (int t = KV_F16; t <= KV_BF16; t++)
+            printf("  %-6s %12ld %9.2f%% %12.3g %12.3g %14.4g %16zu\n", kv_dtype_name((kv_dtype)t), f[t].positions,
+                   100.0 * f[t].agree / f[t].positions, f[t].kl_sum / f[t].positions, f[t].kl_max, f[t].dlogit_max,
+                   (size_t)c->n_layer * 2 * c->n_embd * kv_dtype_size((kv_dtype)t));
+        printf("  (fp32: %zu bytes per position; fp16 / bf16 halve what attention reads)\n",
+               (size_t)c->n_layer * 2 * c->n_embd * 4);
+    }
+    gpt2_state_free(m);
+    free(ref), free(x), free(path);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: bench_prefix MODEL_DIR EMAILS.jsonl [--requests N] [--inflight C] [--max-tokens M] "
-                        "[--skip-memory]\n");
+                        "[--skip-memory] [--skip-accuracy]\n");
         return 2;
     }
-    int n = 256, inflight = 64, max_tokens = 64, skip_memory = 0;
+    int n = 256, inflight = 64, max_tokens = 64, skip_memory = 0, skip_accuracy = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--requests") && i + 1 < argc) n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--inflight") && i + 1 < argc) inflight = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--max-tokens") && i + 1 < argc) max_tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--skip-memory")) skip_memory = 1;
+        else if (!strcmp(argv[i], "--skip-accuracy")) skip_accuracy = 1;
         else {
             fprintf(stderr, "bench_prefix: unknown argument %s\n", argv[i]);
             return 2;
@@ -332,6 +451,7 @@ int main(int argc, char **argv) {
     }
     int rc = campaign(w, tok, emails, n_emails, n, inflight, max_tokens);
     if (rc == 0 && !skip_memory) rc = memory(w, tok, emails, n_emails);
+    if (rc == 0 && !skip_accuracy) rc = accuracy(w, tok, emails, n_emails);
     for (int i = 0; i < n_emails; i++) free(emails[i]);
     free(emails);
     bpe_free(tok);

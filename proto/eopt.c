@@ -14,6 +14,7 @@ const eopt eopt_table[EOPT_COUNT] = {
     {"max-running",        EOPT_INT,  F(max_running),     "0",     0,   PROTO_MAX_SLOTS, "N",    "requests running at once per worker, within the KV budget (0: --slots, else 256)"},
     {"kv-budget-mb",       EOPT_INT,  F(kv_budget_mb),    "0",     0,   1 << 24,         "N",    "KV cache per worker in MiB, in pages of 16 positions; a request waits until the pages it can reach are free (0: --slots, else 64, whole contexts)"},
     {"prefix-cache",       EOPT_BOOL, F(prefix_cache),    "true",  0,   0,               "BOOL", "share the KV of cached prompt prefixes (exact: outputs are unchanged)"},
+    {"kv-dtype",           EOPT_STR,  F(kv_dtype),        "",      0,   0,               "fp32|fp16|bf16", "KV cache element type: fp32, or fp16 / bf16 (half the bytes; outputs differ from fp32 but stay invariant; default: fp32)"},
     {"slots",              EOPT_INT,  F(slots),           "0",     0,   PROTO_MAX_SLOTS, "N",    "compatibility: --max-running N with a KV budget of N whole contexts (unless --kv-budget-mb)"},
     {"ctx",                EOPT_INT,  F(ctx),             "0",     0,   1 << 20,         "N",    "positions a request may reach (0: the model's n_ctx)"},
     {"max-batch-tokens",   EOPT_INT,  F(max_batch_tokens), "0",    0,   1 << 20,         "N",    "tokens per engine step (0: the engine's default)"},
@@ -36,9 +37,21 @@ static int parse_bool(const char *s) {
     return -1;
 }
 
+/* 1 if val is one of the '|'-separated choices. */
+static int choice_ok(const char *choices, const char *val) {
+    size_t n = strlen(val);
+    for (const char *c = choices; c; c = strchr(c, '|') ? strchr(c, '|') + 1 : NULL)
+        if (strncmp(c, val, n) == 0 && (c[n] == '|' || c[n] == 0)) return 1;
+    return 0;
+}
+
 int eopt_set(void *base, const eopt *o, const char *val, char *err, size_t errlen) {
     char *p = (char *)base + o->off;
     if (o->kind == EOPT_STR) {
+        if (*val && strchr(o->arg, '|') && !choice_ok(o->arg, val)) {
+            snprintf(err, errlen, "%s wants one of %s, got '%s'", o->name, o->arg, val);
+            return -1;
+        }
         *(const char **)p = *val ? val : NULL;
         return 0;
     }

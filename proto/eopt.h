@@ -14,6 +14,7 @@ typedef struct {
     int max_running;        /* requests running at once per worker (0: slots, else the engine's default) */
     int kv_budget_mb;       /* KV cache MiB (0: slots, else 64, whole contexts) */
     int prefix_cache;       /* share cached prompt prefixes (default on) */
+    const char *kv_dtype;   /* "fp32" (NULL: default), "fp16", "bf16" */
     int ctx;                /* positions a request may reach (0: the model's) */
     int max_batch_tokens;   /* tokens per engine step (0: the engine's default) */
     int threads;            /* compute threads (0: all cores; gpt2d: cores / workers) */
@@ -31,11 +32,11 @@ typedef struct {
     size_t off;       /* the field in the struct the table describes */
     const char *def;  /* the default, as written in a file ("": unset or computed, see help) */
     int min, max;     /* EOPT_INT: the accepted range */
-    const char *arg;  /* --help: what the value is */
+    const char *arg;  /* --help: what the value is; for a string, "a|b|c" also restricts it to those */
     const char *help;
 } eopt;
 
-#define EOPT_COUNT 11             /* entries of eopt_table */
+#define EOPT_COUNT 12             /* entries of eopt_table */
 extern const eopt eopt_table[EOPT_COUNT]; /* the engine settings, fields of eopt_values */
 
 /* Stores val (a string that outlives base) into o's field of base. "" unsets a string. Booleans take

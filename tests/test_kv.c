@@ -39,9 +39,10 @@ static int reads_back(const kv_arena *a, int seq, int writer, int from, int to) 
     for (int l = 0; l < L; l++)
         for (int h = 0; h < H; h++)
             for (int p = from; p < to;) {
-                const float *kr, *vr;
+                const void *kp, *vp;
                 size_t stride;
-                int n = kv_run(a, seq, l, h, p, to - p, &kr, &vr, &stride);
+                int n = kv_run(a, seq, l, h, p, to - p, &kp, &vp, &stride);
+                const float *kr = kp, *vr = vp; /* fp32 arenas */
                 ok &= n >= 1 && n <= to - p && (p % KV_PAGE) + n <= KV_PAGE;
                 for (int i = 0; i < n; i++)
                     for (int d = 0; d < HD; d++) {
@@ -276,6 +277,46 @@ static void test_pressure(void) {
     kv_free(a);
 }
 
+/* fp16 / bf16 arenas: stored values come back rounded to nearest even, exactly representable ones
+ * unchanged; a page then holds half the bytes. */
+static void test_dtypes(void) {
+    static const struct {
+        kv_dtype t;
+        float tie, want; /* a value halfway between two neighbours, and its even neighbour */
+    } cases[2] = {{KV_F16, 1.0f + 1.5f / 1024, 1.0f + 2.0f / 1024}, {KV_BF16, 1.0f + 1.5f / 128, 1.0f + 2.0f / 128}};
+    for (int c = 0; c < 2; c++) {
+        kv_config cfg = {.n_layer = L, .n_ctx = T, .n_embd = C, .n_head = H, .n_pages = T / KV_PAGE, .max_seqs = 1,
+                         .dtype = cases[c].t};
+        char err[256];
+        kv_arena *a = kv_new(&cfg, err, sizeof err);
+        int ids[1] = {0}, cached;
+        if (!a || kv_seq_open(a, ids, 1, T, &cached) != 0 || kv_seq_prepare(a, 0, T) != 0) {
+            check(0, "%s arena: %s", kv_dtype_name(cases[c].t), a ? "open failed" : err);
+            kv_free(a);
+            continue;
+        }
+        float k[C], v[C], got[KV_PAGE * HD];
+        for (int e = 0; e < C; e++) k[e] = (float)(e - 8) * 0.5f, v[e] = e == 3 ? cases[c].tie : (float)e * 0.25f;
+        kv_store(a, 0, 1, 21, k, v);
+        const void *kp, *vp;
+        size_t stride;
+        int ok = 1;
+        for (int h = 0; h < H; h++) {
+            int n = kv_run(a, 0, 1, h, 21, 1, &kp, &vp, &stride);
+            kv_widen(cases[c].t, kp, stride, n, HD, got);
+            for (int d = 0; d < HD; d++) ok &= got[d] == k[h * HD + d];
+            kv_widen(cases[c].t, vp, stride, n, HD, got);
+            for (int d = 0; d < HD; d++) ok &= got[d] == (h * HD + d == 3 ? cases[c].want : v[h * HD + d]);
+        }
+        check(ok && kv_page_bytes(a) == (size_t)L * 2 * KV_PAGE * C * 2,
+              "%s: representable values exact, a tie rounds to even, 2 bytes per element", kv_dtype_name(cases[c].t));
+        kv_free(a);
+    }
+    check(kv_dtype_parse("fp16") == KV_F16 && kv_dtype_parse("bf16") == KV_BF16 && kv_dtype_parse(NULL) == KV_F32 &&
+              kv_dtype_parse("fp8") == -1,
+          "dtype names");
+}
+
 int main(void) {
     test_shape();
     test_storage();
@@ -283,5 +324,6 @@ int main(void) {
     test_prefix(NULL, "default hash");
     test_prefix(degenerate_hash, "degenerate hash");
     test_pressure();
+    test_dtypes();
     return check_done("test_kv");
 }

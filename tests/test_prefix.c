@@ -9,6 +9,8 @@
  *  - requests sharing a prefix submitted together: one computes it, the others wait and share it;
  *  - random submit / cancel / finish under a tight page budget with kv_check after every step:
  *    no leak or double free, the free + cached count returns to the total, outputs exact;
+ *  - fp16 / bf16 KV: invariant within the dtype (alone = batched with hits = replayed), and different
+ *    numerics from fp32 (so the dtype is really applied) named in the fingerprint;
  *  - admission by memory: at one KV budget, short requests run several times more at once than
  *    whole-context slots allowed; the rest wait and all finish (nothing fails mid-stream). */
 #include <stdio.h>
@@ -60,14 +62,18 @@ static uint64_t degenerate_hash(uint64_t prev, const int *ids, int n) {
     return 7;
 }
 
-static engine *new_engine(run_state *st, int cache, kv_hash_fn hash, int slots, int max_running) {
+static engine *new_engine_dtype(run_state *st, int cache, kv_hash_fn hash, int slots, int max_running, int dtype) {
     engine_callbacks cb = {on_token, on_done, on_logits, st};
     engine_config cfg = {.n_slots = slots, .max_running = max_running, .n_ctx = CTX, .max_batch_tokens = 48,
-                         .prefix_cache_off = !cache, .prefix_hash = hash};
+                         .prefix_cache_off = !cache, .prefix_hash = hash, .kv_dtype = dtype};
     char err[512];
     engine *e = engine_new(g_w, g_tok, &cfg, &cb, err, sizeof err);
     if (!e) printf("engine_new: %s\n", err);
     return e;
+}
+
+static engine *new_engine(run_state *st, int cache, kv_hash_fn hash, int slots, int max_running) {
+    return new_engine_dtype(st, cache, hash, slots, max_running, KV_F32);
 }
 
 typedef struct {
@@ -303,6 +309,60 @@ static void test_admission(void) {
     engine_free(e);
 }
 
+/* fp16 and bf16 KV: within the dtype, alone (cache off) = 4 at a time with prefix hits = replayed
+ * from a crash (resume_ids); and the dtype really changes the numerics (logits differ from fp32). */
+static void test_dtypes(void) {
+    static prompt ps[32];
+    int want[32], n = boundary_prompts(ps, want);
+    static run_state f32, ref, on, rep;
+    engine *e = new_engine(&f32, 0, NULL, 4, 0);
+    int ok = e && run(e, &f32, ps, n, 0, 1, 0) == 0;
+    engine_free(e);
+    for (int t = KV_F16; t <= KV_BF16; t++) {
+        const char *name = kv_dtype_name((kv_dtype)t);
+        e = new_engine_dtype(&ref, 0, NULL, 4, 0, t);
+        ok = e && run(e, &ref, ps, n, 0, 1, 0) == 0;
+        char fp[128] = "";
+        if (e) engine_fingerprint(e, fp, sizeof fp);
+        engine_free(e);
+        e = new_engine_dtype(&on, 1, NULL, 4, 0, t);
+        ok &= e && run(e, &on, ps, 1, 0, 1, 1) == 0 && run(e, &on, ps + 1, n - 1, 1, 4, 1) == 0;
+        engine_free(e);
+        int bad = 0, hits = 0, vs32 = 0;
+        for (int i = 0; i < n; i++) {
+            bad += !same(&ref.out[i], &on.out[i]);
+            hits += on.out[i].cached > 0;
+            vs32 += ref.out[i].logits_hash != f32.out[i].logits_hash;
+        }
+        check(ok && bad == 0 && hits >= n - 4, "%s: alone = 4 at a time with prefix hits (%d differ, %d hits)", name,
+              bad, hits);
+        check(vs32 > 0 && strstr(fp, "+kv") && strstr(fp, name),
+              "%s: numerics differ from fp32 (%d of %d prompts), fingerprint %s", name, vs32, n, fp);
+        /* replay: resubmitted with the first k tokens as resume_ids, it continues exactly */
+        int cases = 0, rbad = 0;
+        e = new_engine_dtype(&rep, 1, NULL, 4, 0, t);
+        for (int i = 1; e && i < n; i += 3) {
+            int k = ref.out[i].n_tokens / 2;
+            engine_request q = to_request(&ps[i]);
+            q.resume_ids = ref.out[i].tokens;
+            q.n_resume_ids = k;
+            memset(&rep.out[i], 0, sizeof rep.out[i]);
+            rep.out[i].logits_hash = 1469598103934665603ull;
+            if (engine_submit(e, (uint64_t)i, &q, NULL) != 0) {
+                rbad++;
+                continue;
+            }
+            for (int s2 = 0; s2 < 1000 && !rep.out[i].done; s2++) engine_step(e);
+            outcome *a = &ref.out[i], *b = &rep.out[i];
+            rbad += !(b->done == 1 && b->finish == a->finish && b->n_tokens == a->n_tokens &&
+                      memcmp(b->tokens + k, a->tokens + k, sizeof(int) * (a->n_tokens - k)) == 0);
+            cases++;
+        }
+        engine_free(e);
+        check(cases >= 4 && rbad == 0, "%s: %d replays continue exactly (%d differ)", name, cases, rbad);
+    }
+}
+
 int main(void) {
     const char *tmp = getenv("GPT2D_TMP") ? getenv("GPT2D_TMP") : "/tmp";
     const char *root = getenv("GPT2D_ROOT") ? getenv("GPT2D_ROOT") : ".";
@@ -319,6 +379,7 @@ int main(void) {
     test_random();
     test_inflight();
     test_admission();
+    test_dtypes();
     bpe_free(g_tok);
     gpt2_weights_free(g_w);
     return check_done("test_prefix");

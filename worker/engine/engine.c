@@ -88,7 +88,7 @@ static void request_free(request *r) {
 /* The KV cache's pages: kv_budget_mb's worth, else n_slots (or 64) whole contexts. 0, or -1 with err
  * when the budget does not hold one whole context (a request that fits the context must fit). */
 static int engine_kv_pages(const engine *e, const gpt2_config *mc, int *n_pages, char *err, size_t errlen) {
-    size_t page_bytes = (size_t)mc->n_layer * 2 * KV_PAGE * mc->n_embd * sizeof(float);
+    size_t page_bytes = (size_t)mc->n_layer * 2 * KV_PAGE * mc->n_embd * kv_dtype_size((kv_dtype)e->cfg.kv_dtype);
     int ctx_pages = kv_pages_for(e->n_ctx);
     if (e->cfg.kv_budget_mb == 0) {
         *n_pages = (e->cfg.n_slots > 0 ? e->cfg.n_slots : 64) * ctx_pages;
@@ -124,9 +124,14 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
         snprintf(err, errlen, "engine: --ctx %d exceeds the model's context of %d", e->n_ctx, mc->n_ctx);
         goto fail;
     }
+    if (cfg->kv_dtype < KV_F32 || cfg->kv_dtype > KV_BF16) {
+        snprintf(err, errlen, "engine: --kv-dtype must be fp32, fp16 or bf16");
+        goto fail;
+    }
     e->n_run = cfg->max_running > 0 ? cfg->max_running : cfg->n_slots > 0 ? cfg->n_slots : 256;
     kv_config kc = {.n_layer = mc->n_layer, .n_ctx = e->n_ctx, .n_embd = mc->n_embd, .n_head = mc->n_head,
-                    .max_seqs = e->n_run, .prefix_cache = !cfg->prefix_cache_off, .hash = cfg->prefix_hash};
+                    .max_seqs = e->n_run, .prefix_cache = !cfg->prefix_cache_off, .hash = cfg->prefix_hash,
+                    .dtype = (kv_dtype)cfg->kv_dtype};
     if (engine_kv_pages(e, mc, &kc.n_pages, err, errlen) != 0) goto fail;
     /* every running request contributes one decode token, so a step must hold at least n_run */
     e->max_batch = e->cfg.max_batch_tokens > e->n_run ? e->cfg.max_batch_tokens : e->n_run;
@@ -367,13 +372,16 @@ const char *engine_error_name(engine_error err) {
 
 const char *engine_fingerprint(const engine *e, char *buf, size_t cap) {
     const char *fp = gpt2_weights_fingerprint(e->w);
-    if (!e->cfg.use_blas) {
+    char mods[32];
+    snprintf(mods, sizeof mods, "%s%s%s", e->cfg.use_blas ? "+blas" : "", e->cfg.kv_dtype ? "+kv" : "",
+             e->cfg.kv_dtype ? kv_dtype_name((kv_dtype)e->cfg.kv_dtype) : "");
+    if (!*mods) {
         snprintf(buf, cap, "%s", fp);
         return buf;
     }
     const char *slash = strchr(fp, '/'), *second = slash ? strchr(slash + 1, '/') : NULL;
-    if (second) snprintf(buf, cap, "%.*s+blas%s", (int)(second - fp), fp, second);
-    else snprintf(buf, cap, "%s+blas", fp);
+    if (second) snprintf(buf, cap, "%.*s%s%s", (int)(second - fp), fp, mods, second);
+    else snprintf(buf, cap, "%s%s", fp, mods);
     return buf;
 }
 
@@ -382,6 +390,7 @@ void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_o
     c->n_slots = v->slots;
     c->max_running = v->max_running;
     c->prefix_cache_off = !v->prefix_cache;
+    c->kv_dtype = kv_dtype_parse(v->kv_dtype);
     c->kv_budget_mb = v->kv_budget_mb > 0 ? (size_t)v->kv_budget_mb : 0;
     c->n_ctx = v->ctx;
     c->max_batch_tokens = v->max_batch_tokens;

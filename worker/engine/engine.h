@@ -54,6 +54,9 @@ typedef struct {
                               needs weights loaded with keep_checkpoint */
     int prefix_cache_off;  /* 1: no prefix cache (--prefix-cache off); it is on by default */
     kv_hash_fn prefix_hash;/* tests only: the prefix cache's page hash (NULL: kv_hash_default) */
+    int kv_dtype;          /* kv_dtype (kv.h): KV_F32 (0, the default), KV_F16, KV_BF16: half the KV bytes,
+                              different numerics (in the fingerprint), invariant within the dtype;
+                              -1: an unknown name (engine_new refuses it) */
 } engine_config;
 
 /* Why engine_submit refused a request, or engine_step failed (0 = none). */
@@ -165,7 +168,7 @@ int engine_step(engine *e);
 
 int engine_has_work(const engine *e);
 /* The numerics fingerprint: the weights' (weights.h), with "+blas" after the kernel family in
- * OpenBLAS mode (whose bits depend on batching). Into buf (GPT2_FINGERPRINT_MAX bytes suffice). */
+ * OpenBLAS mode (whose bits depend on batching) and "+kvfp16" / "+kvbf16" for a half-precision KV cache. Into buf (GPT2_FINGERPRINT_MAX bytes suffice). */
 const char *engine_fingerprint(const engine *e, char *buf, size_t cap);
 
 /* The engine and weight settings named by option-table values (proto/eopt.h: gpt2d, gpt2d-worker and

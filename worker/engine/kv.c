@@ -2,6 +2,7 @@
  * the checker. Page layout: [layer][K | V][head][KV_PAGE][head_dim]. */
 #include "kv.h"
 
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +36,9 @@ typedef struct {
 struct kv_arena {
     kv_config cfg;
     int head_dim, pages_per_seq;
-    size_t page_floats, bytes;
-    float *base;          /* the mapping */
+    size_t elt;           /* bytes per element (dtype) */
+    size_t page_elts, bytes;
+    unsigned char *base;  /* the mapping */
     kv_page *pages;       /* (n_pages) */
     int *free_stack, n_free;
     int lru_head, lru_tail, n_lru;
@@ -61,9 +63,18 @@ uint64_t kv_hash_default(uint64_t prev, const int *ids, int n) {
 
 int kv_pages_for(int n_positions) { return (n_positions + KV_PAGE - 1) / KV_PAGE; }
 
+const char *kv_dtype_name(kv_dtype t) { return t == KV_F16 ? "fp16" : t == KV_BF16 ? "bf16" : "fp32"; }
+size_t kv_dtype_size(kv_dtype t) { return t == KV_F32 ? 4 : 2; }
+int kv_dtype_parse(const char *s) {
+    if (!s || !*s || !strcmp(s, "fp32")) return KV_F32;
+    if (!strcmp(s, "fp16")) return KV_F16;
+    if (!strcmp(s, "bf16")) return KV_BF16;
+    return -1;
+}
+
 kv_arena *kv_new(const kv_config *c, char *err, size_t errlen) {
     if (c->n_layer < 1 || c->n_ctx < 1 || c->n_embd < 1 || c->n_head < 1 || c->n_embd % c->n_head ||
-        c->max_seqs < 1 || c->n_pages < kv_pages_for(c->n_ctx)) {
+        c->max_seqs < 1 || c->n_pages < kv_pages_for(c->n_ctx) || c->dtype < KV_F32 || c->dtype > KV_BF16) {
         snprintf(err, errlen, "kv arena: invalid shape (layers %d, ctx %d, embd %d, heads %d, %d sequences, "
                  "%d pages: at least %d, one context)", c->n_layer, c->n_ctx, c->n_embd, c->n_head, c->max_seqs,
                  c->n_pages, kv_pages_for(c->n_ctx > 0 ? c->n_ctx : 0));
@@ -75,8 +86,9 @@ kv_arena *kv_new(const kv_config *c, char *err, size_t errlen) {
     if (!a->cfg.hash) a->cfg.hash = kv_hash_default;
     a->head_dim = c->n_embd / c->n_head;
     a->pages_per_seq = kv_pages_for(c->n_ctx);
-    a->page_floats = (size_t)c->n_layer * 2 * KV_PAGE * c->n_embd;
-    a->bytes = a->page_floats * c->n_pages * sizeof(float);
+    a->elt = kv_dtype_size(c->dtype);
+    a->page_elts = (size_t)c->n_layer * 2 * KV_PAGE * c->n_embd;
+    a->bytes = a->page_elts * a->elt * c->n_pages;
     size_t nb = 1;
     while (nb < (size_t)c->n_pages) nb <<= 1;
     a->bucket_mask = nb - 1;
@@ -106,7 +118,7 @@ kv_arena *kv_new(const kv_config *c, char *err, size_t errlen) {
     }
     a->n_free = c->n_pages;
     a->lru_head = a->lru_tail = -1;
-    a->stats.page_bytes = a->page_floats * sizeof(float);
+    a->stats.page_bytes = a->page_elts * a->elt;
     return a;
 oom:
     snprintf(err, errlen, "kv arena: out of memory");
@@ -139,7 +151,8 @@ void kv_free(kv_arena *a) {
     free(a);
 }
 
-size_t kv_page_bytes(const kv_arena *a) { return a->page_floats * sizeof(float); }
+size_t kv_page_bytes(const kv_arena *a) { return a->page_elts * a->elt; }
+kv_dtype kv_dtype_of(const kv_arena *a) { return a->cfg.dtype; }
 size_t kv_bytes(const kv_arena *a) { return a->bytes; }
 int kv_ctx(const kv_arena *a) { return a->cfg.n_ctx; }
 int kv_max_seqs(const kv_arena *a) { return a->cfg.max_seqs; }
@@ -357,28 +370,77 @@ int kv_seq_pages(const kv_arena *a, int seq) {
 /* ---------------------------------------------------------------------------------------------
  * The model's accessors. */
 
-static float *page_layer(const kv_arena *a, int page, int layer) {
-    return a->base + (size_t)page * a->page_floats + (size_t)layer * 2 * KV_PAGE * a->cfg.n_embd;
+/* Element offset of (layer, K) within a page; V follows KV_PAGE * n_embd elements later. */
+static unsigned char *page_layer(const kv_arena *a, int page, int layer) {
+    return a->base + ((size_t)page * a->page_elts + (size_t)layer * 2 * KV_PAGE * a->cfg.n_embd) * a->elt;
+}
+
+static uint16_t to_bf16(float x) { /* round to nearest even (K and V are finite) */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* n floats to dtype t at dst. */
+static void narrow(kv_dtype t, const float *src, void *dst, size_t n) {
+    if (t == KV_F32) {
+        memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    uint16_t *d = dst;
+    size_t i = 0;
+    if (t == KV_F16) {
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+        for (; i < n; i++) d[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+    } else {
+        for (; i < n; i++) d[i] = to_bf16(src[i]);
+    }
+}
+
+void kv_widen(kv_dtype t, const void *src, size_t stride, int n, int hd, float *out) {
+    for (int r = 0; r < n; r++) {
+        float *o = out + (size_t)r * hd;
+        if (t == KV_F32) {
+            memcpy(o, (const float *)src + r * stride, sizeof(float) * hd);
+            continue;
+        }
+        const uint16_t *s = (const uint16_t *)src + r * stride;
+        int i = 0;
+        if (t == KV_F16) {
+            for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(o + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+            for (; i < hd; i++) o[i] = _cvtsh_ss(s[i]);
+        } else {
+            for (; i + 8 <= hd; i += 8) {
+                __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + i)));
+                _mm256_storeu_ps(o + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+            }
+            for (; i < hd; i++) {
+                uint32_t u = (uint32_t)s[i] << 16;
+                memcpy(o + i, &u, 4);
+            }
+        }
+    }
 }
 
 void kv_store(kv_arena *a, int seq, int layer, int pos, const float *k, const float *v) {
     int p = a->seqs[seq].table[pos / KV_PAGE];
     if (a->pages[p].published || a->pages[p].ref != 1) abort(); /* a write to a shared page: a bug */
-    float *K = page_layer(a, p, layer), *V = K + (size_t)KV_PAGE * a->cfg.n_embd;
+    unsigned char *K = page_layer(a, p, layer), *V = K + (size_t)KV_PAGE * a->cfg.n_embd * a->elt;
     size_t hd = a->head_dim, off = (size_t)(pos % KV_PAGE) * hd;
     for (int h = 0; h < a->cfg.n_head; h++) {
-        memcpy(K + h * KV_PAGE * hd + off, k + h * hd, hd * sizeof(float));
-        memcpy(V + h * KV_PAGE * hd + off, v + h * hd, hd * sizeof(float));
+        narrow(a->cfg.dtype, k + h * hd, K + (h * KV_PAGE * hd + off) * a->elt, hd);
+        narrow(a->cfg.dtype, v + h * hd, V + (h * KV_PAGE * hd + off) * a->elt, hd);
     }
 }
 
-int kv_run(const kv_arena *a, int seq, int layer, int head, int pos, int n_max, const float **k,
-           const float **v, size_t *stride) {
+int kv_run(const kv_arena *a, int seq, int layer, int head, int pos, int n_max, const void **k,
+           const void **v, size_t *stride) {
     int p = a->seqs[seq].table[pos / KV_PAGE], in = pos % KV_PAGE;
-    const float *K = page_layer(a, p, layer);
+    const unsigned char *K = page_layer(a, p, layer);
     size_t hd = a->head_dim, off = (size_t)head * KV_PAGE * hd + (size_t)in * hd;
-    *k = K + off;
-    *v = K + (size_t)KV_PAGE * a->cfg.n_embd + off;
+    *k = K + off * a->elt;
+    *v = K + ((size_t)KV_PAGE * a->cfg.n_embd + off) * a->elt;
     *stride = hd;
     int n = KV_PAGE - in;
     return n < n_max ? n : n_max;

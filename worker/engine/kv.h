@@ -7,7 +7,7 @@
  * stores a position's K and V rows with kv_store and reads one head back as runs of consecutive
  * positions (kv_run, never crossing a page), in position order, so attention's sums are the same
  * operations in the same order as with one contiguous slot: outputs are bit-identical.
- * Layout of a page (private): [layer][K | V][head][KV_PAGE positions][head_dim].
+ * Layout of a page (private): [layer][K | V][head][KV_PAGE positions][head_dim], in the arena's dtype.
  *
  * Memory policy (admission control, no preemption, nothing fails mid-stream): kv_seq_open RESERVES
  * every page the request can ever reach (prompt + max_tokens, capped at the context) or refuses
@@ -45,6 +45,14 @@
 
 #define KV_PAGE 16 /* positions per page */
 
+/* How K and V are stored. fp32: exactly what the model computed. fp16 (IEEE half, F16C) and bf16
+ * (bfloat16): half the bytes, rounded to nearest even when stored; attention widens them back to
+ * float, so outputs differ from fp32 but stay batch-invariant within the dtype. */
+typedef enum { KV_F32 = 0, KV_F16, KV_BF16 } kv_dtype;
+const char *kv_dtype_name(kv_dtype t);           /* "fp32", "fp16", "bf16" */
+int kv_dtype_parse(const char *s);               /* NULL/"" -> KV_F32; a name -> its kv_dtype; else -1 */
+size_t kv_dtype_size(kv_dtype t);                /* bytes per element */
+
 /* Chained page hash: hash of one page's KV_PAGE ids given the hash of the pages before it (0 for
  * the first page). Tests may plug a degenerate one to force collisions. */
 typedef uint64_t (*kv_hash_fn)(uint64_t prev, const int *ids, int n);
@@ -56,6 +64,7 @@ typedef struct {
     int max_seqs;                       /* sequences open at once */
     int prefix_cache;                   /* 1: publish and share prompt pages */
     kv_hash_fn hash;                    /* NULL: kv_hash_default */
+    kv_dtype dtype;                     /* element type of K and V */
 } kv_config;
 
 typedef struct {
@@ -111,10 +120,15 @@ int kv_seq_pages(const kv_arena *a, int seq);
 void kv_store(kv_arena *a, int seq, int layer, int pos, const float *k, const float *v);
 
 /* For one head: the longest run of consecutive positions [pos, pos + n), n <= n_max, stored
- * contiguously: the head's K for position pos + i is *k + i * *stride (same for V), head_dim
- * floats. Returns n (>= 1 when n_max >= 1); a run never crosses a page. */
-int kv_run(const kv_arena *a, int seq, int layer, int head, int pos, int n_max, const float **k,
-           const float **v, size_t *stride);
+ * contiguously: the head's K for position pos + i is element i * *stride of *k (same for V), head_dim
+ * elements of kv_dtype_of(a) (floats for KV_F32). Returns n (>= 1 when n_max >= 1); a run never
+ * crosses a page. */
+int kv_run(const kv_arena *a, int seq, int layer, int head, int pos, int n_max, const void **k,
+           const void **v, size_t *stride);
+kv_dtype kv_dtype_of(const kv_arena *a);
+/* Widens n rows of hd elements of type t (row i at element i * stride of src) to floats, row i at
+ * out + i * hd. Exact (every fp16 and bf16 value is a float). */
+void kv_widen(kv_dtype t, const void *src, size_t stride, int n, int hd, float *out);
 
 /* Verifies every ownership rule above; 0, or -1 with err naming the first broken one. */
 int kv_check(const kv_arena *a, char *err, size_t errlen);

@@ -36,6 +36,7 @@ struct gpt2_state {
     float *tmp;                     /* (B, C) projection output before the residual add */
     float *fc;                      /* (B, 4C) MLP hidden */
     float *scores;                  /* (threads, max_ctx) attention scores per thread */
+    float *kvrows;                  /* (threads, KV_PAGE * head_dim) a half-precision KV run widened */
 };
 
 gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
@@ -72,7 +73,8 @@ gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, i
     m->tmp = malloc(B * C * sizeof(float));
     m->fc = malloc(B * 4 * C * sizeof(float));
     m->scores = malloc((size_t)pool_threads(m->pool) * max_ctx * sizeof(float));
-    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores) goto oom;
+    m->kvrows = malloc((size_t)pool_threads(m->pool) * KV_PAGE * (C / c->n_head) * sizeof(float));
+    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->kvrows) goto oom;
     return m;
 oom:
     snprintf(err, errlen, "model: out of memory");
@@ -90,6 +92,7 @@ void gpt2_state_free(gpt2_state *m) {
     free(m->tmp);
     free(m->fc);
     free(m->scores);
+    free(m->kvrows);
     free(m);
 }
 
@@ -190,19 +193,28 @@ typedef struct {
     int layer;
 } attn_job;
 
+/* One run of K or V rows as floats: the arena's own (fp32), else widened into rows (KV_PAGE * hd). */
+static const float *run_rows(kv_dtype t, const void *src, size_t *stride, int n, int hd, float *rows) {
+    if (t == KV_F32) return src;
+    kv_widen(t, src, *stride, n, hd, rows);
+    *stride = (size_t)hd;
+    return rows;
+}
+
 /* One (token, head): causal attention over positions 0..pos of the token's sequence.
- * scores (pos + 1) is this thread's scratch. The order of every sum is fixed by pos alone. */
-static void attention_head(const attn_job *j, int i, int h, float *scores) {
+ * scores (pos + 1) and rows are this thread's scratch. The order of every sum is fixed by pos alone. */
+static void attention_head(const attn_job *j, int i, int h, float *scores, float *rows) {
     const gpt2_config *c = &j->m->cfg;
     int C = c->n_embd, hd = C / c->n_head, T = j->b->pos[i] + 1, slot = j->b->slot[i];
+    kv_dtype dt = kv_dtype_of(j->kv);
     const float *q = j->m->qkv + (size_t)i * 3 * C + h * hd;
     float *out = j->m->att + (size_t)i * C + h * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    const float *k, *v;
+    const void *k, *v;
     size_t stride;
     for (int t = 0; t < T;) {
         int n = kv_run(j->kv, slot, j->layer, h, t, T - t, &k, &v, &stride);
-        const float *kh = k;
+        const float *kh = run_rows(dt, k, &stride, n, hd, rows);
         int u = 0;
         for (; u + 4 <= n; u += 4) {
             float d[4];
@@ -224,9 +236,10 @@ static void attention_head(const attn_job *j, int i, int h, float *scores) {
     for (int d = 0; d < hd; d++) out[d] = 0.0f;
     for (int t0 = 0; t0 < T;) {
         int n = kv_run(j->kv, slot, j->layer, h, t0, T - t0, &k, &v, &stride);
+        const float *vh = run_rows(dt, v, &stride, n, hd, rows);
         for (int u = 0; u < n; u++) {
             float p = scores[t0 + u] * inv;
-            const float *vr = v + u * stride;
+            const float *vr = vh + u * stride;
             int d = 0;
             __m256 pv = _mm256_set1_ps(p);
             for (; d + 8 <= hd; d += 8)
@@ -241,7 +254,8 @@ static void attention_task(void *ctx, int begin, int end, int tid) {
     const attn_job *j = ctx;
     int H = j->m->cfg.n_head;
     float *scores = j->m->scores + (size_t)tid * j->m->max_ctx;
-    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores);
+    float *rows = j->m->kvrows + (size_t)tid * KV_PAGE * (j->m->cfg.n_embd / H);
+    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores, rows);
 }
 
 /* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence. */
