@@ -10,8 +10,8 @@
  * Sampling flags: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R
  *   --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable) --ignore-eos
  *   --logit-bias ID:VALUE (repeatable). Engine flags: proto/eopt.h's table (the same as gpt2d's and
- *   gpt2d-worker's: --slots --ctx --kv-budget-mb --max-batch-tokens --threads --blas --weights-cache
- *   --isa ...). Exit status: 0 success, 1 runtime failure, 2 bad usage. */
+ *   gpt2d-worker's: --max-running --kv-budget-mb --prefix-cache --kv-dtype --slots --ctx
+ *   --max-batch-tokens --threads --blas --weights-cache --isa ...). Exit status: 0 success, 1 runtime failure, 2 bad usage. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
