@@ -20,13 +20,12 @@ endif
 # Where gpt2-tool mkmodel finds the tokenizer files (install overrides it).
 DATADIR ?= $(CURDIR)/data
 
-# The kernels use AVX2 + FMA + F16C (checked at start-up with a clear error).
 # -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
 # The inference library's rooms under worker/ (worker_main.c, the process, stays at the top).
 ENGINE_DIRS := worker/kernels worker/model worker/engine worker/tokenizer
 ENGINE_INC  := -Iworker $(addprefix -I,$(ENGINE_DIRS))
 
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf16c \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror \
            -ffp-contract=off -fno-strict-aliasing -MMD -MP $(ENGINE_INC) -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
@@ -71,8 +70,14 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# The scalar kernels are the portable baseline: built without any instruction-set flag.
-$(BUILD)/obj/worker/kernels/%_scalar.o: CFLAGS := $(filter-out -mavx2 -mfma -mf16c,$(CFLAGS))
+# The engine uses AVX2 + FMA + F16C: only its objects (and the benchmarks and test_mm, which call
+# its inline vector helpers) are built with them. gpt2d, gpt2c, the protocol, every main() and the scalar
+# kernels (the portable baseline) are not, so they run anywhere; worker/kernels/cpu.c checks the
+# CPU first thing in gpt2d-worker and gpt2-tool and says what it lacks (tests/test_isa.sh).
+ISA_FLAGS := -mavx2 -mfma -mf16c
+ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/kernels/cpu.o $(BUILD)/obj/worker/kernels/%_scalar.o,$(ENGINE_OBJ)) \
+             $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/test_mm.o
+$(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
 
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gpt2c.h"
+#include "proto_runtime.h"
 
 typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_STOP, O_BIAS, O_NOPROGRESS } opt_kind;
 
@@ -154,6 +155,11 @@ int options_parse(gpt2c_options *o, int argc, char **argv) {
     if (!o->connect || !*o->connect) {
         if (!proto_default_endpoint(0, o->connect_buf, sizeof(o->connect_buf), NULL, 0)) {
             fprintf(stderr, "gpt2c: runtime directory path too long\n");
+            return -1;
+        }
+        char err[600]; /* a default directory somebody else made is not ours to trust */
+        if (proto_runtime_check_endpoint(o->connect_buf, 0, 0, err, sizeof(err)) < 0) {
+            fprintf(stderr, "gpt2c: %s\n", err);
             return -1;
         }
         o->connect = o->connect_buf;

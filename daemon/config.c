@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -46,6 +47,9 @@ static const option options[] = {
     {"curve-secret",         OPT_STR,  C(curve_secret),       "",      0,   0,               "FILE", "the broker's CURVE key pair (gpt2c keygen): encrypt and authenticate both endpoints"},
     {"curve-clients",        OPT_STR,  C(curve_clients),      "",      0,   0,               "FILE", "with curve-secret: public keys of the clients allowed in, one Z85 key per line"},
     {"curve-workers",        OPT_STR,  C(curve_workers),      "",      0,   0,               "FILE", "with curve-secret: public keys of the workers allowed in, one Z85 key per line"},
+    {"allow-plain-workers",  OPT_BOOL, C(allow_plain_workers), "false", 0,  0,               "BOOL", "without curve-secret: let workers that were not started by this broker register over TCP, and allow a worker-listen other than ipc or loopback; anyone who can reach it may then read prompts and forge outputs"},
+    {"max-connections",      OPT_INT,  C(max_connections),    "0",     0,   1000000,         "N",    "client connections at once; more are closed at once (0: what the fd limit allows, keeping fds in reserve)"},
+    {"max-connections-per-uid", OPT_INT, C(max_connections_per_uid), "0", 0, 1000000,       "N",    "client connections of one local user (ipc) at once (0: half of max-connections)"},
 };
 #undef C
 #define N_DAEMON (sizeof(options) / sizeof(options[0]))
@@ -274,6 +278,13 @@ static int endpoint_ok(const char *ep) {
     return !ep || strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "tcp://", 6) == 0;
 }
 
+/* 1 if ep is ipc:// or TCP on a loopback address (reachable from this machine only). */
+static int endpoint_private(const char *ep) {
+    if (!ep || strncmp(ep, "ipc://", 6) == 0) return 1;
+    const char *host = ep + 6;
+    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 || strncmp(host, "[::1]:", 6) == 0;
+}
+
 static int config_validate(const config *cfg) {
     const char *where = cfg->config_file ? cfg->config_file : "the command line";
     if (proto_log_parse_level(cfg->log_level ? cfg->log_level : "") < 0) {
@@ -287,6 +298,14 @@ static int config_validate(const config *cfg) {
     }
     if (!endpoint_ok(cfg->listen) || !endpoint_ok(cfg->worker_listen)) {
         fprintf(stderr, "gpt2d: %s: listen and worker-listen must be ipc://PATH or tcp://HOST:PORT\n", where);
+        return -1;
+    }
+    if (!cfg->curve_secret && !cfg->allow_plain_workers && !endpoint_private(cfg->worker_listen)) {
+        fprintf(stderr,
+                "gpt2d: %s: worker-listen %s is reachable from other machines and has no CURVE: anyone who can "
+                "reach it could register as a worker, read prompts and forge outputs; set curve-secret (and "
+                "curve-workers), bind it to 127.0.0.1 or ipc://, or set allow-plain-workers = true\n",
+                where, cfg->worker_listen);
         return -1;
     }
     return 0;
@@ -350,6 +369,40 @@ int config_reload(const config *cfg, config *fresh, int argc, char **argv) {
     return config_compute(fresh);
 }
 
+/* Loads the model the way a worker will (headers, shapes, tensors, tokenizer, --ctx within the
+ * model's): the daemon never links the model, so the worker binary does it (gpt2d-worker --check),
+ * printing what is wrong. 0, or -1. */
+static int config_check_model(const config *cfg) {
+    char *argv[48] = {(char *)cfg->worker_bin, "--check", "--model", (char *)cfg->model, "--log-level", "error"};
+    int n = 6, fixed = 6;
+    if (eopt_argv(&cfg->engine, argv, &n, 46) < 0) { /* the engine options, as local workers get them */
+        for (int i = fixed; i < n; i++) free(argv[i]);
+        fprintf(stderr, "gpt2d: out of memory\n");
+        return -1;
+    }
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "gpt2d: fork: %s\n", strerror(errno));
+        for (int i = fixed; i < n; i++) free(argv[i]);
+        return -1;
+    }
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    for (int i = fixed; i < n; i++) free(argv[i]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    fprintf(stderr, "gpt2d: model %s: cannot be loaded with these settings (see above)\n", cfg->model);
+    return -1;
+}
+
 int config_check(const config *cfg) {
     char path[PATH_MAX];
     int rc = 0;
@@ -363,6 +416,7 @@ int config_check(const config *cfg) {
             fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", cfg->worker_bin, strerror(errno));
             rc = -1;
         }
+        if (rc == 0 && config_check_model(cfg) < 0) rc = -1;
     }
     return rc;
 }

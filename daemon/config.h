@@ -33,6 +33,9 @@ typedef struct {
     const char *curve_secret; /* file with the broker's CURVE key pair: CURVE on both links */
     const char *curve_clients;/* file of client public keys allowed in (with curve_secret) */
     const char *curve_workers;/* file of worker public keys allowed in (with curve_secret) */
+    int allow_plain_workers;  /* no CURVE: workers without the start secret may register over TCP */
+    int max_connections;      /* client connections at once (0: from the fd limit) */
+    int max_connections_per_uid; /* client connections of one uid at once (0: half of the above) */
     /* command-line only */
     const char *config_file;  /* --config FILE (NULL: none) */
     int check_config;         /* --check-config: validate and exit */
@@ -51,8 +54,9 @@ int config_parse(config *cfg, int argc, char **argv);
  * values as config_parse (never 1); fresh needs config_destroy() either way. */
 int config_reload(const config *cfg, config *fresh, int argc, char **argv);
 
-/* --check-config's deeper checks: the model directory and the worker executable exist. 0, or -1
- * after printing what is wrong to stderr. */
+/* --check-config's deeper checks: the worker executable exists and loads the model directory with
+ * these settings (gpt2d-worker --check: headers, shapes, ctx within the model's). 0, or -1 after
+ * printing what is wrong to stderr. */
 int config_check(const config *cfg);
 
 /* Writes the fully commented configuration file for cfg: every option with its help and default;

@@ -119,8 +119,9 @@ static const pfield fields[PF_COUNT] = {
     [PF_TOP_P] = {"top_p", K_F32, F_LO_OPEN, M(top_p), 0, 0, 1, NULL, 0, 0},
     [PF_MIN_P] = {"min_p", K_F32, 0, M(min_p), 0, 0, 1, NULL, 0, 0},
     [PF_REPETITION_PENALTY] = {"repetition_penalty", K_F32, F_LO_OPEN, M(repetition_penalty), 0, 0, 100, NULL, 0, 0},
-    [PF_PRESENCE_PENALTY] = {"presence_penalty", K_F32, 0, M(presence_penalty), 0, -100, 100, NULL, 0, 0},
-    [PF_FREQUENCY_PENALTY] = {"frequency_penalty", K_F32, 0, M(frequency_penalty), 0, -100, 100, NULL, 0, 0},
+    /* [-2, 2]: OpenAI's range, and the sampler's (a wider one would pass here and fail there) */
+    [PF_PRESENCE_PENALTY] = {"presence_penalty", K_F32, 0, M(presence_penalty), 0, -2, 2, NULL, 0, 0},
+    [PF_FREQUENCY_PENALTY] = {"frequency_penalty", K_F32, 0, M(frequency_penalty), 0, -2, 2, NULL, 0, 0},
     [PF_SEED] = {"seed", K_U64, 0, M(seed), 0, 0, 0, NULL, 0, 0},
     [PF_LOGIT_BIAS] = {"logit_bias", K_BIAS, 0, M(logit_bias), M(n_logit_bias), -100, 100, NULL, 0, 0},
     [PF_STOP] = {"stop", K_STOPS, 0, M(stop), M(n_stop), 1, PROTO_MAX_STOP_BYTES, NULL, 0, 0},
@@ -167,6 +168,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_ITL_HIST] = {"itl_hist", K_MAP, 0, M(itl_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_TOTAL_HIST] = {"total_hist", K_MAP, 0, M(total_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
+    [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
     [PF_KV] = {"kv", K_MAP, 0, M(kv), 0, 0, 0, kv_fields, NSUB(kv_fields), 0},
 };
 
@@ -212,11 +214,11 @@ static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH
                                  FLD(D, PF_TOKENS), FLD(D, PF_USAGE), FLD(D, PF_TIMINGS),
                                  FLD(O, PF_MESSAGE), FLD(O, PF_NAME)};
 static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE),
-                                  FLD(O, PF_REASON), FLD(O, PF_FIELD)};
+                                  FLD(O, PF_REASON), FLD(O, PF_FIELD), FLD(O, PF_NAME)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
                                FLD(O, PF_TOKENS_GENERATED), FLD(O, PF_KV)};
 static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
-                                  FLD(O, PF_FINGERPRINT)};
+                                  FLD(O, PF_FINGERPRINT), FLD(O, PF_SECRET)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
 static const uint8_t t_disconnect[] = {FLD(O, PF_MESSAGE)};
 
@@ -299,6 +301,9 @@ static const struct {
     [PROTO_R_SHUTTING_DOWN] = {"shutting_down", PROTO_CODE_SHUTTING_DOWN},
     [PROTO_R_INTERNAL] = {"internal", PROTO_CODE_INTERNAL},
     [PROTO_R_INVALID_REQUEST] = {"invalid_request", PROTO_CODE_INVALID_REQUEST},
+    [PROTO_R_MODEL_LOAD_FAILED] = {"model_load_failed", PROTO_CODE_WORKER_LOST},
+    [PROTO_R_WORKER_START_FAILED] = {"worker_start_failed", PROTO_CODE_WORKER_LOST},
+    [PROTO_R_OVER_CREDIT] = {"over_credit", PROTO_CODE_OVERLOADED},
 };
 
 const char *proto_reason_name(proto_reason r) {
@@ -371,6 +376,27 @@ int proto_utf8_valid(const char *s, size_t len) {
         i += n + 1;
     }
     return 1;
+}
+
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap) {
+    size_t n = 0;
+    if (cap == 0) return 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = 1; /* the length of the character at i, if it is one */
+        unsigned c = (unsigned char)s[i];
+        if (c >= 0xc2 && c <= 0xdf) k = 2;
+        else if (c >= 0xe0 && c <= 0xef) k = 3;
+        else if (c >= 0xf0 && c <= 0xf4) k = 4;
+        int ok = c < 0x80 || (k > 1 && k <= len - i && proto_utf8_valid(s + i, k));
+        if (!ok) k = 1;
+        if (n + (ok ? k : 1) > cap - 1) break;
+        if (ok) memcpy(out + n, s + i, k);
+        else out[n] = '?';
+        n += ok ? k : 1;
+        i += k;
+    }
+    out[n] = 0;
+    return n;
 }
 
 const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap) {
@@ -500,10 +526,19 @@ static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *er
     }
     for (uint32_t i = 0; i < n; i++) {
         bool ban = isinf(b[i].bias) && b[i].bias < 0;
-        if (b[i].id < 0 || b[i].id > PROTO_MAX_TOKEN_ID ||
-            (!ban && (!isfinite(b[i].bias) || b[i].bias < f->lo || b[i].bias > f->hi))) {
-            seterr(err, errlen, "field '%s': entry %u: id in [0, %d] and bias in [%g, %g] or -inf",
-                   f->key, i, PROTO_MAX_TOKEN_ID, f->lo, f->hi);
+        if (b[i].id < 0 || b[i].id > PROTO_MAX_TOKEN_ID) {
+            seterr(err, errlen, "field '%s': entry %u: token id %d is not in [0, %d]", f->key, i, (int)b[i].id,
+                   PROTO_MAX_TOKEN_ID);
+            return -PROTO_R_TOKEN_OUT_OF_RANGE;
+        }
+        if (!ban && !isfinite(b[i].bias)) {
+            seterr(err, errlen, "field '%s': entry %u: the bias is NaN or +inf (only -inf, a ban, is allowed)",
+                   f->key, i);
+            return -PROTO_R_NOT_FINITE;
+        }
+        if (!ban && (b[i].bias < f->lo || b[i].bias > f->hi)) {
+            seterr(err, errlen, "field '%s': entry %u: bias %g is not in [%g, %g] (or -inf)", f->key, i,
+                   (double)b[i].bias, f->lo, f->hi);
             return -PROTO_R_OUT_OF_RANGE;
         }
     }
@@ -859,7 +894,11 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
             id->num = o->via.u64;
             return 0;
         }
-        if (obj_str(o, &id->str, false) < 0) return wrong_type(c, f->key, "a string or a non-negative integer");
+        if (obj_str(o, &id->str, false) < 0) {
+            seterr(c->err, c->errlen, "field '%s': expected a non-negative integer or 1..%d bytes of UTF-8", f->key,
+                   PROTO_MAX_ID_BYTES);
+            return dec_fail(c, PROTO_R_BAD_ID, f->key);
+        }
         id->is_str = 1;
         return 0;
     }
@@ -910,9 +949,13 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         for (uint32_t i = 0; i < n; i++) {
             const msgpack_object *e = &o->via.array.ptr[i];
             if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
-                obj_int(&e->via.array.ptr[0], &i64) < 0 || i64 < 0 || i64 > PROTO_MAX_TOKEN_ID ||
-                obj_number(&e->via.array.ptr[1], &x) < 0)
+                obj_int(&e->via.array.ptr[0], &i64) < 0 || obj_number(&e->via.array.ptr[1], &x) < 0)
                 return wrong_type(c, f->key, "an array of [id, bias] pairs");
+            if (i64 < 0 || i64 > PROTO_MAX_TOKEN_ID) {
+                seterr(c->err, c->errlen, "field '%s': entry %u: token id %lld is not in [0, %d]", f->key, i,
+                       (long long)i64, PROTO_MAX_TOKEN_ID);
+                return dec_fail(c, PROTO_R_TOKEN_OUT_OF_RANGE, f->key);
+            }
             b[i].id = (int32_t)i64;
             b[i].bias = (float)x;
         }
@@ -1002,10 +1045,10 @@ static int dec_header(dec_ctx *c, const msgpack_object *top) {
     for (uint32_t i = 0; i < top->via.map.size; i++) {
         const msgpack_object_kv *kv = &top->via.map.ptr[i];
         if (key_is(&kv->key, "t")) {
-            if (tv) { seterr(c->err, c->errlen, "duplicate key 't'"); return PROTO_E_TYPE; }
+            if (tv) { seterr(c->err, c->errlen, "duplicate field 't'"); return dec_fail(c, PROTO_R_DUPLICATE_FIELD, "t"); }
             tv = &kv->val;
         } else if (key_is(&kv->key, "v")) {
-            if (vv) { seterr(c->err, c->errlen, "duplicate key 'v'"); return PROTO_E_VERSION; }
+            if (vv) { seterr(c->err, c->errlen, "duplicate field 'v'"); return dec_fail(c, PROTO_R_DUPLICATE_FIELD, "v"); }
             vv = &kv->val;
         }
     }
@@ -1046,12 +1089,23 @@ static int dec_fields(dec_ctx *c, const msgpack_object *top) {
         if (key_is(&kv->key, "t") || key_is(&kv->key, "v")) continue;
         int idx = type_field_index(t, &kv->key);
         if (idx < 0) {
-            if (kv->key.type == MSGPACK_OBJECT_STR)
-                seterr(c->err, c->errlen, "%s: unknown field '%.*s'", t->name,
-                       (int)(kv->key.via.str.size > 64 ? 64 : kv->key.via.str.size), kv->key.via.str.ptr);
-            else
+            if (kv->key.type != MSGPACK_OBJECT_STR) {
                 seterr(c->err, c->errlen, "%s: a key is not a string", t->name);
-            return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
+                return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
+            }
+            /* the key as "field", printable ASCII only (the rest becomes '?'), at most 64 bytes */
+            uint32_t n = kv->key.via.str.size < sizeof(m->fail_key) - 1 ? kv->key.via.str.size
+                                                                        : (uint32_t)sizeof(m->fail_key) - 1;
+            for (uint32_t k = 0; k < n; k++) {
+                unsigned char ch = (unsigned char)kv->key.via.str.ptr[k];
+                m->fail_key[k] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+            }
+            m->fail_key[n] = 0;
+            /* the message quotes it as valid UTF-8, cut on a character boundary: the error must encode */
+            char quoted[65];
+            proto_utf8_sanitize(kv->key.via.str.ptr, kv->key.via.str.size, quoted, sizeof(quoted));
+            seterr(c->err, c->errlen, "%s: unknown field '%s'", t->name, quoted);
+            return dec_fail(c, PROTO_R_UNKNOWN_FIELD, m->fail_key);
         }
         uint8_t fid = t->f[2 * idx + 1];
         const pfield *f = &fields[fid];

@@ -41,6 +41,8 @@
 #define PROTO_MAX_MESSAGE_BYTES 1024      /* error messages */
 #define PROTO_MAX_WORKERS 256             /* worker entries in a stats reply */
 #define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
+#define PROTO_MAX_PIECE_BYTES 4096        /* text of one token frame from a worker (the contract) */
+#define PROTO_SECRET_HEX 64               /* ready.secret: the broker's per-start secret, hex */
 
 /* ---- defaults of a submit ------------------------------------------------------------------------ */
 #define PROTO_DEFAULT_MAX_TOKENS 16     /* as gpt2-tool generate -n */
@@ -67,8 +69,14 @@
 /* The broker's client ROUTER: a client that stops reading fills its pipe after this many frames,
  * and is then treated as gone (its requests cancelled) so it cannot hold memory or block others.
  * Its receive side bounds what one client may have queued unread at the broker. */
-#define PROTO_CLIENT_SNDHWM 20000
+#define PROTO_CLIENT_SNDHWM 4000
 #define PROTO_CLIENT_RCVHWM 1000
+/* Bytes one client may have queued at the broker: the sizes of the last PROTO_CLIENT_SNDHWM frames
+ * sent to it bound what its pipe can hold; a send that would take that sum over this while the
+ * connection's kernel buffer is full (the client is not reading) is not made, and the client is
+ * treated as gone. */
+#define PROTO_CLIENT_QUEUE_BYTES (2u << 20)
+#define PROTO_CLIENT_STATS_PER_S 20 /* stats replies per client per second; more: client_limit */
 /* ZMQ_MAXMSGSIZE of the broker's client socket: a frame over PROTO_MAX_MSG_BYTES but within this is
  * read and answered too_large (413); a larger one makes ZeroMQ drop the connection. */
 #define PROTO_MAX_FRAME_BYTES (2u * PROTO_MAX_MSG_BYTES)
@@ -142,6 +150,10 @@ typedef enum {
     PROTO_R_SHUTTING_DOWN,
     PROTO_R_INTERNAL,
     PROTO_R_INVALID_REQUEST,    /* the engine refused it for another reason */
+    PROTO_R_MODEL_LOAD_FAILED,  /* a worker cannot load the model: bad files or settings (it will not
+                                   get better by restarting) */
+    PROTO_R_WORKER_START_FAILED, /* a worker could not start for a reason that may pass (memory) */
+    PROTO_R_OVER_CREDIT,        /* a worker was given a request beyond the credit it announced */
     PROTO_R_COUNT
 } proto_reason;
 
@@ -176,7 +188,8 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_KV, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_SECRET,
+    PF_KV, PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
 
@@ -277,14 +290,17 @@ typedef struct {
     proto_str reason;              /* optional: a proto_reason name */
     proto_str field;               /* optional: the field at fault */
 
-    /* decoder output on failure: the specific cause and the field (a static key name, or NULL) */
+    /* decoder output on failure: the specific cause and the field (a static key name, fail_key for
+     * an unknown key, or NULL) */
     proto_reason fail;
     const char *fail_field;
+    char fail_key[65];             /* an unknown key, printable ASCII ('?' for other bytes) */
 
     /* hello / welcome / ready / credit / hb */
     proto_str name;                /* peer name (client, server or worker) */
     int32_t pid;
     int32_t slots;                 /* ready: capacity */
+    proto_str secret;              /* ready, optional: the broker's per-start secret (local workers) */
     int32_t n_ctx;                 /* ready: positions per slot */
     proto_str fingerprint;         /* ready: numerics fingerprint ("f32/avx2/<ckpt hash>"); replays
                                       go only to a worker with the same one */
@@ -347,5 +363,10 @@ const char *proto_default_endpoint(int worker_side, char *buf, size_t cap, char 
 
 /* Checks that s is well-formed UTF-8 (no overlongs, no surrogates). 1 yes, 0 no. */
 int proto_utf8_valid(const char *s, size_t len);
+
+/* Copies at most cap-1 bytes of s into out as valid UTF-8 (NUL-terminated): a byte that does not
+ * start a valid character becomes '?', and a character that would not fit whole is left out.
+ * Returns the length written. For quoting untrusted bytes in messages that must encode. */
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
 
 #endif

@@ -24,6 +24,7 @@
 #include "batchfile.h"
 #include "bpe.h"
 #include "checkpoint.h"
+#include "cpu.h"
 #include "engine.h"
 #include "eopt.h"
 #include "gpt2.h"
@@ -553,6 +554,11 @@ int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage();
         return argc < 2 ? 2 : 0;
+    }
+    char cpu_err[256];
+    if (cpu_check(cpu_err, sizeof(cpu_err)) < 0) { /* before any code built with the kernels' ISA */
+        fprintf(stderr, "gpt2-tool: %s\n", cpu_err);
+        return 1;
     }
     const char *c = argv[1];
     if (strcmp(c, "mkmodel") == 0) return cmd_mkmodel(&a);

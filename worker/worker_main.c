@@ -12,7 +12,11 @@
  * sends with a large SNDHWM: the broker link must not drop frames). After a step that ended
  * requests, one credit frame returns their slots. A broker silent for PROTO_LIVENESS heartbeats,
  * or one that answers "disconnect", is left: live requests are cancelled and the worker connects
- * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. */
+ * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. A request beyond the
+ * announced slots is refused (over_credit): the engine's FIFO stays bounded whatever the broker
+ * does. A model that cannot load (or a CPU without the kernels' ISA) is reported to the broker in
+ * one error frame without rid before the worker exits 1 (PROTOCOL.md, "Worker start-up failure");
+ * --check only loads the model and says whether it works. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpu.h"
 #include "engine.h"
 #include "eopt.h"
 #include "proto.h"
@@ -47,6 +52,7 @@ typedef struct {
     const char *model, *connect, *name, *log_level;
     const char *curve_key, *server_key; /* CURVE: our key pair file, the broker's public key (or its file) */
     eopt_values engine;                 /* the engine options (eopt.h) */
+    int check;          /* --check: load the model as a worker would, report, exit (gpt2d --check-config) */
     char connect_buf[512], name_buf[PROTO_MAX_NAME_BYTES];
 } wk_options;
 
@@ -54,7 +60,9 @@ static void wk_usage(FILE *f) {
     fprintf(f, "usage: gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--log-level L]\n"
                "                    [--curve-key FILE --server-key KEY|FILE] [engine options]\n"
                "Runs one GPT-2 engine for a gpt2d broker (default endpoint ipc://$RUNTIME/worker.sock;\n"
-               "a remote machine uses --connect tcp://BROKER:PORT). Engine options (--name=VALUE works too):\n");
+               "a remote machine uses --connect tcp://BROKER:PORT). --check loads the model with these settings\n"
+               "(headers, shapes, --ctx within the model's), says what is wrong, and exits 0 or 1 without\n"
+               "connecting (gpt2d --check-config runs it). Engine options (--name=VALUE works too):\n");
     eopt_usage(f);
 }
 
@@ -75,6 +83,9 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             wk_usage(stdout);
             return 1;
+        } else if (strcmp(a, "--check") == 0) {
+            o->check = 1;
+            continue;
         } else if (strcmp(a, "--model") == 0) o->model = v;
         else if (strcmp(a, "--connect") == 0) o->connect = v;
         else if (strcmp(a, "--name") == 0) o->name = v;
@@ -270,6 +281,12 @@ static void wk_send_ready(worker *w) {
     m.n_ctx = w->n_ctx;
     m.fingerprint = (proto_str){w->fingerprint, (uint32_t)strlen(w->fingerprint)};
     m.has |= PROTO_HAS(PF_FINGERPRINT);
+    /* a local worker proves it was started by this broker (see PROTOCOL.md, "Worker authentication") */
+    const char *secret = getenv("GPT2D_WORKER_SECRET");
+    if (secret && strlen(secret) == PROTO_SECRET_HEX) {
+        m.secret = (proto_str){secret, PROTO_SECRET_HEX};
+        m.has |= PROTO_HAS(PF_SECRET);
+    }
     wk_send(w, &m);
 }
 
@@ -398,6 +415,13 @@ static proto_reason wk_reason(engine_error e) {
 static void wk_on_request(worker *w, const proto_msg *m) {
     const char *field;
     char why_msg[256];
+    if (w->n_live >= w->slots) { /* the broker broke the credit rule: bound our FIFO, say so */
+        snprintf(why_msg, sizeof(why_msg), "worker %s runs %d requests, all the %d slots it announced",
+                 w->opt->name, w->n_live, w->slots);
+        proto_log(&w->log, PROTO_LOG_WARN, "rid %llu refused: %s", (unsigned long long)m->rid, why_msg);
+        wk_send_refusal(w, m->rid, PROTO_R_OVER_CREDIT, NULL, why_msg);
+        return; /* no credit back: the broker had none to spend */
+    }
     proto_reason why = wk_check_request(w, m, &field, why_msg, sizeof(why_msg));
     if (why != PROTO_R_NONE) {
         wk_send_refusal(w, m->rid, why, field, why_msg);
@@ -556,6 +580,36 @@ static int wk_run(worker *w) {
 }
 
 /* Where the weights came from, and a warning when they are not shared or not on huge pages. */
+/* The worker cannot load the model: tell the broker why before exiting (PROTOCOL.md, "Worker
+ * start-up failure"), so that it can answer its clients and stop restarting us in vain. Best
+ * effort: waits at most 2 s for the frame to leave. Built without the kernels' ISA (as all of
+ * this file and proto/), so it also runs for a CPU that lacks it. */
+static void wk_report_start_failure(const wk_options *o, const char *why) {
+    int permanent = !strstr(why, "out of memory") && !strstr(why, "cannot map");
+    void *ctx = zmq_ctx_new();
+    char err[256];
+    void *sock = ctx ? proto_sock_new(ctx, ZMQ_DEALER, err, sizeof(err)) : NULL;
+    int linger = 2000;
+    if (sock && (!o->curve_key || proto_curve_client(sock, o->curve_key, o->server_key, err, sizeof(err)) == 0) &&
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger)) == 0 && zmq_connect(sock, o->connect) == 0) {
+        proto_reason r = permanent ? PROTO_R_MODEL_LOAD_FAILED : PROTO_R_WORKER_START_FAILED;
+        proto_msg e;
+        proto_msg_init(&e, PROTO_T_ERROR);
+        e.code = proto_reason_code(r);
+        e.reason = (proto_str){proto_reason_name(r), (uint32_t)strlen(proto_reason_name(r))};
+        size_t n = strlen(why), nn = strlen(o->name);
+        e.message = (proto_str){why, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+        e.name = (proto_str){o->name, (uint32_t)(nn > PROTO_MAX_NAME_BYTES ? PROTO_MAX_NAME_BYTES : nn)};
+        e.has = PROTO_HAS(PF_REASON) | PROTO_HAS(PF_NAME);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        proto_sock_send(sock, NULL, 0, &e, ZMQ_DONTWAIT, &sb, err, sizeof(err));
+        msgpack_sbuffer_destroy(&sb);
+    }
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
+}
+
 static void wk_log_weights(worker *w, double ms) {
     const gpt2_weights_info *in = gpt2_weights_info_of(w->weights);
     static const char *how[] = {"packed into private memory", "mapped from the cache", "packed and cached",
@@ -576,6 +630,12 @@ int main(int argc, char **argv) {
     wk_options opt;
     int rc = wk_parse(&opt, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
+    char cpu_err[256];
+    if (cpu_check(cpu_err, sizeof(cpu_err)) < 0) { /* before any code built with the kernels' ISA */
+        fprintf(stderr, "gpt2d-worker: %s\n", cpu_err);
+        if (!opt.check) wk_report_start_failure(&opt, cpu_err);
+        return 1;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sigemptyset(&sa.sa_mask);
@@ -592,6 +652,10 @@ int main(int argc, char **argv) {
     engine_config ec;
     gpt2_weights_opts wo;
     engine_options_apply(&opt.engine, &ec, &wo);
+    if (opt.check) { /* the same load with one slot, nothing kept */
+        ec.n_slots = 1;
+        ec.kv_budget_mb = 0;
+    }
     engine_callbacks cb = {.on_token = wk_on_token, .on_done = wk_on_done, .user = &w};
     char err[512];
     rc = 1;
@@ -600,7 +664,13 @@ int main(int argc, char **argv) {
     if (!(w.weights = gpt2_weights_load(opt.model, &wo, err, sizeof(err))) ||
         (t_weights = proto_clock_ms() - t0, !(w.tok = bpe_load(opt.model, err, sizeof(err)))) ||
         !(w.e = engine_new(w.weights, w.tok, &ec, &cb, err, sizeof(err)))) {
-        proto_log(&w.log, PROTO_LOG_ERROR, "%s", err);
+        proto_log(&w.log, PROTO_LOG_ERROR, "cannot load the model: %s", err);
+        if (!opt.check) wk_report_start_failure(&opt, err);
+        goto out;
+    }
+    if (opt.check) {
+        printf("gpt2d-worker: model %s: OK\n", opt.model);
+        rc = 0;
         goto out;
     }
     wk_log_weights(&w, t_weights);

@@ -304,8 +304,8 @@ int kv_prefix_pending(kv_arena *a, const int *ids, int n_prompt) {
     return 0;
 }
 
-void kv_seq_close(kv_arena *a, int seq) {
-    if (seq < 0 || seq >= a->cfg.max_seqs || !a->seqs[seq].open) return;
+int kv_seq_close(kv_arena *a, int seq) {
+    if (seq < 0 || seq >= a->cfg.max_seqs || !a->seqs[seq].open) return -1;
     kv_seq *s = &a->seqs[seq];
     /* last page first: a prefix's first pages become the most recently used, so a chain is
      * evicted from its end and its head stays reachable longest */
@@ -317,6 +317,7 @@ void kv_seq_close(kv_arena *a, int seq) {
     memset(s, 0, sizeof *s);
     s->table = table;
     s->pending = pending;
+    return 0;
 }
 
 int kv_seq_prepare(kv_arena *a, int seq, int n) {

@@ -104,8 +104,9 @@ int kv_seq_open(kv_arena *a, const int *ids, int n_prompt, int n_reserve, int *n
  * open sequence (same chained hash; a hint only, so the hash alone decides): admitting the prompt
  * after that page is published shares it instead of computing it twice. */
 int kv_prefix_pending(kv_arena *a, const int *ids, int n_prompt);
-/* Drops the sequence's pages and reservation; the handle is free again. */
-void kv_seq_close(kv_arena *a, int seq);
+/* Drops the sequence's pages and reservation; the handle is free again: 0. -1 (nothing changes) if
+ * seq is out of range or not open, e.g. closed twice, which would otherwise drop references twice. */
+int kv_seq_close(kv_arena *a, int seq);
 /* Makes positions [0, n) of seq backed by pages (allocating from its reservation). 0, or -1 if n is
  * beyond the reservation (a caller bug; nothing allocated). */
 int kv_seq_prepare(kv_arena *a, int seq, int n);

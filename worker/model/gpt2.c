@@ -1,5 +1,6 @@
 /* gpt2.c — see gpt2.h. Reads top to bottom: weights, buffers, one function per layer, forward. */
 #include "gpt2.h"
+#include "cpu.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -42,10 +43,7 @@ struct gpt2_state {
 gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
                            size_t errlen) {
     const gpt2_config *c = gpt2_weights_config(w);
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-        snprintf(err, errlen, "model: this CPU lacks AVX2 or FMA, which the kernels need");
-        return NULL;
-    }
+    if (cpu_check(err, errlen) < 0) return NULL;
     if (max_tokens < 1 || max_ctx < 1 || max_ctx > c->n_ctx) {
         snprintf(err, errlen, "model: invalid limits (max_tokens %d, ctx %d; the model's ctx is %d)",
                  max_tokens, max_ctx, c->n_ctx);
