@@ -78,6 +78,8 @@ ISA_FLAGS := -mavx2 -mfma -mf16c
 ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/kernels/cpu.o $(BUILD)/obj/worker/kernels/%_scalar.o,$(ENGINE_OBJ)) \
              $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/test_mm.o
 $(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
+# The AVX-512 family, alone with its flags (chosen at run time only on a CPU that has them).
+$(BUILD)/obj/worker/kernels/%_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^

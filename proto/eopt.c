@@ -21,7 +21,8 @@ const eopt eopt_table[EOPT_COUNT] = {
     {"threads",            EOPT_INT,  F(threads),         "0",     0,   4096,            "N",    "compute threads per worker (0: all cores; under gpt2d: cores / workers)"},
     {"blas",               EOPT_BOOL, F(blas),            "false", 0,   0,               "BOOL", "OpenBLAS kernels: faster prefill, but results then depend on batching"},
     {"weights-cache",      EOPT_STR,  F(weights_cache),   "",      0,   0,               "DIR",  "directory of packed weight images, mapped shared by every worker of this machine; 'off': a private copy per worker (default: $GPT2D_WEIGHTS_CACHE, $CACHE_DIRECTORY, else ~/.cache/gpt2d)"},
-    {"isa",                EOPT_STR,  F(isa),             "",      0,   0,               "ISA",  "matmul kernel family: auto, avx2, or scalar (the portable baseline); also $GPT2D_ISA (default: auto)"},
+    {"isa",                EOPT_STR,  F(isa),             "",      0,   0,               "ISA",  "matmul kernel family: auto, avx512 (AVX-512 + VNNI), avx2, or scalar (the portable baseline); also $GPT2D_ISA (default: auto)"},
+    {"weights",            EOPT_STR,  F(weights),         "fp32",  0,   0,               "fp32|bf16|int8", "weight format: fp32, bf16 (half the bytes), int8 (blocks of 32 with a scale each, about a quarter); each its own numerics fingerprint"},
     {"debug-step-delay-ms", EOPT_INT, F(step_delay_ms),   "0",     0,   10000,           "N",    "testing only: workers sleep N ms per engine step"},
 };
 #undef F
@@ -37,20 +38,17 @@ static int parse_bool(const char *s) {
     return -1;
 }
 
-/* 1 if val is one of the '|'-separated choices. */
-static int choice_ok(const char *choices, const char *val) {
-    size_t n = strlen(val);
-    for (const char *c = choices; c; c = strchr(c, '|') ? strchr(c, '|') + 1 : NULL)
-        if (strncmp(c, val, n) == 0 && (c[n] == '|' || c[n] == 0)) return 1;
-    return 0;
-}
-
 int eopt_set(void *base, const eopt *o, const char *val, char *err, size_t errlen) {
     char *p = (char *)base + o->off;
     if (o->kind == EOPT_STR) {
-        if (*val && strchr(o->arg, '|') && !choice_ok(o->arg, val)) {
-            snprintf(err, errlen, "%s wants one of %s, got '%s'", o->name, o->arg, val);
-            return -1;
+        if (*val && strchr(o->arg, '|')) { /* a closed list of values */
+            size_t n = strlen(val);
+            const char *c = o->arg;
+            while (!(strncmp(c, val, n) == 0 && (c[n] == '|' || c[n] == 0)) && (c = strchr(c, '|'))) c++;
+            if (!c) {
+                snprintf(err, errlen, "%s wants one of %s, got '%s'", o->name, o->arg, val);
+                return -1;
+            }
         }
         *(const char **)p = *val ? val : NULL;
         return 0;

@@ -20,7 +20,8 @@ typedef struct {
     int threads;            /* compute threads (0: all cores; gpt2d: cores / workers) */
     int blas;               /* OpenBLAS kernels, faster prefill, not batch-invariant */
     const char *weights_cache; /* packed weight image directory, "off", or NULL (default) */
-    const char *isa;        /* matmul kernel family: NULL / "auto", "avx2", "scalar" */
+    const char *isa;        /* matmul kernel family: NULL / "auto", "avx512", "avx2", "scalar" */
+    const char *weights;    /* weight format: "fp32" (default), "bf16", "int8" */
     int step_delay_ms;      /* testing only: sleep N ms per engine step */
 } eopt_values;
 
@@ -32,11 +33,11 @@ typedef struct {
     size_t off;       /* the field in the struct the table describes */
     const char *def;  /* the default, as written in a file ("": unset or computed, see help) */
     int min, max;     /* EOPT_INT: the accepted range */
-    const char *arg;  /* --help: what the value is; for a string, "a|b|c" also restricts it to those */
+    const char *arg;  /* --help: what the value is; for EOPT_STR, "a|b|c" lists the only values accepted */
     const char *help;
 } eopt;
 
-#define EOPT_COUNT 12             /* entries of eopt_table */
+#define EOPT_COUNT 13             /* entries of eopt_table */
 extern const eopt eopt_table[EOPT_COUNT]; /* the engine settings, fields of eopt_values */
 
 /* Stores val (a string that outlives base) into o's field of base. "" unsets a string. Booleans take

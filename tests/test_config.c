@@ -40,17 +40,18 @@ int main(void) {
     config cfg;
     char *none[] = {"gpt2d", "--workers", "0", NULL};
     check(parse(&cfg, none) == 0 && cfg.engine.slots == 0 && cfg.engine.blas == 0 && cfg.engine.weights_cache == NULL &&
-              cfg.engine.isa == NULL && cfg.max_queue == 256,
-          "defaults");
+              cfg.engine.isa == NULL && cfg.max_queue == 256 &&
+              cfg.engine.weights && strcmp(cfg.engine.weights, "fp32") == 0,
+          "defaults (weights fp32)");
     config_destroy(&cfg);
 
     char *flags[] = {"gpt2d", "--model", "/m", "--workers", "2", "--slots", "7", "--blas", "--weights-cache=/c",
-                     "--isa", "scalar", "--threads", "3", "--debug-step-delay-ms", "5", NULL};
+                     "--isa", "scalar", "--threads", "3", "--debug-step-delay-ms", "5", "--weights", "int8", NULL};
     check(parse(&cfg, flags) == 0 && cfg.workers == 2 && cfg.engine.slots == 7 && cfg.engine.blas == 1 &&
               cfg.engine.threads == 3 && cfg.engine.step_delay_ms == 5 && strcmp(cfg.engine.weights_cache, "/c") == 0 &&
-              strcmp(cfg.engine.isa, "scalar") == 0,
+              strcmp(cfg.engine.isa, "scalar") == 0 && strcmp(cfg.engine.weights, "int8") == 0,
           "engine flags land in cfg.engine");
-    check(round_trip(&cfg.engine), "the worker command line parses back to gpt2d's engine settings");
+    check(round_trip(&cfg.engine), "the worker command line parses back to gpt2d's engine settings (--weights too)");
     config_destroy(&cfg);
 
     char path[1024];
@@ -92,6 +93,11 @@ int main(void) {
     check(parse(&cfg, bad2) == -1, "a bad boolean refused");
     config_destroy(&cfg);
     check(parse(&cfg, bad3) == -1, "a flag without its value refused");
+    config_destroy(&cfg);
+    char *bad4[] = {"gpt2d", "--workers", "0", "--weights", "int4", NULL}, *bad5[] = {"gpt2d", "--workers", "0", "--weights=fp", NULL};
+    check(parse(&cfg, bad4) == -1, "an unknown weight format refused");
+    config_destroy(&cfg);
+    check(parse(&cfg, bad5) == -1, "a prefix of a format is not a format");
     config_destroy(&cfg);
 
     eopt_values v;

@@ -106,7 +106,11 @@ int main(void) {
     char fp[GPT2_FINGERPRINT_MAX];
     snprintf(fp, sizeof fp, "%s", wp ? gpt2_weights_fingerprint(wp) : "");
     gpt2_weights_free(wp);
-    check(strncmp(fp, "f32/avx2/", 9) == 0 && strlen(fp) == 9 + 16, "fingerprint %s: dtype/kernels/checkpoint", fp);
+    char want_fp[64];
+    const mm_kernels *best = mm_kernels_select(NULL, err, sizeof err);
+    snprintf(want_fp, sizeof want_fp, "f32/%s/", best ? best->name : "?");
+    check(strncmp(fp, want_fp, strlen(want_fp)) == 0 && strlen(fp) == strlen(want_fp) + 16,
+          "fingerprint %s: dtype/kernels/checkpoint", fp);
 
     gpt2_weights *w1 = load(cache, NULL, err, sizeof err);
     const gpt2_weights_info *i1 = w1 ? gpt2_weights_info_of(w1) : NULL;
@@ -189,6 +193,30 @@ int main(void) {
               logits(wn, got) == 0 && memcmp(got, want, sizeof(float) * V) == 0,
           "unusable cache dir: private copy (%s)", wn ? gpt2_weights_info_of(wn)->note : err);
     gpt2_weights_free(wn);
+
+    /* the weight format keys the image too: each its own file and fingerprint, fp32's left alone */
+    static const char *const fmts[] = {"bf16", "int8"}, *const tags[] = {"bf16/", "i8/"};
+    for (int f = 0; f < 2; f++) {
+        gpt2_weights_opts o = {.cache_dir = cache, .weights = fmts[f]};
+        gpt2_weights *wq = gpt2_weights_load(model, &o, err, sizeof err);
+        const gpt2_weights_info *iq = wq ? gpt2_weights_info_of(wq) : NULL;
+        float *lq = malloc(sizeof(float) * V);
+        int ok = iq && iq->source == GPT2_IMAGE_BUILT && strcmp(iq->path, path) != 0 && strstr(iq->path, fmts[f][0] == 'b' ? "-bf16.img" : "-i8.img") &&
+                 strncmp(gpt2_weights_fingerprint(wq), tags[f], strlen(tags[f])) == 0 && logits(wq, lq) == 0 &&
+                 memcmp(lq, want, sizeof(float) * V) != 0;
+        check(ok, "%s: its own image file (%s), fingerprint %s, other logits than fp32", fmts[f], iq ? iq->path : err,
+              wq ? gpt2_weights_fingerprint(wq) : "");
+        gpt2_weights *wq2 = gpt2_weights_load(model, &o, err, sizeof err);
+        check(wq2 && gpt2_weights_info_of(wq2)->source == GPT2_IMAGE_MAPPED && logits(wq2, got) == 0 &&
+                  memcmp(got, lq, sizeof(float) * V) == 0,
+              "%s: the next load maps it and computes the same logits, bit for bit", fmts[f]);
+        gpt2_weights_free(wq2);
+        gpt2_weights_free(wq);
+        free(lq);
+    }
+    check(access(path, R_OK) == 0, "the fp32 image is still there");
+    gpt2_weights_opts bad = {.cache_dir = cache, .weights = "int4"};
+    check(gpt2_weights_load(model, &bad, err, sizeof err) == NULL && strstr(err, "int4"), "unknown format refused: %s", err);
     free(want);
     free(got);
     return check_done("test_weights");

@@ -399,6 +399,7 @@ void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_o
     memset(wo, 0, sizeof *wo);
     wo->cache_dir = v->weights_cache;
     wo->isa = v->isa;
+    wo->weights = v->weights;
     wo->keep_checkpoint = v->blas;
 }
 

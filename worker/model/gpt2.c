@@ -38,6 +38,7 @@ struct gpt2_state {
     float *fc;                      /* (B, 4C) MLP hidden */
     float *scores;                  /* (threads, max_ctx) attention scores per thread */
     float *kvrows;                  /* (threads, KV_PAGE * head_dim) a half-precision KV run widened */
+    void *mm_scratch;               /* the matmuls' scratch (matmul.h: int8 activations), or NULL */
 };
 
 gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
@@ -72,7 +73,11 @@ gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, i
     m->fc = malloc(B * 4 * C * sizeof(float));
     m->scores = malloc((size_t)pool_threads(m->pool) * max_ctx * sizeof(float));
     m->kvrows = malloc((size_t)pool_threads(m->pool) * KV_PAGE * (C / c->n_head) * sizeof(float));
-    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->kvrows) goto oom;
+    if (gpt2_weights_dtype(w) == MM_I8)
+        m->mm_scratch = aligned_alloc(64, mm_scratch_bytes(max_tokens, 4 * c->n_embd));
+    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->kvrows ||
+        (gpt2_weights_dtype(w) == MM_I8 && !m->mm_scratch))
+        goto oom;
     return m;
 oom:
     snprintf(err, errlen, "model: out of memory");
@@ -91,6 +96,7 @@ void gpt2_state_free(gpt2_state *m) {
     free(m->fc);
     free(m->scores);
     free(m->kvrows);
+    free(m->mm_scratch);
     free(m);
 }
 
@@ -267,7 +273,7 @@ static void attention_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, 
 static void linear_forward(gpt2_state *m, const mm_weight *w, const float *raw, int transposed,
                            const float *x, int ldx, float *out, int ldo, int n) {
     if (!m->blas || n == 1) {
-        mm_forward(m->kern, m->pool, w, x, ldx, out, ldo, n, MM_STORE);
+        mm_forward(m->kern, m->pool, w, x, ldx, out, ldo, n, MM_STORE, m->mm_scratch);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -297,7 +303,7 @@ static void block_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int 
         linear_forward(m, &L->attn_proj, RAW(l, attn_proj_w), 0, m->att, C, m->tmp, C, n);
         residual_forward(m->x, m->tmp, (size_t)n * C);
     } else {
-        mm_forward(m->kern, m->pool, &L->attn_proj, m->att, C, m->x, C, n, MM_ADD);
+        mm_forward(m->kern, m->pool, &L->attn_proj, m->att, C, m->x, C, n, MM_ADD, m->mm_scratch);
     }
     layernorm_forward(m->h, m->x, L->ln_2_w, L->ln_2_b, n, C, eps);
     if (m->blas && n > 1) {
@@ -306,8 +312,8 @@ static void block_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int 
         linear_forward(m, &L->mlp_proj, RAW(l, mlp_proj_w), 0, m->fc, 4 * C, m->tmp, C, n);
         residual_forward(m->x, m->tmp, (size_t)n * C);
     } else {
-        mm_forward(m->kern, m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n, MM_GELU);
-        mm_forward(m->kern, m->pool, &L->mlp_proj, m->fc, 4 * C, m->x, C, n, MM_ADD);
+        mm_forward(m->kern, m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n, MM_GELU, m->mm_scratch);
+        mm_forward(m->kern, m->pool, &L->mlp_proj, m->fc, 4 * C, m->x, C, n, MM_ADD, m->mm_scratch);
     }
 }
 

@@ -14,12 +14,13 @@ struct gpt2_weights {
     gpt2_config cfg;
     int tied;                       /* lm_head is wte (HF gpt2) */
     const mm_kernels *kern;
+    mm_dtype dtype;                 /* the matrices' panel format */
     char fingerprint[GPT2_FINGERPRINT_MAX];
     gpt2_weights_info info;
-    float *mem;                     /* private image (anonymous mapping), or NULL */
+    char *mem;                      /* private image (anonymous mapping), or NULL */
     size_t mem_bytes;
     wimage_mapping file;            /* shared image (cache file), or zeroed */
-    size_t image_floats;
+    size_t image_bytes;
     const float *wpe;               /* (T, C) */
     const float *ln_f_w, *ln_f_b;   /* (C) */
     const float *wte;               /* (V, C) plain copy, only when lm_head is untied */
@@ -30,40 +31,41 @@ struct gpt2_weights {
 
 /* ---------------------------------------------------------------------------------------------
  * The image: every tensor at a 64-byte aligned offset, in a fixed order that depends only on the
- * shape and on tying; build and map walk the same order (layout_image). */
+ * shape, on tying and on the matrices' format (dtype; vectors, wpe and an untied wte stay fp32);
+ * build and map walk the same order (layout_image). */
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-static size_t image_floats(const gpt2_config *c, int tied) {
-    size_t C = c->n_embd, n = 0;
-    if (!tied) n += round_up((size_t)c->n_vocab * C, 16);
-    n += round_up((size_t)c->n_ctx * C, 16) + 2 * round_up(C, 16);
-    size_t per = 4 * round_up(C, 16) + 4 * round_up(4 * C, 16);
-    per += mm_packed_floats(C, 3 * C) + mm_packed_floats(C, C) + mm_packed_floats(C, 4 * C) +
-           mm_packed_floats(4 * C, C);
-    n += per * c->n_layer + mm_packed_floats(C, c->n_vocab);
+static size_t image_bytes(const gpt2_config *c, int tied, mm_dtype t) {
+    size_t C = c->n_embd, n = 0, f = sizeof(float);
+    if (!tied) n += round_up((size_t)c->n_vocab * C * f, 64);
+    n += round_up((size_t)c->n_ctx * C * f, 64) + 2 * round_up(C * f, 64);
+    size_t per = 4 * round_up(C * f, 64) + 4 * round_up(4 * C * f, 64);
+    per += mm_packed_bytes(C, 3 * C, t) + mm_packed_bytes(C, C, t) + mm_packed_bytes(C, 4 * C, t) +
+           mm_packed_bytes(4 * C, C, t);
+    n += per * c->n_layer + mm_packed_bytes(C, c->n_vocab, t);
     return n;
 }
 
-/* The next n floats of the image at *off; copies src there when building (src != NULL). */
-static const float *take(float *base, size_t *off, size_t n, const float *src) {
-    float *p = base + *off;
-    *off += round_up(n, 16);
+/* The next n floats of the image at *off (bytes); copies src there when building (src != NULL). */
+static const float *take(char *base, size_t *off, size_t n, const float *src) {
+    float *p = (float *)(base + *off);
+    *off += round_up(n * sizeof(float), 64);
     if (src) memcpy(p, src, n * sizeof(float));
     return p;
 }
 
 /* One matrix: packs it from ck when building, else describes the packed panels in place. */
-static void take_matrix(mm_weight *w, float *base, size_t *off, const float *W, int K, int N, int transposed,
-                        const float *bias, int build) {
-    float *p = base + *off;
-    *off += mm_packed_floats(K, N);
-    if (build) mm_pack(w, p, W, K, N, transposed, bias);
-    else mm_bind(w, p, K, N, bias);
+static void take_matrix(mm_weight *w, mm_dtype t, char *base, size_t *off, const float *W, int K, int N,
+                        int transposed, const float *bias, int build) {
+    char *p = base + *off;
+    *off += mm_packed_bytes(K, N, t);
+    if (build) mm_pack(w, p, W, K, N, transposed, bias, t);
+    else mm_bind(w, p, K, N, bias, t);
 }
 
 /* Points every tensor of w into base; with ck, copies and packs the checkpoint there first. */
-static void layout_image(gpt2_weights *w, float *base, const gpt2_checkpoint *ck) {
+static void layout_image(gpt2_weights *w, char *base, const gpt2_checkpoint *ck) {
     const gpt2_config *c = &w->cfg;
     int C = c->n_embd, b = ck != NULL;
     size_t off = 0;
@@ -83,12 +85,12 @@ static void layout_image(gpt2_weights *w, float *base, const gpt2_checkpoint *ck
         const float *b_proj = take(base, &off, C, SRC(t->attn_proj_b));
         const float *b_fc = take(base, &off, 4 * C, SRC(t->c_fc_b));
         const float *b_mlp = take(base, &off, C, SRC(t->mlp_proj_b));
-        take_matrix(&L->c_attn, base, &off, SRC(t->c_attn_w), C, 3 * C, 0, b_attn, b);
-        take_matrix(&L->attn_proj, base, &off, SRC(t->attn_proj_w), C, C, 0, b_proj, b);
-        take_matrix(&L->c_fc, base, &off, SRC(t->c_fc_w), C, 4 * C, 0, b_fc, b);
-        take_matrix(&L->mlp_proj, base, &off, SRC(t->mlp_proj_w), 4 * C, C, 0, b_mlp, b);
+        take_matrix(&L->c_attn, w->dtype, base, &off, SRC(t->c_attn_w), C, 3 * C, 0, b_attn, b);
+        take_matrix(&L->attn_proj, w->dtype, base, &off, SRC(t->attn_proj_w), C, C, 0, b_proj, b);
+        take_matrix(&L->c_fc, w->dtype, base, &off, SRC(t->c_fc_w), C, 4 * C, 0, b_fc, b);
+        take_matrix(&L->mlp_proj, w->dtype, base, &off, SRC(t->mlp_proj_w), 4 * C, C, 0, b_mlp, b);
     }
-    take_matrix(&w->lm_head, base, &off, SRC(ck->lm_head), C, c->n_vocab, 1, NULL, b);
+    take_matrix(&w->lm_head, w->dtype, base, &off, SRC(ck->lm_head), C, c->n_vocab, 1, NULL, b);
 #undef SRC
 }
 
@@ -100,7 +102,7 @@ static int no_huge(void) {
     return no && *no == '1';
 }
 
-static float *map_private(size_t bytes) {
+static char *map_private(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     madvise(p, bytes, no_huge() ? MADV_NOHUGEPAGE : MADV_HUGEPAGE);
@@ -109,7 +111,7 @@ static float *map_private(size_t bytes) {
 
 /* Packs ck into fresh private memory. 0 or -1 with err. */
 static int build_private(gpt2_weights *w, const gpt2_checkpoint *ck, char *err, size_t errlen) {
-    w->mem_bytes = round_up(w->image_floats * sizeof(float), (size_t)2 << 20);
+    w->mem_bytes = round_up(w->image_bytes, (size_t)2 << 20);
     w->mem = map_private(w->mem_bytes);
     if (!w->mem) {
         snprintf(err, errlen, "weights: cannot map %zu MiB", w->mem_bytes >> 20);
@@ -142,13 +144,13 @@ static int cache_map(gpt2_weights *w, wimage_key *k) {
     int rc = wimage_map(w->info.path, k, no_huge(), &w->file, w->info.note, sizeof w->info.note);
     if (rc != 0) return rc;
     w->tied = (int)k->tied;
-    if (k->data_bytes != image_floats(&w->cfg, w->tied) * sizeof(float)) {
+    if (k->data_bytes != image_bytes(&w->cfg, w->tied, w->dtype)) {
         snprintf(w->info.note, sizeof w->info.note, "%.400s: image size does not match the shape", w->info.path);
         wimage_unmap(&w->file);
         return -1;
     }
-    w->image_floats = k->data_bytes / sizeof(float);
-    layout_image(w, (float *)w->file.data, NULL);
+    w->image_bytes = k->data_bytes;
+    layout_image(w, (char *)w->file.data, NULL);
     return 0;
 }
 
@@ -167,12 +169,12 @@ static const char *cache_dir(const gpt2_weights_opts *o, char *buf, size_t cap) 
 static int build(gpt2_weights *w, const char *dir, wimage_key *k, int keep_ck, char *err, size_t errlen) {
     if (ckpt_load(&w->ck, dir, err, errlen) != 0) return -1;
     w->tied = w->ck.lm_head == w->ck.wte;
-    w->image_floats = image_floats(&w->cfg, w->tied);
+    w->image_bytes = image_bytes(&w->cfg, w->tied, w->dtype);
     if (build_private(w, &w->ck, err, errlen) != 0) return -1;
     if (!keep_ck) ckpt_destroy(&w->ck);
     if (!w->info.path[0]) return 0;
     k->tied = (uint32_t)w->tied;
-    k->data_bytes = w->image_floats * sizeof(float);
+    k->data_bytes = w->image_bytes;
     char why[512];
     int wrote = wimage_write(w->info.path, k, w->mem, why, sizeof why) == 0;
     if (wrote && cache_map(w, k) == 0) {
@@ -200,18 +202,28 @@ gpt2_weights *gpt2_weights_load(const char *dir, const gpt2_weights_opts *o, cha
     const char *isa = o->isa && *o->isa && strcmp(o->isa, "auto") != 0 ? o->isa : getenv("GPT2D_ISA");
     w->kern = mm_kernels_select(isa, err, errlen);
     if (!w->kern || ckpt_read_config(&w->cfg, dir, err, errlen) != 0) goto fail;
+    w->dtype = MM_F32;
+    if (o->weights && *o->weights && mm_dtype_parse(o->weights, &w->dtype) != 0) {
+        snprintf(err, errlen, "weights: unknown format '%.64s' (fp32, bf16 or int8)", o->weights);
+        goto fail;
+    }
+    if (!w->kern->forward[w->dtype]) {
+        snprintf(err, errlen, "weights: the %s kernels do not run %s weights", w->kern->name, mm_dtype_name(w->dtype));
+        goto fail;
+    }
     w->layers = calloc((size_t)w->cfg.n_layer, sizeof *w->layers);
     if (!w->layers) {
         snprintf(err, errlen, "weights: out of memory");
         goto fail;
     }
-    wimage_key k = {.packing = GPT2_PACKING_VERSION, .dtype = MM_F32, .cfg = w->cfg};
+    wimage_key k = {.packing = GPT2_PACKING_VERSION, .dtype = (uint32_t)w->dtype, .cfg = w->cfg};
     if (wimage_hash_checkpoint(dir, k.ckpt_hash, err, errlen) != 0) goto fail;
     for (int i = 0; i < 16; i++) snprintf(w->info.ckpt_hash + 2 * i, 3, "%02x", k.ckpt_hash[i]);
-    snprintf(w->fingerprint, sizeof w->fingerprint, "f32/%s/%.16s", w->kern->name, w->info.ckpt_hash);
+    snprintf(w->fingerprint, sizeof w->fingerprint, "%s/%s/%.16s", mm_dtype_tag(w->dtype), w->kern->name,
+             w->info.ckpt_hash);
     w->info.source = GPT2_IMAGE_PRIVATE;
     const char *cache = cache_dir(o, buf, sizeof buf);
-    if (cache && wimage_path(w->info.path, sizeof w->info.path, cache, &k, "f32") != 0) {
+    if (cache && wimage_path(w->info.path, sizeof w->info.path, cache, &k, mm_dtype_tag(w->dtype)) != 0) {
         snprintf(w->info.note, sizeof w->info.note, "cache directory path too long; private copy");
         cache = NULL;
     }
@@ -227,7 +239,7 @@ gpt2_weights *gpt2_weights_load(const char *dir, const gpt2_weights_opts *o, cha
     }
     if (w->info.source != GPT2_IMAGE_MAPPED && build(w, dir, &k, o->keep_checkpoint, err, errlen) != 0) goto fail;
     wimage_unlock(lock);
-    w->info.bytes = w->image_floats * sizeof(float);
+    w->info.bytes = w->image_bytes;
     w->info.huge_bytes = wimage_huge_bytes(w->mem ? (const void *)w->mem : w->file.data);
     return w;
 fail:
@@ -249,7 +261,8 @@ const gpt2_config *gpt2_weights_config(const gpt2_weights *w) { return &w->cfg; 
 const gpt2_weights_info *gpt2_weights_info_of(const gpt2_weights *w) { return &w->info; }
 const char *gpt2_weights_fingerprint(const gpt2_weights *w) { return w->fingerprint; }
 const mm_kernels *gpt2_weights_kernels(const gpt2_weights *w) { return w->kern; }
-size_t gpt2_weights_streamed_bytes(const gpt2_weights *w) { return w->image_floats * sizeof(float); }
+size_t gpt2_weights_streamed_bytes(const gpt2_weights *w) { return w->image_bytes; }
+mm_dtype gpt2_weights_dtype(const gpt2_weights *w) { return w->dtype; }
 const gpt2_checkpoint *gpt2_weights_checkpoint(const gpt2_weights *w) { return w->ck.map || w->ck.owned ? &w->ck : NULL; }
 const gpt2_layer *gpt2_weights_layer(const gpt2_weights *w, int l) { return &w->layers[l]; }
 const float *gpt2_weights_wpe(const gpt2_weights *w) { return w->wpe; }

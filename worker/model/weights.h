@@ -14,8 +14,12 @@
  * caches files in large folios (ext4 on Linux >= 6.16, xfs, tmpfs mounted huge=...); the load
  * reports how much of the image is PMD-mapped (info.huge_bytes) and the caller logs a fall-back.
  * GPT2D_NO_HUGEPAGES=1 advises 4 KB pages instead (for measuring).
- * The numerics fingerprint "<dtype>/<kernel family>/<checkpoint hash>" names what decides the bits a
- * forward pass produces: two loads with the same fingerprint compute the same logits, bit for bit.
+ * The matrices (the four of each layer and lm_head, which is also the token embedding when tied) are
+ * packed in the format opts.weights names (matmul.h: fp32, bf16, int8); the image file is keyed by
+ * it too. The numerics fingerprint "<dtype tag>/<kernel family>/<checkpoint hash>" (f32, bf16, i8)
+ * names what decides the bits a forward pass produces: two loads with the same fingerprint compute
+ * the same logits, bit for bit. (Every format is in fact bit-identical across the kernel families,
+ * see matmul.h; the family stays in the fingerprint as the conservative choice.)
  * A gpt2_weights is read-only after load: any number of engines (threads) may share one. */
 #ifndef GPT2D_WEIGHTS_H
 #define GPT2D_WEIGHTS_H
@@ -25,7 +29,7 @@
 #include "checkpoint.h"
 #include "matmul.h"
 
-#define GPT2_PACKING_VERSION 1   /* bump when the image layout or packing changes */
+#define GPT2_PACKING_VERSION 1   /* bump when the image layout or packing changes (the dtype is keyed apart) */
 #define GPT2_FINGERPRINT_MAX 64  /* bytes, with the NUL */
 
 typedef struct {
@@ -41,6 +45,7 @@ typedef struct {
     const char *cache_dir;  /* image cache directory; NULL or "": gpt2_weights_default_cache(); "off":
                                no cache, a private copy */
     const char *isa;        /* kernel family (matmul.h); NULL / "" / "auto": $GPT2D_ISA, else the best */
+    const char *weights;    /* the matrices' format (matmul.h): "fp32" (NULL / ""), "bf16" or "int8" */
     int keep_checkpoint;    /* keep the original tensors too (OpenBLAS mode needs them); implies private */
 } gpt2_weights_opts;
 
@@ -75,7 +80,8 @@ const char *gpt2_weights_default_cache(char *buf, size_t cap);
 
 const gpt2_config *gpt2_weights_config(const gpt2_weights *w);
 const gpt2_weights_info *gpt2_weights_info_of(const gpt2_weights *w);
-const char *gpt2_weights_fingerprint(const gpt2_weights *w); /* e.g. "f32/avx2/0123456789abcdef" */
+const char *gpt2_weights_fingerprint(const gpt2_weights *w); /* e.g. "f32/avx2/0123456789abcdef", "i8/avx512/..." */
+mm_dtype gpt2_weights_dtype(const gpt2_weights *w);          /* the matrices' format */
 const mm_kernels *gpt2_weights_kernels(const gpt2_weights *w);
 size_t gpt2_weights_streamed_bytes(const gpt2_weights *w);    /* packed weights read per forward */
 const gpt2_checkpoint *gpt2_weights_checkpoint(const gpt2_weights *w); /* with keep_checkpoint, else NULL */
