@@ -1011,7 +1011,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
 static int dec_sub(dec_ctx *c, const pfield *sub, int n, char *base, const msgpack_object *o,
                    const char *key) {
     if (o->type != MSGPACK_OBJECT_MAP) return wrong_type(c, key, "a map");
-    uint64_t seen = 0;
+    proto_fields seen = 0;
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         int j = 0;
@@ -1098,8 +1098,8 @@ static int dec_header(dec_ctx *c, const msgpack_object *top) {
 static int dec_fields(dec_ctx *c, const msgpack_object *top) {
     proto_msg *m = c->m;
     const ptype *t = &types[m->type];
-    uint64_t header_ids = m->has;
-    uint64_t seen = 0;
+    proto_fields header_ids = m->has;
+    proto_fields seen = 0;
     m->fail = PROTO_R_NONE; /* pass 1's quiet id decoding may have set it */
     m->fail_field = NULL;
     for (uint32_t i = 0; i < top->via.map.size; i++) {

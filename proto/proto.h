@@ -192,7 +192,11 @@ typedef enum {
     PF_RECENT, PF_KV,
     PF_COUNT
 } proto_field_id;
-#define PROTO_HAS(f) (UINT64_C(1) << (f))
+/* One bit per field in proto_msg.has. There are more than 64 fields, so the set is 128 bits wide (a
+ * GCC/Clang extension, on every target we build for). */
+__extension__ typedef unsigned __int128 proto_fields;
+#define PROTO_HAS(f) ((proto_fields)1 << (f))
+_Static_assert(PF_COUNT <= 128, "proto_msg.has holds at most 128 field bits");
 
 typedef struct {
     const char *ptr; /* not NUL-terminated; NULL only when len == 0 */
@@ -252,7 +256,7 @@ typedef struct {
 typedef struct {
     proto_type type;
     uint32_t v;          /* protocol version (PROTO_VERSION once decoded) */
-    uint64_t has;        /* PROTO_HAS() bits of the fields present */
+    proto_fields has;    /* PROTO_HAS() bits of the fields present */
 
     proto_cid id;        /* the client's request id (client link) */
     uint64_t rid;        /* the broker's request id (worker link) */
