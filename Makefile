@@ -20,10 +20,13 @@ endif
 # Where gpt2-tool mkmodel finds the tokenizer files (install overrides it).
 DATADIR ?= $(CURDIR)/data
 
-# The kernels use AVX2 + FMA + F16C (checked at start-up with a clear error).
 # -ffp-contract=off: no silent a*b+c fusion, so every float sum is exactly the code's order.
-CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -mavx2 -mfma -mf16c \
-           -ffp-contract=off -fno-strict-aliasing -MMD -MP -Iworker -Iproto \
+# The inference library's rooms under worker/ (worker_main.c, the process, stays at the top).
+ENGINE_DIRS := worker/kernels worker/model worker/engine worker/tokenizer
+ENGINE_INC  := -Iworker $(addprefix -I,$(ENGINE_DIRS))
+
+CFLAGS  := -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror \
+           -ffp-contract=off -fno-strict-aliasing -MMD -MP $(ENGINE_INC) -Iproto \
            -I/usr/include/x86_64-linux-gnu/openblas-pthread -DGPT2D_DATADIR=\"$(DATADIR)\"
 LDLIBS  := -lopenblas -lpcre2-8 -ljansson -lzmq -lmsgpackc -lsystemd -lpthread -lm
 HTTP_LDLIBS := -lmicrohttpd
@@ -48,7 +51,7 @@ $(shell mkdir -p $(BUILD) && [ "$$(cat $(GIT_REV_FILE) 2>/dev/null)" = "$(GIT_RE
 $(BUILD)/obj/proto/proto_version.o: $(GIT_REV_FILE)
 $(BUILD)/obj/proto/proto_version.o: CFLAGS += -DGPT2D_GIT_REV=\"$(GIT_REV)\"
 
-ENGINE_SRC := $(filter-out %_main.c,$(wildcard worker/*.c))
+ENGINE_SRC := $(wildcard $(addsuffix /*.c,$(ENGINE_DIRS)))
 PROTO_SRC  := $(wildcard proto/*.c)
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
@@ -83,9 +86,21 @@ $(DEPS_OK): tools/deps.sh
 $(NPM_OK): tests/http/package-lock.json | $(DEPS_OK)
 	@sh tools/deps.sh npm
 
-$(BUILD)/obj/%.o: %.c | $(DEPS_OK)
+# Objects depend on this Makefile too: it holds their flags (a flag change rebuilds, never mixes).
+$(BUILD)/obj/%.o: %.c Makefile | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# The engine uses AVX2 + FMA + F16C: only its objects (and the benchmarks and test_mm, which call
+# its inline vector helpers) are built with them. gpt2d, gpt2c, the protocol, every main() and the scalar
+# kernels (the portable baseline) are not, so they run anywhere; worker/kernels/cpu.c checks the
+# CPU first thing in gpt2d-worker and gpt2-tool and says what it lacks (tests/test_isa.sh).
+ISA_FLAGS := -mavx2 -mfma -mf16c
+ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/kernels/cpu.o $(BUILD)/obj/worker/kernels/%_scalar.o,$(ENGINE_OBJ)) \
+             $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/test_mm.o
+$(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
+# The AVX-512 family, alone with its flags (chosen at run time only on a CPU that has them).
+$(BUILD)/obj/worker/kernels/%_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 
 $(BUILD)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@ && ar rcs $@ $^
@@ -118,6 +133,10 @@ $(BUILD)/gpt2d-http: $(HTTP_OBJ) $(LIB_PROTO)
 	$(CC) $(LDFLAGS) $^ $(HTTP_LDLIBS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(LIB_ENGINE) $(LIB_PROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# test_config exercises the daemon's settings (daemon/config.c) and the shared engine table.
+$(BUILD)/tests/test_config: $(BUILD)/obj/tests/test_config.o $(BUILD)/obj/daemon/config.o $(LIB_PROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIB_ENGINE) $(LIB_PROTO)

@@ -6,7 +6,9 @@
  * fastest non-invariant configuration (OpenBLAS sgemm for multi-row matmuls) at 64, all in one run,
  * as ratios. The sgemm peak is measured in the same run: the compute bound for decode is
  * peak / (2 * params) tokens/s. Peak RSS is the process's (weights + KV arena + buffers).
- * usage: bench_batch MODEL_DIR EMAILS.jsonl [--quick]   (--quick: concurrency 64 and 8 only) */
+ * With --weights bf16|int8 the invariant runs use that weight format (the OpenBLAS run is fp32's
+ * and is left out).
+ * usage: bench_batch MODEL_DIR EMAILS.jsonl [--quick] [--weights FMT]   (--quick: concurrency 64 and 8 only) */
 #include <cblas.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,13 +48,21 @@ static run_figures figures(const batchfile *bf) {
     return f;
 }
 
+static const char *g_format = "fp32"; /* --weights */
+
 static int run(batchfile *bf, const char *model, int conc, int is_static, int blas, run_figures *out) {
-    engine_config cfg = {.model_dir = model, .n_slots = conc, .n_ctx = 512, .max_batch_tokens = 0,
-                         .use_blas = blas};
+    engine_config cfg = {.n_slots = conc, .n_ctx = 512, .max_batch_tokens = 0, .use_blas = blas};
+    /* the image cache unless OpenBLAS needs the tensors */
+    gpt2_weights_opts wo = {.keep_checkpoint = blas, .weights = blas ? NULL : g_format};
     char err[512];
     batchfile_reset(bf);
     bf->static_batching = is_static;
-    if (batchfile_run(bf, &cfg, conc, err, sizeof err) != 0) {
+    gpt2_weights *w = gpt2_weights_load(model, &wo, err, sizeof err);
+    bpe_tokenizer *tok = w ? bpe_load(model, err, sizeof err) : NULL;
+    int rc = tok ? batchfile_run(bf, w, tok, &cfg, conc, err, sizeof err) : -1;
+    bpe_free(tok);
+    gpt2_weights_free(w);
+    if (rc != 0) {
         fprintf(stderr, "bench_batch: %s\n", err);
         return -1;
     }
@@ -84,7 +94,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_batch MODEL_DIR EMAILS.jsonl [--quick]\n");
         return 2;
     }
-    int quick = argc > 3 && strcmp(argv[3], "--quick") == 0;
+    int quick = 0;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) g_format = argv[++i];
+        else {
+            fprintf(stderr, "bench_batch: unknown flag %s\n", argv[i]);
+            return 2;
+        }
+    }
+    int blas_run = strcmp(g_format, "fp32") == 0;
     char err[512];
     gpt2_config cfg;
     if (ckpt_read_config(&cfg, argv[1], err, sizeof err) != 0) {
@@ -100,16 +119,16 @@ int main(int argc, char **argv) {
     }
     double peak = sgemm_peak();
     double bound = peak * 1e9 / (2 * params);
-    printf("email workload: %d requests; sgemm peak %.1f GFLOP/s -> compute bound %.0f tokens/s "
-           "(2 x %.0fM params per token)\n", bf->n, peak, bound, params / 1e6);
+    printf("email workload, %s weights: %d requests; sgemm peak %.1f GFLOP/s -> compute bound %.0f tokens/s "
+           "(2 x %.0fM params per token)\n", g_format, bf->n, peak, bound, params / 1e6);
     printf("  %-28s %3s  %8s  %7s %7s  %6s %6s  %7s  %6s\n", "mode", "N", "tok/s", "ttft50", "ttft99",
            "itl50", "itl99", "tokens", "wall s");
     printf("  %-28s %3s  %8s  %7s %7s  %6s %6s  %7s  %6s\n", "", "", "", "ms", "ms", "ms", "ms", "", "");
-    run_figures c1 = {0}, c8, c32 = {0}, c64, s8, s32 = {0}, blas64;
+    run_figures c1 = {0}, c8, c32 = {0}, c64, s8, s32 = {0}, blas64 = {0};
     if (!quick && run(bf, argv[1], 1, 0, 0, &c1)) return 1;
     if (run(bf, argv[1], 8, 0, 0, &c8) || (!quick && run(bf, argv[1], 32, 0, 0, &c32)) ||
         run(bf, argv[1], 64, 0, 0, &c64) || run(bf, argv[1], 8, 1, 0, &s8) ||
-        (!quick && run(bf, argv[1], 32, 1, 0, &s32)) || run(bf, argv[1], 64, 0, 1, &blas64))
+        (!quick && run(bf, argv[1], 32, 1, 0, &s32)) || (blas_run && run(bf, argv[1], 64, 0, 1, &blas64)))
         return 1;
     printf("ratios (same run):\n");
     if (!quick) printf("  64 concurrent vs one at a time: %.1fx\n", c64.tps / c1.tps);
@@ -117,8 +136,9 @@ int main(int argc, char **argv) {
     printf("  continuous vs static batching: %.2fx at 8", c8.tps / s8.tps);
     if (!quick) printf(", %.2fx at 32", c32.tps / s32.tps);
     printf("\n  inter-token p99 / p50 at 64: %.2f\n", c64.itl99 / c64.itl50);
-    printf("  batch invariance cost at 64: invariant %.1f tok/s vs OpenBLAS %.1f tok/s (%+.1f%%)\n",
-           c64.tps, blas64.tps, 100 * (c64.tps - blas64.tps) / blas64.tps);
+    if (blas_run)
+        printf("  batch invariance cost at 64: invariant %.1f tok/s vs OpenBLAS %.1f tok/s (%+.1f%%)\n",
+               c64.tps, blas64.tps, 100 * (c64.tps - blas64.tps) / blas64.tps);
     printf("  peak RSS: %.0f MB\n", bench_peak_rss_mb());
     batchfile_free(bf);
     return 0;

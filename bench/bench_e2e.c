@@ -1,7 +1,7 @@
 /* bench_e2e — the email workload through the whole stack (gpt2d + worker over ZeroMQ), against the
  * in-process engine measured in the same run with the same engine settings.
  *
- * usage: bench_e2e MODEL_DIR EMAILS.jsonl ENDPOINT
+ * usage: bench_e2e MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS (fp32)]
  * The caller (bench/e2e.sh) has started `gpt2d --workers 1 --slots 64 --ctx 512` on ENDPOINT.
  * First the in-process figure: batchfile_run with 64 concurrent (engine: 64 slots, ctx 512, default
  * step budget). Then all 64 requests are submitted to the daemon at once over one DEALER socket;
@@ -62,9 +62,13 @@ int main(int argc, char **argv) {
     int n = bf->n;
     /* in-process, same engine settings as the daemon's worker; one warm-up pass first (the KV
      * arena's pages are touched then), as the daemon run below also gets */
-    engine_config cfg = {.model_dir = argv[1], .n_slots = 64, .n_ctx = 512};
+    engine_config cfg = {.n_slots = 64, .n_ctx = 512};
     engine_callbacks no_cb = {0};
-    engine *e = engine_new(&cfg, &no_cb, err, sizeof err);
+    const char *fmt = argc > 4 ? argv[4] : "fp32";
+    gpt2_weights_opts wo = {.weights = fmt}; /* the format gpt2d was started with (bench/e2e.sh) */
+    gpt2_weights *w = gpt2_weights_load(argv[1], &wo, err, sizeof err);
+    bpe_tokenizer *tok = w ? bpe_load(argv[1], err, sizeof err) : NULL;
+    engine *e = tok ? engine_new(w, tok, &cfg, &no_cb, err, sizeof err) : NULL;
     if (!e || batchfile_run_on(bf, e, 64, err, sizeof err) != 0) {
         fprintf(stderr, "bench_e2e: %s\n", err);
         return 1;
@@ -72,6 +76,8 @@ int main(int argc, char **argv) {
     batchfile_reset(bf);
     batchfile_run_on(bf, e, 64, err, sizeof err);
     engine_free(e);
+    bpe_free(tok);
+    gpt2_weights_free(w);
     double ttft[N_MAX];
     long toks = 0, n_itl = 0;
     for (int i = 0; i < n; i++) toks += bf->jobs[i].n_tokens;
@@ -82,7 +88,7 @@ int main(int argc, char **argv) {
         for (int k = 1; k < j->n_tokens && k < j->req.max_tokens; k++) itl[n_itl++] = j->token_ms[k] - j->token_ms[k - 1];
     }
     double tps_engine = toks / (bf->wall_ms / 1e3);
-    printf("email workload, %d requests at 64 concurrent, one worker (64 slots, ctx 512):\n", n);
+    printf("email workload, %d requests at 64 concurrent, one worker (64 slots, ctx 512), %s weights:\n", n, fmt);
     report("in-process engine", tps_engine, ttft, n, itl, (int)n_itl, toks, bf->wall_ms / 1e3);
 
     /* through the daemon */

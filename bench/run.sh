@@ -12,15 +12,40 @@ fi
 "$BUILD/gpt2-tool" info --model "$MODEL"
 echo
 echo "== single sequence vs machine limits (bench_core)"
-"$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl
+"$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl "${GPT2D_BENCH_CACHE:-build/bench-cache}"
+echo
+echo "== weight formats against fp32: accuracy on the email prompts (bench_accuracy)"
+"$BUILD/bench/bench_accuracy" "$MODEL" tests/data/emails.jsonl --tokens "${GPT2D_BENCH_ACC_TOKENS:-48}"
+echo
+echo "== one weight image for every worker (bench/share.sh)"
+BUILD="$BUILD" timeout 1200 sh bench/share.sh "$MODEL"
 echo
 echo "== email workload, in-process engine (bench_batch)"
 "$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl ${GPT2D_BENCH_QUICK:+--quick}
-if [ -x bench/e2e.sh ] || [ -f bench/e2e.sh ]; then
+echo
+echo "== paged KV cache and prefix cache: a 300-token campaign preamble, memory per request (bench_prefix)"
+"$BUILD/bench/bench_prefix" "$MODEL" tests/data/emails.jsonl
+echo
+echo "== email workload, in-process engine, int8 weights (bench_batch --weights int8)"
+"$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl --quick --weights int8
+# The email workload through gpt2d once per weight format (GPT2D_BENCH_FORMATS, default fp32 and
+# int8), with each format's throughput against fp32's from this same run.
+FORMATS=${GPT2D_BENCH_FORMATS:-fp32 int8}
+out=$(mktemp /tmp/gpt2d-bench-e2e.XXXXXX)
+for f in $FORMATS; do
     echo
-    echo "== email workload through gpt2d (bench/e2e.sh)"
-    BUILD="$BUILD" sh bench/e2e.sh "$MODEL"
-fi
+    echo "== email workload through gpt2d, $f weights (bench/e2e.sh $f)"
+    BUILD="$BUILD" sh bench/e2e.sh "$MODEL" "$f" | tee "$out.$f"
+done
+base=$(awk '/gpt2d \(broker\+worker\)/ {print $3}' "$out.fp32" 2>/dev/null || true)
+echo
+for f in $FORMATS; do
+    tps=$(awk '/gpt2d \(broker\+worker\)/ {print $3}' "$out.$f" 2>/dev/null || true)
+    if [ -n "$base" ] && [ -n "$tps" ]; then
+        awk -v f="$f" -v t="$tps" -v b="$base" 'BEGIN { printf "through gpt2d: %s %.1f tok/s = %.2fx fp32 (%.1f tok/s) in this run%s\n", f, t, t / b, b, f == "int8" ? " (target >= 2.0x)" : "" }'
+    fi
+done
+rm -f "$out" "$out".*
 if [ -f bench/http.sh ]; then
     echo
     echo "== email workload through gpt2d-http vs ZeroMQ (bench/http.sh)"

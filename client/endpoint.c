@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gpt2c.h"
+#include "proto_runtime.h"
 
 #define IPC "ipc://"
 
@@ -73,6 +74,17 @@ int endpoint_resolve(gpt2c_options *o) {
     int denied = 0;
     for (int i = 0; i < n; i++) {
         int err = socket_state(cand[i]);
+        /* the user's derived directories must be theirs (proto_runtime.h): a directory somebody else
+         * made in /tmp could hold their listener; GPT2D_RUNTIME_DIR and the installed service's
+         * /run/gpt2d (made by systemd) are taken as given */
+        if (!(rt && *rt) && strcmp(cand[i], GPT2C_SYSTEM_ENDPOINT) != 0) { /* a missing dir passes */
+            char dir[512], why[600];
+            snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(cand[i], '/') - ipc_path(cand[i])), ipc_path(cand[i]));
+            if (proto_runtime_check(dir, 0, why, sizeof(why)) < 0) {
+                fprintf(stderr, "gpt2c: %s\n", why);
+                return GPT2C_USAGE;
+            }
+        }
         if (err == 0) {
             memcpy(o->connect_buf, cand[i], strlen(cand[i]) + 1); /* 512 < 1024 */
             o->connect = o->connect_buf;

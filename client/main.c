@@ -34,7 +34,7 @@ int main(int argc, char **argv) {
         return GPT2C_OK;
     }
     if (o.version) {
-        proto_version_print(stdout, "gpt2c");
+        proto_version_print(stdout, "gpt2c", NULL);
         return GPT2C_OK;
     }
     const char *cmd = o.n_args > 0 && !o.prompt ? o.args[0] : "";

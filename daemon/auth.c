@@ -9,7 +9,7 @@
 
 #include "proto_sock.h"
 
-#define AUTH_MAX_MONITORS 2
+#define AUTH_MAX_MONITORS 2 /* links whose handshake failures are logged: clients, workers */
 
 typedef struct {
     char (*keys)[PROTO_CURVE_KEY_Z85 + 1]; /* Z85 public keys */
@@ -20,9 +20,6 @@ struct auth {
     const proto_logger *log;
     void *ctx;
     void *zap;                        /* REP on inproc://zeromq.zap.01 */
-    void *mon[AUTH_MAX_MONITORS];     /* PAIR sockets reading socket monitor events */
-    const char *mon_domain[AUTH_MAX_MONITORS];
-    int n_mon;
     char public_key[PROTO_CURVE_KEY_Z85 + 1], secret_key[PROTO_CURVE_KEY_Z85 + 1];
     auth_list clients, workers;
     unsigned long refused, admitted;
@@ -116,7 +113,6 @@ fail:
 void auth_free(auth *a) {
     if (!a) return;
     if (a->zap) zmq_close(a->zap);
-    for (int i = 0; i < a->n_mon; i++) zmq_close(a->mon[i]);
     free(a->clients.keys);
     free(a->workers.keys);
     memset(a->secret_key, 0, sizeof(a->secret_key));
@@ -131,29 +127,12 @@ int auth_server_socket(auth *a, void *sock, const char *domain, char *err, size_
         snprintf(err, errlen, "CURVE server options: %s", zmq_strerror(errno));
         return -1;
     }
-    if (a->n_mon == AUTH_MAX_MONITORS) return 0;
-    /* handshake failures that never reach ZAP (garbage, wrong mechanism) are logged from here */
-    char ep[64];
-    snprintf(ep, sizeof(ep), "inproc://gpt2d-monitor-%s", domain);
-    int events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
-    void *m = NULL;
-    if (zmq_socket_monitor(sock, ep, events) < 0 || !(m = zmq_socket(a->ctx, ZMQ_PAIR)) || zmq_connect(m, ep) < 0) {
-        if (m) zmq_close(m);
-        proto_log(a->log, PROTO_LOG_WARN, "%s: no handshake monitor (%s)", domain, zmq_strerror(errno));
-        return 0;
-    }
-    int linger = 0;
-    zmq_setsockopt(m, ZMQ_LINGER, &linger, sizeof(linger));
-    a->mon_domain[a->n_mon] = domain;
-    a->mon[a->n_mon++] = m;
-    return 0;
+    return 0; /* handshake failures reach auth_log_handshake() through conns.c's monitor */
 }
 
 int auth_poll_sockets(const auth *a, void **socks, int cap) {
     int n = 0;
     if (a->zap && n < cap) socks[n++] = a->zap;
-    for (int i = 0; i < a->n_mon && n < cap; i++) socks[n++] = a->mon[i];
     return n;
 }
 
@@ -232,40 +211,23 @@ static int zap_one(auth *a) {
     return 0;
 }
 
-/* Reads one monitor event (2 frames: 6-byte event + value, then the address). 0, or -1 if none. */
-static int monitor_one(auth *a, int i) {
-    zmq_msg_t ev, addr;
-    zmq_msg_init(&ev);
-    if (zmq_msg_recv(&ev, a->mon[i], ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&ev);
-        return -1;
-    }
-    zmq_msg_init(&addr);
-    int has_addr = zmq_msg_more(&ev) && zmq_msg_recv(&addr, a->mon[i], 0) >= 0;
+void auth_log_handshake(void *user, const char *domain, uint16_t event, uint32_t value, const char *address) {
+    auth *a = user;
+    int i = strcmp(domain, AUTH_DOMAIN_WORKERS) == 0;
     double now = proto_clock_ms();
-    if (zmq_msg_size(&ev) >= 6 && now - a->mon_last_ms[i] < 1000.0) {
+    if (now - a->mon_last_ms[i] < 1000.0) {
         a->mon_suppressed[i]++; /* at most one line a second per link */
-    } else if (zmq_msg_size(&ev) >= 6) {
-        a->mon_last_ms[i] = now;
-        uint16_t event;
-        uint32_t value;
-        memcpy(&event, zmq_msg_data(&ev), 2);
-        memcpy(&value, (const char *)zmq_msg_data(&ev) + 2, 4);
-        const char *what = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication refused"
-                           : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "not a valid handshake"
-                                                                        : "handshake failed";
-        proto_log(a->log, PROTO_LOG_WARN, "auth: %s link: %s on %.*s (code %u; %lu more in the last second)",
-                  a->mon_domain[i], what, has_addr ? (int)zmq_msg_size(&addr) : 1,
-                  has_addr ? (const char *)zmq_msg_data(&addr) : "?", (unsigned)value, a->mon_suppressed[i]);
-        a->mon_suppressed[i] = 0;
+        return;
     }
-    zmq_msg_close(&ev);
-    zmq_msg_close(&addr);
-    return 0;
+    a->mon_last_ms[i] = now;
+    const char *what = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ? "authentication refused"
+                       : event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? "not a valid handshake"
+                                                                    : "handshake failed";
+    proto_log(a->log, PROTO_LOG_WARN, "auth: %s link: %s on %s (code %u; %lu more in the last second)", domain,
+              what, address, (unsigned)value, a->mon_suppressed[i]);
+    a->mon_suppressed[i] = 0;
 }
 
 void auth_handle(auth *a) {
     for (int k = 0; k < 256 && zap_one(a) == 0; k++) {}
-    for (int i = 0; i < a->n_mon; i++)
-        for (int k = 0; k < 256 && monitor_one(a, i) == 0; k++) {}
 }

@@ -7,10 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <linux/sockios.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "auth.h"
+#include "conns.h"
+#include "proto_runtime.h"
 #include "metrics.h"
 #include "proto.h"
 #include "proto_sock.h"
@@ -19,6 +28,9 @@
 
 #define BROKER_TICK_MS (PROTO_HEARTBEAT_MS / 4) /* timer resolution of heartbeats and expiry */
 #define BROKER_BATCH 256                        /* messages read per socket per loop turn */
+#define BROKER_CLIENT_IDLE_MS 10000.0           /* a client with nothing in flight is forgotten after this */
+#define BROKER_FENCE_MS 60000.0                 /* a worker fenced for breaking the contract stays out */
+#define BROKER_MAX_FENCED 32
 
 /* ============================================================================================== */
 /* state                                                                                           */
@@ -35,6 +47,7 @@ typedef struct request {
     uint8_t stream;              /* forward token frames */
     uint8_t running;             /* 0: in the queue; 1: on worker w */
     uint8_t cancelling;          /* a cancel went to the worker */
+    int32_t max_tokens;          /* what the worker was asked for: it may not send more */
     worker *w;
     unsigned char *wire;         /* the encoded "request" frame as first sent (kept for replays) */
     size_t wire_len;
@@ -45,6 +58,8 @@ typedef struct request {
     char *text;                  /* the text pieces of those tokens, concatenated */
     size_t text_len, text_cap;
     int n_replays;               /* times moved off a lost worker */
+    char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* of the worker that streamed its tokens: a
+                                     replay after a token goes only to a worker with the same one */
     double t_submit, t_last;     /* ms: submit, last token */
     double t_dispatch;           /* ms: given to the worker (the first time) */
     double t_first;              /* ms: first token received (0: none yet) */
@@ -57,8 +72,16 @@ struct client {
     size_t ident_len;
     request *reqs;               /* live requests */
     int n_reqs;
-    double last_send_ms;
-    client *prev, *next;         /* broker's list of clients with live requests */
+    int n_waiting;               /* of those, in the queue (its fair share is checked on this) */
+    double last_send_ms, last_recv_ms;
+    /* what it may have queued in its pipe: the sizes of the last PROTO_CLIENT_SNDHWM frames */
+    uint32_t *sent_sizes;        /* ring, allocated at the first send */
+    uint32_t sent_pos;
+    uint64_t sent_sum;
+    int fd;                      /* its connection (ZMQ_SRCFD of its last message), or -1 */
+    double stats_window_ms;      /* stats replies in the current second */
+    int stats_in_window;
+    client *prev, *next;         /* broker's list of known clients */
 };
 
 struct worker {
@@ -66,8 +89,10 @@ struct worker {
     size_t ident_len;
     char name[PROTO_MAX_NAME_BYTES + 1];
     int pid, local, slots, credit, n_ctx;
+    char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* numerics fingerprint from ready ("" if none) */
     int running;                 /* requests given and not ended */
     uint64_t tokens;
+    proto_kv_info kv;            /* KV pages and prefix cache, from its last heartbeat */
     double expiry_ms, last_send_ms;
     request *reqs;
     worker *next;
@@ -98,6 +123,10 @@ struct broker {
     double next_tick_ms;
     double t_no_worker;          /* ms since when no worker has been connected (0: some are) */
     int had_worker;              /* a worker has registered once (before that, startup: no clock) */
+    int worker_exits;            /* local worker processes that exited (loading or not) */
+    char load_error[512];        /* why the last worker that could not start said so ("": none) */
+    int fatal;                   /* no worker can ever start: broker_run returns -1 (see broker_failure) */
+    int lock_fd[2];              /* flock()ed <socket>.lock of each ipc:// endpoint (-1: none) */
     int queue_timeout_ms, request_timeout_ms, max_client_requests; /* cfg, defaults applied */
     int notified_ready;
     int draining;                /* SIGTERM seen: submits refused, running requests may finish */
@@ -107,6 +136,17 @@ struct broker {
     void *tick_user;
     char worker_connect[512];    /* the endpoint local workers connect to */
     char **worker_argv;
+    conns *conns;                /* connection limits of both endpoints */
+    char secret[PROTO_SECRET_HEX + 1]; /* handed to local workers (environment), proven in ready */
+    int worker_tcp;              /* the worker endpoint is TCP (not ipc): any local user can reach it */
+    int n_clients_waiting;       /* clients with requests in the queue */
+    struct {
+        unsigned char ident[PROTO_MAX_IDENT];
+        size_t ident_len;
+        double until_ms;
+    } fenced[BROKER_MAX_FENCED]; /* workers refused for a while (contract broken, bad ready) */
+    int fenced_next;
+    proto_log_limit log_encode, log_worker_bad, log_worker_refused; /* lines a peer can cause */
 };
 
 /* ============================================================================================== */
@@ -137,6 +177,7 @@ static void q_unlink(broker *b, request *r) {
     else b->q_tail = r->prev;
     r->prev = r->next = NULL;
     b->q_len--;
+    if (--r->cl->n_waiting == 0) b->n_clients_waiting--;
 }
 
 static void q_push(broker *b, request *r, int front) {
@@ -153,6 +194,7 @@ static void q_push(broker *b, request *r, int front) {
         b->q_tail = r;
     }
     b->q_len++;
+    if (r->cl->n_waiting++ == 0) b->n_clients_waiting++;
 }
 
 static void w_link(worker *w, request *r) {
@@ -183,7 +225,8 @@ static client *client_get(broker *b, const unsigned char *ident, size_t len, int
     if (!c) return NULL;
     memcpy(c->ident, ident, len);
     c->ident_len = len;
-    c->last_send_ms = proto_clock_ms();
+    c->last_send_ms = c->last_recv_ms = proto_clock_ms();
+    c->fd = -1;
     if (table_put(b->clients, ident, len, c) < 0) {
         free(c);
         return NULL;
@@ -194,14 +237,23 @@ static client *client_get(broker *b, const unsigned char *ident, size_t len, int
     return c;
 }
 
-/* Frees the client once it has no live request (it is re-created by its next submit). */
-static void client_release_if_idle(broker *b, client *c) {
-    if (!c || c->n_reqs > 0) return;
+/* Frees the client once it has no live request and has been quiet for BROKER_CLIENT_IDLE_MS (its
+ * accounting of what it may have queued must outlive one reply; it is re-created by its next
+ * message). */
+static void client_free(broker *b, client *c) {
     table_del(b->clients, c->ident, c->ident_len);
     if (c->prev) c->prev->next = c->next;
     else b->client_list = c->next;
     if (c->next) c->next->prev = c->prev;
+    free(c->sent_sizes);
     free(c);
+}
+
+static void client_release_if_idle(broker *b, client *c) {
+    if (!c || c->n_reqs > 0) return;
+    double now = proto_clock_ms();
+    if (now - c->last_recv_ms < BROKER_CLIENT_IDLE_MS || now - c->last_send_ms < BROKER_CLIENT_IDLE_MS) return;
+    client_free(b, c);
 }
 
 /* Removes r from every list and index and frees it. The client struct stays (see
@@ -230,11 +282,17 @@ static worker *worker_find(broker *b, const unsigned char *ident, size_t len) {
     return NULL;
 }
 
-/* The worker with the most free credit, or NULL if none has any. */
-static worker *worker_pick(broker *b) {
+/* A request that streamed tokens must continue on a worker computing the same bits. */
+static int request_pinned(const request *r) { return r->n_streamed > 0; }
+
+/* The worker with the most free credit that may run r (any worker, or for a pinned replay one with
+ * r's fingerprint), or NULL if none. */
+static worker *worker_pick(broker *b, const request *r) {
     worker *best = NULL;
     for (worker *w = b->workers; w; w = w->next)
-        if (w->credit > 0 && (!best || w->credit > best->credit)) best = w;
+        if (w->credit > 0 && (!best || w->credit > best->credit) &&
+            (!request_pinned(r) || strcmp(w->fingerprint, r->fingerprint) == 0))
+            best = w;
     return best;
 }
 
@@ -248,18 +306,60 @@ static int total_credit(const broker *b) {
 /* sending                                                                                         */
 /* ============================================================================================== */
 
+/* 1 if c may have more than PROTO_CLIENT_QUEUE_BYTES queued in its pipe and is not reading: the
+ * last PROTO_CLIENT_SNDHWM frames sent to it (all its pipe can hold) add up to more than that, and
+ * its connection's kernel send buffer is at least a quarter full (a reading client's is empty). */
+static int client_over_budget(const client *c) {
+    if (c->sent_sum <= PROTO_CLIENT_QUEUE_BYTES) return 0;
+    int outq = 0, sndbuf = 0;
+    socklen_t len = sizeof(sndbuf);
+    if (c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &outq) < 0 ||
+        getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0)
+        return 1; /* cannot tell: the bound holds */
+    return outq >= sndbuf / 4;
+}
+
+/* Records a frame of n bytes sent to c. */
+static void client_sent(client *c, size_t n) {
+    if (!c->sent_sizes && !(c->sent_sizes = calloc(PROTO_CLIENT_SNDHWM, sizeof(uint32_t)))) return;
+    c->sent_sum += n - c->sent_sizes[c->sent_pos];
+    c->sent_sizes[c->sent_pos] = (uint32_t)n;
+    c->sent_pos = (c->sent_pos + 1) % PROTO_CLIENT_SNDHWM;
+}
+
 /* Sends m to a client. 0, or -1 if the client cannot be reached (gone, or not reading). */
 static int send_client(broker *b, const unsigned char *ident, size_t len, const proto_msg *m) {
     char err[256];
+    client *c = table_get(b->clients, ident, len);
+    if (c && client_over_budget(c)) return -1; /* not reading, and its pipe is full enough */
     if (proto_sock_send(b->front, ident, len, m, ZMQ_DONTWAIT, &b->sb, err, sizeof(err)) == 0) {
         metrics_client_frame(&b->met, m);
-        client *c = table_get(b->clients, ident, len);
-        if (c) c->last_send_ms = proto_clock_ms();
+        if (c) {
+            c->last_send_ms = proto_clock_ms();
+            client_sent(c, b->sb.size);
+        }
         return 0;
     }
     if (errno == EINVAL) {
-        proto_log(b->log, PROTO_LOG_ERROR, "cannot encode %s for a client: %s", proto_type_name(m->type), err);
-        return 0; /* our bug, not the client's absence */
+        unsigned long skipped;
+        if (proto_log_allow(&b->log_encode, &skipped))
+            proto_log(b->log, PROTO_LOG_ERROR, "cannot encode %s for a client: %s (%lu more not logged)",
+                      proto_type_name(m->type), err, skipped);
+        if (m->type != PROTO_T_DONE && m->type != PROTO_T_ERROR) return 0; /* our bug, not the client's absence */
+        /* a final frame that cannot go still ends the request: with an internal error instead */
+        proto_msg e;
+        proto_msg_init(&e, PROTO_T_ERROR);
+        e.id = m->id;
+        e.has = m->has & PROTO_HAS(PF_ID);
+        e.code = PROTO_CODE_INTERNAL;
+        const char *rname = proto_reason_name(PROTO_R_INTERNAL);
+        e.reason = (proto_str){rname, (uint32_t)strlen(rname)};
+        e.has |= PROTO_HAS(PF_REASON);
+        char msg[320];
+        snprintf(msg, sizeof(msg), "the request's %s frame could not be encoded: %s", proto_type_name(m->type), err);
+        e.message = (proto_str){msg, (uint32_t)strlen(msg)};
+        if (proto_sock_send(b->front, ident, len, &e, ZMQ_DONTWAIT, &b->sb, err, sizeof(err)) == 0) return 0;
+        return errno == EINVAL ? 0 : -1;
     }
     return -1;
 }
@@ -296,8 +396,10 @@ static int send_error_field(broker *b, const unsigned char *ident, size_t len, c
         e.field = (proto_str){field, (uint32_t)strlen(field)};
         e.has |= PROTO_HAS(PF_FIELD);
     }
-    size_t n = strlen(message);
-    e.message = (proto_str){message, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+    /* the message may quote what the peer sent: valid UTF-8, cut on a character, or it would not encode */
+    char text[PROTO_MAX_MESSAGE_BYTES + 1];
+    size_t n = proto_utf8_sanitize(message, strlen(message), text, sizeof(text));
+    e.message = (proto_str){text, (uint32_t)n};
     return send_client(b, ident, len, &e);
 }
 
@@ -349,8 +451,9 @@ static void client_after_final(broker *b, client *c, int rc) {
     else client_release_if_idle(b, c);
 }
 
-/* Ends r with an error frame to its client and frees it (and the client if it is then idle). */
-static void request_fail(broker *b, request *r, proto_reason code, const char *message) {
+/* Ends r with an error frame to its client and frees it (and the client if it is then idle).
+ * Returns 1 if the send found the client gone: then every request of that client was freed too. */
+static int request_fail(broker *b, request *r, proto_reason code, const char *message) {
     client *c = r->cl;
     proto_cid id = r->cid;
     char idbuf[PROTO_MAX_ID_BYTES];
@@ -363,23 +466,31 @@ static void request_fail(broker *b, request *r, proto_reason code, const char *m
     e.reason = (proto_str){proto_reason_name(code), (uint32_t)strlen(proto_reason_name(code))};
     request_log_end(b, r, &e);
     request_free(b, r);
-    client_after_final(b, c, send_error(b, c->ident, c->ident_len, &id, code, message));
+    int rc = send_error(b, c->ident, c->ident_len, &id, code, message);
+    client_after_final(b, c, rc);
+    return rc < 0;
 }
 
 /* Gives waiting requests to workers with credit, oldest request first. */
 static void worker_lost(broker *b, worker *w, const char *why);
 
 static void dispatch(broker *b) {
-    while (b->q_head) {
-        worker *w = worker_pick(b);
-        if (!w) return;
-        request *r = b->q_head;
+    request *r = b->q_head;
+    while (r) {
+        request *next = r->next;
+        worker *w = worker_pick(b, r);
+        if (!w) {
+            if (!request_pinned(r)) return; /* no credit anywhere */
+            r = next;                       /* a replay waits for its fingerprint; others may pass */
+            continue;
+        }
         q_unlink(b, r);
         const unsigned char *wire = r->replay ? r->replay : r->wire;
         size_t wire_len = r->replay ? r->replay_len : r->wire_len;
         if (proto_sock_send_raw(b->back, w->ident, w->ident_len, wire, wire_len, ZMQ_DONTWAIT) < 0) {
             q_push(b, r, 1);
             worker_lost(b, w, errno == EHOSTUNREACH ? "unreachable" : "not reading");
+            r = b->q_head; /* the queue changed: start over */
             continue;
         }
         w->last_send_ms = proto_clock_ms();
@@ -387,10 +498,12 @@ static void dispatch(broker *b) {
             r->t_dispatch = w->last_send_ms;
             metrics_queue(&b->met, r->t_dispatch - r->t_submit);
         }
+        if (!request_pinned(r)) memcpy(r->fingerprint, w->fingerprint, sizeof r->fingerprint);
         w->credit--;
         w_link(w, r);
         proto_log(b->log, PROTO_LOG_DEBUG, "rid %llu -> worker %s (credit %d)", (unsigned long long)r->rid,
                   w->name, w->credit);
+        r = next;
     }
 }
 
@@ -434,6 +547,7 @@ static void worker_free(broker *b, worker *w) {
     b->n_workers--;
     if (w->local) b->n_local_ready--;
     free(w);
+    if (b->n_workers == 0) b->t_no_worker = proto_clock_ms(); /* now, not at the next tick */
 }
 
 /* Ends r with a done frame made from what the broker saw (the worker that ran it is gone). */
@@ -520,6 +634,34 @@ static void worker_lost(broker *b, worker *w, const char *why) {
     worker_free(b, w);
 }
 
+/* 1 if frames from this peer are ignored for now (fenced, see worker_fence). */
+static int worker_is_fenced(broker *b, const unsigned char *ident, size_t len) {
+    double now = proto_clock_ms();
+    for (int i = 0; i < BROKER_MAX_FENCED; i++)
+        if (b->fenced[i].until_ms > now && b->fenced[i].ident_len == len && memcmp(b->fenced[i].ident, ident, len) == 0)
+            return 1;
+    return 0;
+}
+
+static void worker_fence_ident(broker *b, const unsigned char *ident, size_t len) {
+    int i = b->fenced_next;
+    b->fenced_next = (b->fenced_next + 1) % BROKER_MAX_FENCED;
+    memcpy(b->fenced[i].ident, ident, len);
+    b->fenced[i].ident_len = len;
+    b->fenced[i].until_ms = proto_clock_ms() + BROKER_FENCE_MS;
+}
+
+/* The worker broke the contract (PROTOCOL.md, "What the broker holds a worker to"): it is fenced
+ * (its frames are ignored for BROKER_FENCE_MS; a local one is killed, and the supervisor starts it
+ * again) and every request it held is replayed on another worker, from the tokens that were valid. */
+static void worker_fence(broker *b, worker *w, const char *why) {
+    proto_log(b->log, PROTO_LOG_ERROR, "worker %s (pid %d) broke the protocol contract: %s; fenced", w->name, w->pid,
+              why);
+    worker_fence_ident(b, w->ident, w->ident_len);
+    if (w->local && w->pid > 0) kill(w->pid, SIGKILL);
+    worker_lost(b, w, why);
+}
+
 static void broker_pulse(broker *b);
 
 static void maybe_notify_ready(broker *b) {
@@ -529,33 +671,105 @@ static void maybe_notify_ready(broker *b) {
     broker_pulse(b);
 }
 
+/* Who may register (PROTOCOL.md, "Worker authentication"): a worker holding this broker's start
+ * secret is one it started; without it, the name local-N is refused, and so is any worker on a TCP
+ * endpoint without CURVE (any local user can reach loopback) unless allow-plain-workers. NULL if
+ * allowed, else why not. */
+static const char *worker_refusal(broker *b, const proto_msg *m, int *has_secret) {
+    *has_secret = 0;
+    if (m->has & PROTO_HAS(PF_SECRET)) {
+        unsigned diff = m->secret.len != PROTO_SECRET_HEX;
+        for (uint32_t i = 0; i < PROTO_SECRET_HEX && !diff; i++) diff |= (unsigned)(m->secret.ptr[i] ^ b->secret[i]);
+        if (diff) return "wrong start secret";
+        *has_secret = 1;
+        return NULL;
+    }
+    if (m->name.len >= 6 && memcmp(m->name.ptr, "local-", 6) == 0)
+        return "the name local-N is reserved for workers this broker started";
+    if (b->worker_tcp && !b->auth && !b->cfg->allow_plain_workers)
+        return "a TCP worker link without CURVE admits only the broker's own workers (see allow-plain-workers)";
+    return NULL;
+}
+
 static void on_worker_ready(broker *b, const proto_frame *f, const proto_msg *m) {
+    int has_secret;
+    const char *refused = worker_refusal(b, m, &has_secret);
+    if (refused) {
+        unsigned long skipped;
+        if (proto_log_allow(&b->log_worker_refused, &skipped))
+            proto_log(b->log, PROTO_LOG_WARN, "worker \"%.*s\" (pid %d) refused: %s (%lu more refusals not logged)",
+                      (int)(m->name.len > 64 ? 64 : m->name.len), m->name.ptr ? m->name.ptr : "", m->pid, refused,
+                      skipped);
+        worker *old = worker_find(b, f->ident, f->ident_len);
+        if (old) worker_lost(b, old, "announced itself again, refused");
+        worker_fence_ident(b, f->ident, f->ident_len); /* its next frames are ignored, not answered */
+        return;
+    }
     worker *w = worker_find(b, f->ident, f->ident_len);
     if (w) worker_lost(b, w, "announced itself again");
     w = calloc(1, sizeof(*w));
     if (!w) return;
     memcpy(w->ident, f->ident, f->ident_len);
     w->ident_len = f->ident_len;
-    snprintf(w->name, sizeof(w->name), "%.*s", (int)m->name.len, m->name.ptr ? m->name.ptr : "");
+    proto_utf8_sanitize(m->name.ptr ? m->name.ptr : "", m->name.len, w->name, sizeof(w->name));
     if (!w->name[0]) snprintf(w->name, sizeof(w->name), "worker-%d", m->pid);
     w->pid = m->pid;
     w->slots = w->credit = m->slots;
     w->n_ctx = m->n_ctx;
-    w->local = strncmp(w->name, "local-", 6) == 0 && supervisor_owns(b->sup, m->pid);
+    snprintf(w->fingerprint, sizeof(w->fingerprint), "%.*s", (int)m->fingerprint.len,
+             m->fingerprint.ptr ? m->fingerprint.ptr : "");
+    w->local = has_secret && supervisor_owns(b->sup, m->pid);
     w->expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
     w->last_send_ms = proto_clock_ms();
     w->next = b->workers;
     b->workers = w;
     b->n_workers++;
+    b->had_worker = 1;
+    b->t_no_worker = 0;
     if (w->local) b->n_local_ready++;
-    proto_log(b->log, PROTO_LOG_INFO, "worker %s (pid %d, %s) ready: %d slots, n_ctx %d", w->name, w->pid,
-              w->local ? "local" : "remote", w->slots, w->n_ctx);
+    proto_log(b->log, PROTO_LOG_INFO, "worker %s (pid %d, %s) ready: %d slots, n_ctx %d, fingerprint %s",
+              w->name, w->pid, w->local ? "local" : "remote", w->slots, w->n_ctx,
+              w->fingerprint[0] ? w->fingerprint : "-");
     maybe_notify_ready(b);
 }
 
-static request *worker_request(broker *b, worker *w, const proto_msg *m) {
+/* A worker's error frame without rid: it could not load the model and is exiting (PROTOCOL.md,
+ * "Worker start-up failure"). With no worker up, the waiting requests end now with its reason; if
+ * no worker ever came up and the reason is not transient, a local worker will fail the same way
+ * on every restart: the broker gives up (broker_run returns -1, broker_failure() says why). */
+static void on_worker_cannot_start(broker *b, const proto_msg *m) {
+    int permanent = m->reason.len == strlen(proto_reason_name(PROTO_R_MODEL_LOAD_FAILED)) &&
+                    memcmp(m->reason.ptr, proto_reason_name(PROTO_R_MODEL_LOAD_FAILED), m->reason.len) == 0;
+    int local = m->name.len > 6 && memcmp(m->name.ptr, "local-", 6) == 0;
+    snprintf(b->load_error, sizeof(b->load_error), "%.*s", (int)m->message.len, m->message.ptr ? m->message.ptr : "");
+    for (char *p = b->load_error; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+    proto_log(b->log, PROTO_LOG_ERROR, "worker %.*s cannot start (%s): %s", (int)m->name.len,
+              m->name.ptr ? m->name.ptr : "?", permanent ? "model_load_failed" : "transient", b->load_error);
+    if (b->n_workers > 0) return; /* others serve */
+    char msg[600];
+    snprintf(msg, sizeof(msg), "no worker can serve: %s", b->load_error);
+    proto_reason why = permanent ? PROTO_R_MODEL_LOAD_FAILED : PROTO_R_WORKER_START_FAILED;
+    while (b->q_head) request_fail(b, b->q_head, why, msg);
+    if (permanent && local && !b->had_worker) b->fatal = 1;
+}
+
+const char *broker_failure(const broker *b) { return b->fatal ? b->load_error : NULL; }
+
+/* The request of a frame from w. NULL if there is none to act on: stale (cancelled for a vanished
+ * client, replayed under a new rid), or w broke the contract by naming a rid it was not given (then
+ * w has been fenced and freed: *fenced is set). */
+static request *worker_request(broker *b, worker *w, const proto_msg *m, int *fenced) {
+    *fenced = 0;
     request *r = table_get(b->by_rid, &m->rid, sizeof(m->rid));
-    if (!r || r->w != w) return NULL; /* cancelled for a vanished client, or stale */
+    if ((r && r->w != w) || m->rid > b->next_rid || m->rid == 0) {
+        char why[96];
+        snprintf(why, sizeof(why), "%s for rid %llu, which it was not given", proto_type_name(m->type),
+                 (unsigned long long)m->rid);
+        worker_fence(b, w, why);
+        *fenced = 1;
+        return NULL;
+    }
     return r;
 }
 
@@ -584,15 +798,28 @@ static int request_record(request *r, int32_t token, const proto_str *piece) {
 
 static void on_worker_token(broker *b, worker *w, const proto_msg *m) {
     double now = proto_clock_ms();
-    request *r = worker_request(b, w, m);
+    int fenced;
+    request *r = worker_request(b, w, m, &fenced);
     if (!r) return;
-    /* a replay generates the last token before the loss again: forward each index once */
-    if ((uint32_t)m->index < r->n_streamed) return;
-    if ((uint32_t)m->index > r->n_streamed) {
-        request_cancel_on_worker(b, r);
-        request_fail(b, r, PROTO_R_INTERNAL, "the worker skipped a token index");
+    /* the contract: indices in order from 0 (a replay sends the last one again), at most max_tokens
+     * of them, pieces of at most PROTO_MAX_PIECE_BYTES, all of them at most PROTO_MAX_TEXT_BYTES */
+    char why[128] = "";
+    if ((uint32_t)m->index + 1 < r->n_streamed)
+        snprintf(why, sizeof(why), "token index %d after %u", m->index, r->n_streamed);
+    else if ((uint32_t)m->index > r->n_streamed)
+        snprintf(why, sizeof(why), "token index %d skips %u", m->index, r->n_streamed);
+    else if (m->index >= r->max_tokens)
+        snprintf(why, sizeof(why), "token index %d with max_tokens %d", m->index, r->max_tokens);
+    else if (m->text.len > PROTO_MAX_PIECE_BYTES)
+        snprintf(why, sizeof(why), "a token piece of %u bytes (at most %d)", m->text.len, PROTO_MAX_PIECE_BYTES);
+    else if (r->text_len + m->text.len > PROTO_MAX_TEXT_BYTES)
+        snprintf(why, sizeof(why), "more than %u bytes of text", PROTO_MAX_TEXT_BYTES);
+    if (why[0]) {
+        worker_fence(b, w, why);
         return;
     }
+    /* a replay generates the last token before the loss again: forward each index once */
+    if ((uint32_t)m->index < r->n_streamed) return;
     if (request_record(r, m->token, &m->text) < 0) {
         request_cancel_on_worker(b, r);
         request_fail(b, r, PROTO_R_INTERNAL, "out of memory");
@@ -615,8 +842,15 @@ static void on_worker_token(broker *b, worker *w, const proto_msg *m) {
 
 /* done or error from a worker: forward with the client's id and free the request. */
 static void on_worker_end(broker *b, worker *w, const proto_msg *m) {
-    request *r = worker_request(b, w, m);
+    int fenced;
+    request *r = worker_request(b, w, m, &fenced);
     if (!r) return;
+    if (m->type == PROTO_T_DONE && (m->n_tokens > (uint32_t)r->max_tokens || m->completion_tokens > r->max_tokens)) {
+        char why[96];
+        snprintf(why, sizeof(why), "done with %u tokens for max_tokens %d", m->n_tokens, r->max_tokens);
+        worker_fence(b, w, why);
+        return;
+    }
     client *c = r->cl;
     proto_msg e = *m;
     e.zone = NULL;
@@ -652,14 +886,26 @@ static void on_worker_message(broker *b, proto_frame *f) {
     char err[256];
     int rc = proto_decode(&m, proto_frame_data(f), proto_frame_size(f), err, sizeof(err));
     worker *w = worker_find(b, f->ident, f->ident_len);
+    if (!w && worker_is_fenced(b, f->ident, f->ident_len)) { /* ignored, not answered */
+        proto_msg_destroy(&m);
+        return;
+    }
     if (rc < 0) {
-        proto_log(b->log, PROTO_LOG_WARN, "worker %s: undecodable message dropped: %s", w ? w->name : "(unknown)", err);
+        unsigned long skipped;
+        if (proto_log_allow(&b->log_worker_bad, &skipped))
+            proto_log(b->log, PROTO_LOG_WARN, "worker %s: undecodable message dropped: %s (%lu more not logged)",
+                      w ? w->name : "(unregistered)", err, skipped);
         proto_msg_destroy(&m);
         return;
     }
     if (m.type == PROTO_T_READY) {
         on_worker_ready(b, f, &m);
         dispatch(b);
+        proto_msg_destroy(&m);
+        return;
+    }
+    if (m.type == PROTO_T_ERROR && !(m.has & PROTO_HAS(PF_RID))) {
+        on_worker_cannot_start(b, &m);
         proto_msg_destroy(&m);
         return;
     }
@@ -674,7 +920,9 @@ static void on_worker_message(broker *b, proto_frame *f) {
     }
     w->expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
     switch (m.type) {
-    case PROTO_T_HB: break;
+    case PROTO_T_HB:
+        if (m.has & PROTO_HAS(PF_KV)) w->kv = m.kv;
+        break;
     case PROTO_T_CREDIT:
         w->credit += m.credit;
         if (w->credit > w->slots - w->running) w->credit = w->slots - w->running > 0 ? w->slots - w->running : 0;
@@ -716,12 +964,41 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
         send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_CLIENT_LIMIT, msg);
         return;
     }
-    if (b->q_len >= b->cfg->max_queue && total_credit(b) == 0) {
-        b->overloaded_total++;
-        char msg[128];
-        snprintf(msg, sizeof(msg), "queue full (%d waiting, %d workers); retry later", b->q_len, b->n_workers);
-        send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_QUEUE_FULL, msg);
-        return;
+    /* admission: each client waiting gets a fair share of the queue, max_queue / (clients waiting,
+     * counting this one). Over it: client_limit. Under it but the queue is full: the newest waiting
+     * request of a client over its share makes room (it ends with client_limit), so one flooding
+     * client cannot get every other one refused; if no client is over its share: queue_full. */
+    if (total_credit(b) == 0) {
+        int mine = known ? known->n_waiting : 0;
+        int clients = b->n_clients_waiting + (mine == 0);
+        int share = b->cfg->max_queue / clients > 0 ? b->cfg->max_queue / clients : 1;
+        if (mine >= share && clients > 1) {
+            b->overloaded_total++;
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "this client has %d requests waiting, its fair share of the queue (%d clients waiting); retry "
+                     "later",
+                     mine, clients);
+            send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_CLIENT_LIMIT, msg);
+            return;
+        }
+        if (b->q_len >= b->cfg->max_queue) {
+            request *victim = b->q_tail;
+            while (victim && (victim->n_replays > 0 || victim->cl->n_waiting <= share)) victim = victim->prev;
+            b->overloaded_total++;
+            if (!victim) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "queue full (%d waiting, %d workers); retry later", b->q_len, b->n_workers);
+                send_error(b, f->ident, f->ident_len, &m->id, PROTO_R_QUEUE_FULL, msg);
+                return;
+            }
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "made room in a full queue: this client had %d requests waiting, more than its fair share; "
+                     "retry later",
+                     victim->cl->n_waiting);
+            request_fail(b, victim, PROTO_R_CLIENT_LIMIT, msg);
+        }
     }
     /* the worker's request: the same fields under our rid */
     proto_msg q = *m;
@@ -750,6 +1027,7 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
         r->cid.str.ptr = r->cid_buf;
     }
     r->stream = m->stream;
+    r->max_tokens = m->max_tokens;
     r->t_submit = r->t_last = proto_clock_ms();
     if (table_put(b->by_rid, &r->rid, sizeof(r->rid), r) < 0 || table_put(b->by_cid, key, klen, r) < 0) {
         table_del(b->by_rid, &r->rid, sizeof(r->rid));
@@ -783,13 +1061,29 @@ static void on_client_cancel(broker *b, proto_frame *f, const proto_msg *m) {
     d.id = m->id;
     d.has = PROTO_HAS(PF_ID);
     d.finish = PROTO_FINISH_CANCELLED;
-    d.queue_ms = d.total_ms = proto_clock_ms() - r->t_submit;
+    d.queue_ms = 0; /* it never got a slot (PROTOCOL.md: 0 for what did not happen) */
+    d.total_ms = proto_clock_ms() - r->t_submit;
     request_log_end(b, r, &d);
     request_free(b, r);
     client_after_final(b, c, send_client(b, c->ident, c->ident_len, &d)); /* c->ident is f's */
 }
 
 static void on_client_stats(broker *b, proto_frame *f) {
+    /* a stats reply is the largest frame a client can ask for at no cost: a few a second each */
+    client *c = table_get(b->clients, f->ident, f->ident_len);
+    if (c) {
+        double now = proto_clock_ms();
+        if (now - c->stats_window_ms >= 1000.0) {
+            c->stats_window_ms = now;
+            c->stats_in_window = 0;
+        }
+        if (++c->stats_in_window > PROTO_CLIENT_STATS_PER_S) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "at most %d stats requests a second", PROTO_CLIENT_STATS_PER_S);
+            send_error(b, f->ident, f->ident_len, NULL, PROTO_R_CLIENT_LIMIT, msg);
+            return;
+        }
+    }
     proto_msg s;
     proto_msg_init(&s, PROTO_T_STATS_REPLY);
     double now = proto_clock_ms();
@@ -807,6 +1101,7 @@ static void on_client_stats(broker *b, proto_frame *f) {
         wl[i].running = w->running;
         wl[i].local = (uint8_t)w->local;
         wl[i].tokens = w->tokens;
+        wl[i].kv = w->kv;
         i++;
     }
     s.name = (proto_str){"gpt2d", 5};
@@ -826,21 +1121,40 @@ static void on_client_stats(broker *b, proto_frame *f) {
     s.total_hist = b->met.total_hist;
     s.queue_hist = b->met.queue_hist;
     s.totals = b->met.totals;
-    s.finish_total = b->met.finish;
     s.error_reasons = b->met.reasons;
     s.recent = metrics_recent(&b->met, now);
     s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST) | PROTO_HAS(PF_RECENT) |
-             PROTO_HAS(PF_QUEUE_HIST) | PROTO_HAS(PF_TOTALS) | PROTO_HAS(PF_FINISH_TOTAL) | PROTO_HAS(PF_ERROR_REASONS);
+             PROTO_HAS(PF_QUEUE_HIST) | PROTO_HAS(PF_TOTALS) | PROTO_HAS(PF_ERROR_REASONS);
     s.worker_list = wl;
     s.n_worker_list = (uint32_t)n;
     send_client(b, f->ident, f->ident_len, &s);
     free(wl);
 }
 
+/* 1 for a known type that clients may not send. */
+static int broker_not_client_type(proto_type t) {
+    return t != PROTO_T_NONE && t != PROTO_T_HELLO && t != PROTO_T_SUBMIT && t != PROTO_T_CANCEL &&
+           t != PROTO_T_STATS && t != PROTO_T_HB;
+}
+
 static void on_client_message(broker *b, proto_frame *f) {
+    /* every client that talks to us is known while it does: what it may have queued is accounted */
+    client *c = client_get(b, f->ident, f->ident_len, 1);
+    if (c) {
+        c->last_recv_ms = proto_clock_ms();
+        int fd = zmq_msg_get(&f->body, ZMQ_SRCFD);
+        if (fd >= 0) c->fd = fd;
+    }
     proto_msg m;
     char err[256];
     int rc = proto_decode(&m, proto_frame_data(f), proto_frame_size(f), err, sizeof(err));
+    if (rc < 0 && rc != PROTO_E_VERSION && broker_not_client_type(m.type)) {
+        /* a worker-link or reply type: that is the error, whatever its fields */
+        snprintf(err, sizeof(err), "'%s' is not a client message", proto_type_name(m.type));
+        send_error(b, f->ident, f->ident_len, NULL, PROTO_R_NOT_CLIENT_MESSAGE, err);
+        proto_msg_destroy(&m);
+        return;
+    }
     if (rc < 0) {
         proto_log(b->log, PROTO_LOG_DEBUG, "client message refused: %s", err);
         const proto_cid *id = (m.has & PROTO_HAS(PF_ID)) ? &m.id : NULL;
@@ -881,6 +1195,7 @@ static void on_client_message(broker *b, proto_frame *f) {
 static void on_child_exit(void *user, pid_t pid) {
     broker *b = user;
     if (!b->draining) b->met.totals.worker_restarts++; /* the supervisor restarts it */
+    b->worker_exits++;
     for (worker *w = b->workers; w; w = w->next) {
         if (w->local && w->pid == pid) {
             worker_lost(b, w, "process exited");
@@ -891,37 +1206,45 @@ static void on_child_exit(void *user, pid_t pid) {
 
 /* Deadlines: a request waiting longer than the queue timeout, or alive longer than the request
  * timeout, fails with timeout (cancelled on its worker); with no worker connected for
- * PROTO_NO_WORKER_MS (counted once a first worker has registered: loading is not starvation),
- * every waiting request fails with no_worker. */
+ * PROTO_NO_WORKER_MS, every waiting request fails with no_worker. The absence is counted from the
+ * moment the last worker left, or the first local worker process exited, or the start with no local
+ * workers to wait for (local workers still loading are not starvation). */
 static void broker_deadlines(broker *b, double now) {
-    if (b->n_workers > 0) {
+    if (b->n_workers > 0)
         b->t_no_worker = 0;
-        b->had_worker = 1;
-    } else if (b->had_worker && b->t_no_worker == 0) {
-        b->t_no_worker = now;
-    }
+    else if (b->t_no_worker == 0 && (b->had_worker || b->worker_exits > 0 || b->cfg->workers == 0))
+        b->t_no_worker = now; /* no local worker is loading: absence counts from now */
     int starved = b->t_no_worker > 0 && now - b->t_no_worker >= PROTO_NO_WORKER_MS;
-    /* failing a request may end its client's others (a vanished client): rescan after each */
-    for (int again = 1; again;) {
-        again = 0;
-        for (request *r = b->q_head; r && !again; r = r->next) {
-            if (starved)
-                request_fail(b, r, PROTO_R_NO_WORKER, "no worker has been connected for a while");
-            else if (now - r->t_submit >= b->request_timeout_ms)
-                request_fail(b, r, PROTO_R_REQUEST_TIMEOUT, "the request timeout passed");
-            else if (r->n_replays == 0 && now - r->t_submit >= b->queue_timeout_ms)
-                request_fail(b, r, PROTO_R_QUEUE_TIMEOUT, "no slot became free within the queue timeout");
-            else
-                continue;
-            again = 1;
-        }
-        for (worker *w = b->workers; w && !again; w = w->next) {
-            for (request *r = w->reqs; r && !again; r = r->next) {
-                if (now - r->t_submit < b->request_timeout_ms) continue;
-                request_cancel_on_worker(b, r);
-                request_fail(b, r, PROTO_R_REQUEST_TIMEOUT, "the request timeout passed");
-                again = 1;
-            }
+    char starved_msg[640];
+    if (starved)
+        snprintf(starved_msg, sizeof(starved_msg), "%s%s%s",
+                 b->had_worker ? "no worker has been connected for 10 s" : "no worker has ever connected",
+                 b->load_error[0] ? "; the last worker failed to start: " : "", b->load_error);
+    /* One pass over each list. Failing a request may end its client's other requests too (when the
+     * client turns out to be gone), so the walk goes on from the next request of another client
+     * then; otherwise only r was freed and its successor stands. */
+    for (request *r = b->q_head, *next; r; r = next) {
+        proto_reason why = PROTO_R_NONE;
+        const char *msg = NULL;
+        if (starved) why = PROTO_R_NO_WORKER, msg = starved_msg;
+        else if (now - r->t_submit >= b->request_timeout_ms)
+            why = PROTO_R_REQUEST_TIMEOUT, msg = "the request timeout passed";
+        else if (r->n_replays == 0 && now - r->t_submit >= b->queue_timeout_ms)
+            why = PROTO_R_QUEUE_TIMEOUT, msg = "no slot became free within the queue timeout";
+        next = r->next;
+        if (why == PROTO_R_NONE) continue;
+        request *other = next;
+        while (other && other->cl == r->cl) other = other->next;
+        if (request_fail(b, r, why, msg)) next = other;
+    }
+    for (worker *w = b->workers; w; w = w->next) {
+        for (request *r = w->reqs, *next; r; r = next) {
+            next = r->next;
+            if (now - r->t_submit < b->request_timeout_ms) continue;
+            request *other = next;
+            while (other && other->cl == r->cl) other = other->next;
+            request_cancel_on_worker(b, r);
+            if (request_fail(b, r, PROTO_R_REQUEST_TIMEOUT, "the request timeout passed")) next = other;
         }
     }
 }
@@ -949,7 +1272,11 @@ static void broker_tick(broker *b, double now) {
     client *c = b->client_list;
     while (c) {
         client *next = c->next;
-        if (now - c->last_send_ms >= PROTO_HEARTBEAT_MS && send_client(b, c->ident, c->ident_len, &hb) < 0)
+        /* a quiet client is forgotten; a busy one hears from us after HEARTBEAT - 2 ticks of
+         * silence: the tick's lateness keeps the gap within the PROTO_HEARTBEAT_MS PROTOCOL.md promises */
+        if (c->n_reqs == 0) client_release_if_idle(b, c);
+        else if (now - c->last_send_ms >= PROTO_HEARTBEAT_MS - 2 * BROKER_TICK_MS &&
+                 send_client(b, c->ident, c->ident_len, &hb) < 0)
             client_vanished(b, c->ident, c->ident_len);
         c = next;
     }
@@ -1033,7 +1360,16 @@ int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *ch
     b->next_tick_ms = proto_clock_ms();
     for (;;) {
         double now = proto_clock_ms();
+        if (b->fatal) {
+            proto_log(b->log, PROTO_LOG_ERROR, "no worker can load the model: %s", b->load_error);
+            return -1;
+        }
         if (*stop && !b->draining) broker_shutdown_begin(b, now);
+        if (b->draining && *stop > 1) { /* a second SIGINT/SIGTERM: the drain ends now */
+            proto_log(b->log, PROTO_LOG_WARN, "second stop signal: ending %d running request(s) now",
+                      broker_running(b));
+            break;
+        }
         if (b->draining && broker_shutdown_done(b, now)) break;
         if (*child) {
             *child = 0;
@@ -1041,8 +1377,8 @@ int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *ch
             if (b->http_sup) supervisor_reap(b->http_sup, now, NULL, NULL);
             dispatch(b);
         }
-        int due = supervisor_tick(b->sup, now);
-        if (b->http_sup) {
+        int due = b->draining ? -1 : supervisor_tick(b->sup, now); /* no restarts while stopping */
+        if (b->http_sup && !b->draining) {
             int hdue = supervisor_tick(b->http_sup, now);
             if (hdue >= 0 && (due < 0 || hdue < due)) due = hdue;
         }
@@ -1053,20 +1389,20 @@ int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *ch
         }
         long timeout = (long)(b->next_tick_ms - now) + 1;
         if (due >= 0 && due < timeout) timeout = due;
-        zmq_pollitem_t items[5] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[6] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
         int n_items = 2;
-        if (b->auth) { /* the ZAP handler and the handshake monitors */
-            void *socks[3];
-            int n = auth_poll_sockets(b->auth, socks, 3);
-            for (int i = 0; i < n; i++) items[n_items++] = (zmq_pollitem_t){socks[i], 0, ZMQ_POLLIN, 0};
-        }
+        void *socks[4];
+        int n = conns_poll_sockets(b->conns, socks, 2); /* the connection monitors */
+        if (b->auth) n += auth_poll_sockets(b->auth, socks + n, 2); /* the ZAP handler */
+        for (int i = 0; i < n; i++) items[n_items++] = (zmq_pollitem_t){socks[i], 0, ZMQ_POLLIN, 0};
         int rc = zmq_poll(items, n_items, timeout);
         if (rc < 0) {
             if (errno == EINTR) continue;
             proto_log(b->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             return -1;
         }
-        if (n_items > 2) auth_handle(b->auth);
+        conns_handle(b->conns); /* first: a connection over a limit is shut before it is served */
+        if (b->auth) auth_handle(b->auth);
         /* workers first: their credits and ends make room for what clients send */
         if ((items[0].revents & ZMQ_POLLIN) && broker_drain(b, b->back, on_worker_message) < 0) return -1;
         if ((items[1].revents & ZMQ_POLLIN) && broker_drain(b, b->front, on_client_message) < 0) return -1;
@@ -1115,10 +1451,51 @@ static int broker_front_options(void *s) {
                : 0;
 }
 
+/* Takes <path>.lock beside an ipc:// socket file, the way PostgreSQL's postmaster.pid guards a data
+ * directory: binding an ipc:// endpoint silently replaces another process's socket file, so a
+ * second gpt2d would steal the first one's clients. The lock is an flock() held for the broker's
+ * life (so a crashed broker's lock and socket are simply taken over) and the file holds its pid.
+ * The fd; 0 for an endpoint that is not an ipc:// file (tcp://, abstract ipc://@); -1 with err
+ * naming the running broker's pid. */
+static int broker_ipc_lock(const char *endpoint, char *err, size_t errlen) {
+    if (strncmp(endpoint, "ipc://", 6) != 0 || endpoint[6] == '@') return 0;
+    char path[600];
+    snprintf(path, sizeof(path), "%s.lock", endpoint + 6);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(fd);
+        snprintf(err, errlen,
+                 "%s is in use: another gpt2d (pid %s) is serving it (lock file %s). Stop it first, or "
+                 "give this one other endpoints (--listen / --worker-listen)",
+                 endpoint, pid[0] ? pid : "?", path);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* the pid is only for the other broker's message: the flock is what counts */
+    }
+    return fd;
+}
+
 /* A bound ROUTER for clients (front) or workers. With CURVE configured it is a CURVE server whose
- * ZAP domain ("clients" / "workers") selects the allow-list. An ipc:// socket file is made 0660. */
+ * ZAP domain ("clients" / "workers") selects the allow-list. An ipc:// socket file is made 0660 for
+ * clients (the directory's group may be the clients'), 0600 for workers: only the service user may
+ * connect a worker there. A default runtime directory must be ours and 0700 (proto_runtime.h). */
 static void *broker_bind(broker *b, const char *endpoint, int front, char *err, size_t errlen) {
+    if (proto_runtime_check_endpoint(endpoint, !front, 1, err, errlen) < 0) return NULL;
     if (broker_ipc_dir(endpoint, err, errlen) < 0) return NULL;
+    int lock = broker_ipc_lock(endpoint, err, errlen);
+    if (lock < 0) return NULL;
+    if (lock > 0) b->lock_fd[front] = lock;
     void *s = proto_sock_new(b->ctx, ZMQ_ROUTER, err, errlen);
     if (!s) return NULL;
     if (front && broker_front_options(s) < 0) {
@@ -1130,12 +1507,22 @@ static void *broker_bind(broker *b, const char *endpoint, int front, char *err, 
         zmq_close(s);
         return NULL;
     }
-    if (zmq_bind(s, endpoint) < 0) {
+    mode_t old_mask = umask(077); /* the socket file is never more open than its final mode */
+    int rc = zmq_bind(s, endpoint);
+    umask(old_mask);
+    if (rc < 0) {
         snprintf(err, errlen, "bind %s: %s", endpoint, zmq_strerror(errno));
         zmq_close(s);
         return NULL;
     }
-    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') chmod(endpoint + 6, 0660);
+    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@' && chmod(endpoint + 6, front ? 0660 : 0600) < 0) {
+        snprintf(err, errlen, "chmod %s: %s", endpoint + 6, strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
+    if (b->conns && conns_watch(b->conns, s, front, front ? AUTH_DOMAIN_CLIENTS : AUTH_DOMAIN_WORKERS) < 0)
+        proto_log(b->log, PROTO_LOG_WARN, "%s: no connection monitor (%s): connections are not limited",
+                  endpoint, zmq_strerror(errno));
     return s;
 }
 
@@ -1155,29 +1542,22 @@ static void broker_worker_endpoint(broker *b) {
         snprintf(b->worker_connect, sizeof(b->worker_connect), "%s", last);
 }
 
-/* The local worker command line: the engine options of cfg. */
+/* The local worker command line: the engine options of cfg (eopt.h's table), those not at their
+ * default. */
 static char **broker_worker_argv(broker *b) {
     const config *c = b->cfg;
     char **v = calloc(40, sizeof(char *));
     if (!v) return NULL;
     int n = 0;
-    char num[64];
 #define ARG(s) (v[n++] = strdup(s))
-#define ARGI(name, x) (ARG(name), snprintf(num, sizeof(num), "%d", (x)), ARG(num))
     ARG(c->worker_bin);
     ARG("--model");
     ARG(c->model ? c->model : ""); /* NULL only with --workers 0 */
     ARG("--connect");
     ARG(b->worker_connect);
-    ARGI("--slots", c->slots);
-    ARGI("--ctx", c->ctx);
-    ARGI("--kv-budget-mb", c->kv_budget_mb);
-    ARGI("--max-batch-tokens", c->max_batch_tokens);
-    ARGI("--threads", c->threads);
     ARG("--log-level");
     ARG(c->log_level);
-    if (c->blas) ARG("--blas");
-    if (c->step_delay_ms) ARGI("--debug-step-delay-ms", c->step_delay_ms);
+    if (eopt_argv(&c->engine, v, &n, 30) < 0) v[n++] = NULL; /* out of memory or room: cleaned below */
     if (b->auth) { /* local workers authenticate with the broker's own key pair */
         ARG("--curve-key");
         ARG(c->curve_secret);
@@ -1185,7 +1565,6 @@ static char **broker_worker_argv(broker *b) {
         ARG(auth_public_key(b->auth));
     }
 #undef ARG
-#undef ARGI
     for (int i = 0; i < n; i++)
         if (!v[i]) {
             for (int k = 0; k < n; k++) free(v[k]);
@@ -1272,6 +1651,7 @@ broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t
     }
     b->cfg = cfg;
     b->log = log;
+    b->lock_fd[0] = b->lock_fd[1] = -1;
     b->queue_timeout_ms = cfg->queue_timeout_ms > 0 ? cfg->queue_timeout_ms : PROTO_QUEUE_TIMEOUT_MS;
     b->request_timeout_ms = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : PROTO_REQUEST_TIMEOUT_MS;
     b->max_client_requests = cfg->max_client_requests > 0 ? cfg->max_client_requests : PROTO_MAX_CLIENT_REQUESTS;
@@ -1286,6 +1666,20 @@ broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t
         goto fail;
     }
     if (cfg->curve_secret && !(b->auth = auth_new(b->ctx, cfg, log, err, errlen))) goto fail;
+    if (!(b->conns = conns_new(b->ctx, log, cfg->max_connections, cfg->max_connections_per_uid))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (b->auth) conns_on_handshake(b->conns, auth_log_handshake, b->auth);
+    /* the start secret: local workers inherit it, and so prove in ready that we started them */
+    unsigned char rnd[PROTO_SECRET_HEX / 2];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        snprintf(err, errlen, "getrandom: %s", strerror(errno));
+        goto fail;
+    }
+    for (size_t i = 0; i < sizeof(rnd); i++) snprintf(b->secret + 2 * i, 3, "%02x", rnd[i]);
+    setenv("GPT2D_WORKER_SECRET", b->secret, 1);
+    b->worker_tcp = strncmp(cfg->worker_listen, "tcp://", 6) == 0;
     if (!(b->back = broker_bind(b, cfg->worker_listen, 0, err, errlen))) goto fail;
     if (!(b->front = broker_bind(b, cfg->listen, 1, err, errlen))) goto fail;
     broker_worker_endpoint(b);
@@ -1319,7 +1713,7 @@ void broker_free(broker *b) {
         while (b->client_list) {
             client *c = b->client_list;
             if (!c->reqs) {
-                client_release_if_idle(b, c);
+                client_free(b, c);
                 continue;
             }
             request *r = c->reqs;
@@ -1340,13 +1734,21 @@ void broker_free(broker *b) {
         for (int i = 0; b->worker_argv[i]; i++) free(b->worker_argv[i]);
         free(b->worker_argv);
     }
+    conns_stop(b->conns);
+    if (b->front) { /* the final frames just sent still reach their clients */
+        int linger = PROTO_CANCEL_GRACE_MS;
+        zmq_setsockopt(b->front, ZMQ_LINGER, &linger, sizeof(linger));
+    }
     proto_sock_close(&b->front);
     proto_sock_close(&b->back);
+    conns_free(b->conns);
     auth_free(b->auth);
     if (b->ctx) zmq_ctx_term(b->ctx);
     table_free(b->clients);
     table_free(b->by_rid);
     table_free(b->by_cid);
     msgpack_sbuffer_destroy(&b->sb);
+    for (int i = 0; i < 2; i++) /* after zmq_ctx_term: the sockets are unbound */
+        if (b->lock_fd[i] >= 0) close(b->lock_fd[i]);
     free(b);
 }

@@ -12,7 +12,11 @@
  * unchanged (PROTOCOL.md, "Crash-transparent streaming"). Deadlines (queue, total), a per-client
  * limit on requests in flight and the no-worker timeout end requests with specific errors; with
  * --curve-secret both sockets are CURVE servers behind the ZAP allow-list of auth.h. Local workers
- * are run and restarted by the supervisor; remote ones connect to the worker endpoint themselves. */
+ * are run and restarted by the supervisor; remote ones connect to the worker endpoint themselves.
+ * Trust boundaries (docs/SECURITY.md): connections are limited per endpoint and per local user
+ * (conns.h); a worker registers only with the start secret, over ipc (socket 0600), or with CURVE,
+ * and is fenced when it breaks the contract; each client has a fair share of the queue and a byte
+ * bound on what it may have queued unread. */
 #ifndef GPT2D_BROKER_H
 #define GPT2D_BROKER_H
 
@@ -23,8 +27,10 @@
 
 typedef struct broker broker;
 
-/* Binds both endpoints (creating the runtime directory for ipc:// defaults) and prepares the
- * supervisor. NULL with err on failure. */
+/* Binds both endpoints (creating the runtime directory for ipc:// defaults, and holding an flock on
+ * <socket>.lock beside each ipc:// socket file so that a second broker cannot take it over) and
+ * prepares the supervisor. NULL with err on failure (e.g. naming the pid of the broker holding an
+ * endpoint). */
 broker *broker_new(const config *cfg, const proto_logger *log, char *err, size_t errlen);
 
 /* Ends every live request with a shutting_down error, stops local workers, closes the sockets. */
@@ -33,9 +39,15 @@ void broker_free(broker *b); /* NULL-safe */
 /* Serves until *stop is set (by a signal handler) and the drain is over: from then on a submit is
  * refused with shutting_down and waiting requests end with it; running requests may finish for
  * cfg->shutdown_grace_ms, then are cancelled (their done "cancelled" frame is forwarded, waited for
- * up to PROTO_CANCEL_GRACE_MS). *child is set by the SIGCHLD handler; the loop clears it and reaps.
- * Returns 0, or -1 on a fatal socket error. */
+ * up to PROTO_CANCEL_GRACE_MS). A second signal (*stop > 1) ends the drain at once: the requests
+ * still live get shutting_down from broker_free. *child is set by the SIGCHLD handler; the loop
+ * clears it and reaps. Returns 0, or -1 on a fatal socket error or when no worker can load the
+ * model (broker_failure). */
 int broker_run(broker *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *child);
+
+/* Why broker_run returned -1 because no worker can load the model (a local worker reported a
+ * permanent failure before any worker came up), or NULL. */
+const char *broker_failure(const broker *b);
 
 /* The broker's state, for the service manager (sd_notify STATUS=, READY=1, STOPPING=1). */
 typedef struct {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -19,17 +20,12 @@
 
 #define CONFIG_MAX_FILE_BYTES (1 << 20)
 
-typedef enum { OPT_STR, OPT_INT, OPT_BOOL } opt_kind;
-
-typedef struct {
-    const char *name; /* the file key; the flag is --name */
-    opt_kind kind;
-    size_t off;       /* the field in config */
-    const char *def;  /* the default, as written in the file ("": unset or computed, see help) */
-    int min, max;     /* OPT_INT: the accepted range */
-    const char *arg;  /* --help: what the value is */
-    const char *help;
-} option;
+/* The daemon's settings use the engine table's type (eopt.h): name, kind, field, default, range,
+ * argument and help. */
+typedef eopt option;
+#define OPT_STR EOPT_STR
+#define OPT_INT EOPT_INT
+#define OPT_BOOL EOPT_BOOL
 
 /* ---- the table: one line per setting ------------------------------------------------------------ */
 #define C(f) offsetof(config, f)
@@ -45,13 +41,7 @@ static const option options[] = {
     {"log-file",             OPT_STR,  C(log_file),           "",      0,   0,               "PATH", "append logs to PATH instead of stderr; reopened on SIGHUP (default: stderr, the journal under systemd)"},
     {"shutdown-grace-ms",    OPT_INT,  C(shutdown_grace_ms),  "30000", 0,   3600000,         "MS",   "on SIGTERM, running requests may finish for this long; then they are cancelled"},
     {"start-timeout-s",      OPT_INT,  C(start_timeout_s),    "600",   0,   86400,           "S",    "under systemd, keep extending the start timeout while workers load the model, up to S seconds"},
-    {"slots",                OPT_INT,  C(slots),              "0",     0,   PROTO_MAX_SLOTS, "N",    "concurrent requests per worker (0: the engine's default, 64)"},
-    {"kv-budget-mb",         OPT_INT,  C(kv_budget_mb),       "0",     0,   1 << 24,         "N",    "with slots 0: as many KV-cache slots as fit in N MiB (0: off)"},
-    {"ctx",                  OPT_INT,  C(ctx),                "0",     0,   1 << 20,         "N",    "positions per slot (0: the model's n_ctx)"},
-    {"max-batch-tokens",     OPT_INT,  C(max_batch_tokens),   "0",     0,   1 << 20,         "N",    "tokens per engine step (0: the engine's default)"},
-    {"threads",              OPT_INT,  C(threads),            "0",     0,   4096,            "N",    "compute threads per worker (0: cores / workers)"},
-    {"blas",                 OPT_BOOL, C(blas),               "false", 0,   0,               "BOOL", "OpenBLAS kernels: faster prefill, but results then depend on batching"},
-    {"debug-step-delay-ms",  OPT_INT,  C(step_delay_ms),      "0",     0,   10000,           "N",    "testing only: workers sleep N ms per engine step"},
+    {NULL,                   OPT_INT,  0,                     "",      0,   0,               "",     "(here: every engine setting of proto/eopt.h, in its order)"},
     {"queue-timeout-ms",     OPT_INT,  C(queue_timeout_ms),   "60000", 1,   86400000,        "MS",   "a request still waiting for a slot after MS fails with 'timeout' (504, queue_timeout)"},
     {"request-timeout-ms",   OPT_INT,  C(request_timeout_ms), "600000", 1,  86400000,        "MS",   "a request not done MS after its submit is cancelled and fails with 'timeout' (504, request_timeout)"},
     {"max-client-requests",  OPT_INT,  C(max_client_requests), "1024", 1,   1000000,         "N",    "requests one client connection may have in flight; beyond that 'overloaded' (429, client_limit)"},
@@ -67,73 +57,69 @@ static const option options[] = {
     {"http-max-connections", OPT_INT,  C(http_max_connections), "512", 1,   65536,           "N",    "open HTTP connections at most; more are refused"},
     {"http-idle-timeout-s",  OPT_INT,  C(http_idle_timeout_s), "30",   1,   86400,           "S",    "close an HTTP connection silent this long (slow headers, a client not reading)"},
     {"http-stream-buffer-kb", OPT_INT, C(http_stream_buffer_kb), "256", 1,  1 << 20,         "N",    "cancel a stream whose client is this many KiB behind"},
+    {"allow-plain-workers",  OPT_BOOL, C(allow_plain_workers), "false", 0,  0,               "BOOL", "without curve-secret: let workers that were not started by this broker register over TCP, and allow a worker-listen other than ipc or loopback; anyone who can reach it may then read prompts and forge outputs"},
+    {"max-connections",      OPT_INT,  C(max_connections),    "0",     0,   1000000,         "N",    "client connections at once; more are closed at once (0: what the fd limit allows, keeping fds in reserve)"},
+    {"max-connections-per-uid", OPT_INT, C(max_connections_per_uid), "0", 0, 1000000,       "N",    "client connections of one local user (ipc) at once (0: half of max-connections)"},
 };
 #undef C
-#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+#define N_DAEMON (sizeof(options) / sizeof(options[0]))
+#define N_OPTIONS (N_DAEMON - 1 + EOPT_COUNT)
 
-/* ---- one value ---------------------------------------------------------------------------------- */
+/* ---- the two tables as one ---------------------------------------------------------------------- */
+
+/* Setting k of the combined table: the engine's are spliced in at the NULL line. */
+static const option *opt_at(size_t k) {
+    size_t splice = 0;
+    while (options[splice].name) splice++;
+    if (k < splice) return &options[k];
+    if (k < splice + EOPT_COUNT) return &eopt_table[k - splice];
+    return &options[k - EOPT_COUNT + 1];
+}
+
+static size_t opt_index(const option *o) {
+    for (size_t k = 0; k < N_OPTIONS; k++)
+        if (opt_at(k) == o) return k;
+    return 0;
+}
 
 static const option *opt_find(const char *name, size_t len) {
-    for (size_t k = 0; k < N_OPTIONS; k++)
-        if (strlen(options[k].name) == len && strncmp(name, options[k].name, len) == 0) return &options[k];
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option *o = opt_at(k);
+        if (strlen(o->name) == len && strncmp(name, o->name, len) == 0) return o;
+    }
     return NULL;
 }
 
-/* "true"/"yes"/"on"/"1" -> 1, "false"/"no"/"off"/"0" -> 0, else -1. */
-static int parse_bool(const char *s) {
-    static const char *yes[] = {"true", "yes", "on", "1"}, *no[] = {"false", "no", "off", "0"};
-    for (int i = 0; i < 4; i++) {
-        if (strcasecmp(s, yes[i]) == 0) return 1;
-        if (strcasecmp(s, no[i]) == 0) return 0;
-    }
-    return -1;
+/* "did you mean": the setting named closest to name (len bytes), or NULL. */
+static const char *opt_suggest(const char *name, size_t len) {
+    const char *names[N_OPTIONS];
+    for (size_t k = 0; k < N_OPTIONS; k++) names[k] = opt_at(k)->name;
+    return proto_suggest(name, len, names, N_OPTIONS);
+}
+
+/* The struct o's field lives in: cfg itself, or its engine options. */
+static void *opt_base(config *cfg, const option *o) {
+    return o >= eopt_table && o < eopt_table + EOPT_COUNT ? (void *)&cfg->engine : (void *)cfg;
 }
 
 /* Stores val (a string that outlives cfg) into o's field. 0, or -1 with err. An empty string
  * unsets a string option. */
 static int opt_set(config *cfg, const option *o, const char *val, char *err, size_t errlen) {
-    char *p = (char *)cfg + o->off;
-    if (o->kind == OPT_STR) {
-        *(const char **)p = *val ? val : NULL;
-        return 0;
-    }
-    if (o->kind == OPT_BOOL) {
-        int v = parse_bool(val);
-        if (v < 0) {
-            snprintf(err, errlen, "%s wants true or false, got '%s'", o->name, val);
-            return -1;
-        }
-        *(int *)p = v;
-        return 0;
-    }
-    char *end;
-    errno = 0;
-    long v = strtol(val, &end, 10);
-    if (errno || end == val || *end || v < o->min || v > o->max) {
-        snprintf(err, errlen, "%s wants an integer in [%d, %d], got '%s'", o->name, o->min, o->max, val);
-        return -1;
-    }
-    *(int *)p = (int)v;
-    return 0;
+    return eopt_set(opt_base(cfg, o), o, val, err, errlen);
 }
 
 /* The value of o in cfg as the file would write it, into buf. */
 static const char *opt_format(const config *cfg, const option *o, char *buf, size_t cap) {
-    const char *p = (const char *)cfg + o->off;
-    if (o->kind == OPT_STR) {
-        const char *s = *(const char *const *)p;
-        return s ? s : "";
-    }
-    if (o->kind == OPT_BOOL) return *(const int *)p ? "true" : "false";
-    snprintf(buf, cap, "%d", *(const int *)p);
-    return buf;
+    return eopt_format(opt_base((config *)cfg, o), o, buf, cap);
 }
 
 static void config_defaults(config *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     char err[160];
-    for (size_t k = 0; k < N_OPTIONS; k++)
-        if (opt_set(cfg, &options[k], options[k].def, err, sizeof(err)) < 0) abort(); /* a bad table line */
+    for (size_t k = 0; k < N_OPTIONS; k++) {
+        const option *o = opt_at(k);
+        if (opt_set(cfg, o, o->def, err, sizeof(err)) < 0) abort(); /* a bad table line */
+    }
 }
 
 /* ---- the file ------------------------------------------------------------------------------------- */
@@ -174,7 +160,7 @@ static int config_load_file(config *cfg, const char *path) {
     if (!text) return -1;
     free(cfg->file_text);
     cfg->file_text = text;
-    int first_line[N_OPTIONS] = {0};
+    int first_line[N_DAEMON - 1 + EOPT_COUNT] = {0}; /* by opt_index */
     int line_no = 0;
     for (char *p = text; p;) {
         line_no++;
@@ -198,12 +184,12 @@ static int config_load_file(config *cfg, const char *path) {
         }
         const option *o = opt_find(key, strlen(key));
         if (!o) {
-            const char *near = proto_suggest_table(key, strlen(key), options, N_OPTIONS, sizeof(options[0]));
+            const char *near = opt_suggest(key, strlen(key));
             fprintf(stderr, "%s:%d: unknown key '%s'%s%s%s (gpt2d --help lists them)\n", path, line_no, key,
                     near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
             return -1;
         }
-        size_t k = (size_t)(o - options);
+        size_t k = opt_index(o);
         if (first_line[k]) {
             fprintf(stderr, "%s:%d: '%s' is already set on line %d\n", path, line_no, key, first_line[k]);
             return -1;
@@ -225,7 +211,7 @@ static void config_usage(FILE *f) {
                "Remote workers join with: gpt2d-worker --model DIR --connect tcp://HOST:PORT\n\n"
                "Settings (each is also a 'key = value' line of the configuration file; a flag wins):\n");
     for (size_t k = 0; k < N_OPTIONS; k++) {
-        const option *o = &options[k];
+        const option *o = opt_at(k);
         char head[64];
         snprintf(head, sizeof(head), "--%s %s", o->name, o->arg);
         fprintf(f, "  %-28s %s", head, o->help);
@@ -255,8 +241,7 @@ static int arg_next(int argc, char **argv, int *i, const option **o, const char 
     size_t alen = strcspn(a, "=");
     int is_config = alen == 8 && strncmp(a, "--config", 8) == 0;
     if (!is_config && (strncmp(a, "--", 2) != 0 || !(*o = opt_find(a + 2, alen - 2)))) {
-        const char *w = a + strspn(a, "-"), *near = proto_suggest_table(w, strcspn(w, "="), options, N_OPTIONS,
-                                                                       sizeof(options[0]));
+        const char *w = a + strspn(a, "-"), *near = opt_suggest(w, strcspn(w, "="));
         fprintf(stderr, "gpt2d: unknown option '%s'%s%s%s (see --help)\n", a, near ? "; did you mean '--" : "",
                 near ? near : "", near ? "'?" : "");
         return -1;
@@ -280,7 +265,7 @@ static int config_actions(config *cfg, int argc, char **argv, int *print) {
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
-            proto_version_print(stdout, "gpt2d");
+            proto_version_print(stdout, "gpt2d", NULL);
             return 1;
         }
         if (strcmp(a, "--check-config") == 0) cfg->check_config = 1;
@@ -314,6 +299,13 @@ static int endpoint_ok(const char *ep) {
     return !ep || strncmp(ep, "ipc://", 6) == 0 || strncmp(ep, "tcp://", 6) == 0;
 }
 
+/* 1 if ep is ipc:// or TCP on a loopback address (reachable from this machine only). */
+static int endpoint_private(const char *ep) {
+    if (!ep || strncmp(ep, "ipc://", 6) == 0) return 1;
+    const char *host = ep + 6;
+    return strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 || strncmp(host, "[::1]:", 6) == 0;
+}
+
 static int config_validate(const config *cfg) {
     const char *where = cfg->config_file ? cfg->config_file : "the command line";
     if (proto_log_parse_level(cfg->log_level ? cfg->log_level : "") < 0) {
@@ -327,6 +319,14 @@ static int config_validate(const config *cfg) {
     }
     if (!endpoint_ok(cfg->listen) || !endpoint_ok(cfg->worker_listen)) {
         fprintf(stderr, "gpt2d: %s: listen and worker-listen must be ipc://PATH or tcp://HOST:PORT\n", where);
+        return -1;
+    }
+    if (!cfg->curve_secret && !cfg->allow_plain_workers && !endpoint_private(cfg->worker_listen)) {
+        fprintf(stderr,
+                "gpt2d: %s: worker-listen %s is reachable from other machines and has no CURVE: anyone who can "
+                "reach it could register as a worker, read prompts and forge outputs; set curve-secret (and "
+                "curve-workers), bind it to 127.0.0.1 or ipc://, or set allow-plain-workers = true\n",
+                where, cfg->worker_listen);
         return -1;
     }
     return 0;
@@ -359,9 +359,9 @@ static int config_compute(config *cfg) {
     if (!cfg->worker_listen) cfg->worker_listen = cfg->worker_listen_buf;
     if (!cfg->worker_bin) cfg->worker_bin = config_sibling_bin("gpt2d-worker", cfg->worker_bin_buf, sizeof(cfg->worker_bin_buf));
     if (!cfg->http_bin) cfg->http_bin = config_sibling_bin("gpt2d-http", cfg->http_bin_buf, sizeof(cfg->http_bin_buf));
-    if (cfg->threads == 0 && cfg->workers > 0) {
+    if (cfg->engine.threads == 0 && cfg->workers > 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->threads = cores > cfg->workers ? (int)(cores / cfg->workers) : 1;
+        cfg->engine.threads = cores > cfg->workers ? (int)(cores / cfg->workers) : 1;
     }
     return 0;
 }
@@ -390,6 +390,40 @@ int config_reload(const config *cfg, config *fresh, int argc, char **argv) {
     return config_compute(fresh);
 }
 
+/* Loads the model the way a worker will (headers, shapes, tensors, tokenizer, --ctx within the
+ * model's): the daemon never links the model, so the worker binary does it (gpt2d-worker --check),
+ * printing what is wrong. 0, or -1. */
+static int config_check_model(const config *cfg) {
+    char *argv[48] = {(char *)cfg->worker_bin, "--check", "--model", (char *)cfg->model, "--log-level", "error"};
+    int n = 6, fixed = 6;
+    if (eopt_argv(&cfg->engine, argv, &n, 46) < 0) { /* the engine options, as local workers get them */
+        for (int i = fixed; i < n; i++) free(argv[i]);
+        fprintf(stderr, "gpt2d: out of memory\n");
+        return -1;
+    }
+    argv[n] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "gpt2d: fork: %s\n", strerror(errno));
+        for (int i = fixed; i < n; i++) free(argv[i]);
+        return -1;
+    }
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    for (int i = fixed; i < n; i++) free(argv[i]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    fprintf(stderr, "gpt2d: model %s: cannot be loaded with these settings (see above)\n", cfg->model);
+    return -1;
+}
+
 int config_check(const config *cfg) {
     char path[PATH_MAX];
     int rc = 0;
@@ -403,6 +437,7 @@ int config_check(const config *cfg) {
             fprintf(stderr, "gpt2d: worker-bin: %s: %s\n", cfg->worker_bin, strerror(errno));
             rc = -1;
         }
+        if (rc == 0 && config_check_model(cfg) < 0) rc = -1;
     }
     return rc;
 }
@@ -432,7 +467,7 @@ void config_write(const config *cfg, FILE *f) {
                "#     gpt2d --check-config --config /etc/gpt2d/gpt2d.conf\n"
                "# SIGHUP (systemctl reload gpt2d) re-reads log-level, max-queue and shutdown-grace-ms.\n");
     for (size_t k = 0; k < N_OPTIONS; k++) {
-        const option *o = &options[k];
+        const option *o = opt_at(k);
         char buf[32];
         const char *v = opt_format(cfg, o, buf, sizeof(buf));
         int differs = strcmp(v, o->def) != 0;

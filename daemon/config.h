@@ -3,11 +3,14 @@
  *
  * Precedence: table default < configuration file (--config FILE) < command-line flag. Every setting
  * is both a file key ("workers = 2") and a flag ("--workers 2"). Engine options are passed on to
- * every local worker unchanged. Adding a setting: one line in the table plus a field here. */
+ * every local worker unchanged; they are declared once, in proto/eopt.h's table, which this table
+ * takes in whole. Adding a setting: one line in the table plus a field here. */
 #ifndef GPT2D_CONFIG_H
 #define GPT2D_CONFIG_H
 
 #include <stdio.h>
+
+#include "eopt.h"
 
 typedef struct {
     const char *model;        /* model DIR: what local workers load */
@@ -20,14 +23,8 @@ typedef struct {
     const char *log_file;     /* append logs here instead of stderr; reopened on SIGHUP */
     int shutdown_grace_ms;    /* SIGTERM: running requests may finish this long, then are cancelled */
     int start_timeout_s;      /* systemd: extend the start timeout while workers load, up to this */
-    /* engine options, passed to local workers */
-    int slots;                /* concurrent requests per worker (0: the engine's default) */
-    int kv_budget_mb;         /* with slots 0, as many slots as fit */
-    int ctx;                  /* positions per slot (0: the model's) */
-    int max_batch_tokens;     /* tokens per engine step (0: the engine's default) */
-    int threads;              /* compute threads per worker (0: cores / workers) */
-    int blas;                 /* OpenBLAS kernels, faster prefill, not batch-invariant */
-    int step_delay_ms;        /* testing only: workers sleep N ms per step */
+    eopt_values engine;       /* engine options (proto/eopt.h), passed to local workers;
+                                 engine.threads 0 becomes cores / workers */
     /* deadlines, limits and CurveZMQ (0 / NULL: the PROTO_ default, or off) */
     int queue_timeout_ms;     /* a request waiting longer for a slot fails with timeout */
     int request_timeout_ms;   /* a request not done this long after submit fails with timeout */
@@ -45,6 +42,9 @@ typedef struct {
     int http_max_connections; /* open HTTP connections at most */
     int http_idle_timeout_s;  /* silent connections are closed after this */
     int http_stream_buffer_kb;/* a stream this far behind its client is cancelled */
+    int allow_plain_workers;  /* no CURVE: workers without the start secret may register over TCP */
+    int max_connections;      /* client connections at once (0: from the fd limit) */
+    int max_connections_per_uid; /* client connections of one uid at once (0: half of the above) */
     /* command-line only */
     const char *config_file;  /* --config FILE (NULL: none) */
     int check_config;         /* --check-config: validate and exit */
@@ -63,8 +63,9 @@ int config_parse(config *cfg, int argc, char **argv);
  * values as config_parse (never 1); fresh needs config_destroy() either way. */
 int config_reload(const config *cfg, config *fresh, int argc, char **argv);
 
-/* --check-config's deeper checks: the model directory and the worker executable exist. 0, or -1
- * after printing what is wrong to stderr. */
+/* --check-config's deeper checks: the worker executable exists and loads the model directory with
+ * these settings (gpt2d-worker --check: headers, shapes, ctx within the model's). 0, or -1 after
+ * printing what is wrong to stderr. */
 int config_check(const config *cfg);
 
 /* Writes the fully commented configuration file for cfg: every option with its help and default;

@@ -13,13 +13,13 @@
 #include "proto_log.h"
 #include "proto_sock.h"
 
-static volatile sig_atomic_t g_stop;  /* SIGINT / SIGTERM: drain and exit */
+static volatile sig_atomic_t g_stop;  /* SIGINT / SIGTERM: drain and exit; counts them (2: at once) */
 static volatile sig_atomic_t g_child; /* SIGCHLD: reap */
 static volatile sig_atomic_t g_hup;   /* SIGHUP: reopen the log file, reload what can be */
 
 static void on_stop(int sig) {
     (void)sig;
-    g_stop = 1;
+    if (g_stop < 2) g_stop = g_stop + 1;
 }
 
 static void on_child(int sig) {
@@ -116,6 +116,11 @@ int main(int argc, char **argv) {
     }
     broker_on_tick(b, on_tick, &d);
     rc = broker_run(b, &g_stop, &g_child);
+    if (broker_failure(b)) { /* the journal / the terminal says why the start failed */
+        snprintf(err, sizeof(err), "cannot start: no worker can load the model: %s", broker_failure(b));
+        fprintf(stderr, "gpt2d: %s\n", err);
+        notify_status(&nt, err);
+    }
     notify_stopping(&nt);
     broker_free(b);
     proto_log(&log, PROTO_LOG_INFO, "exit %d", rc == 0 ? 0 : 1);

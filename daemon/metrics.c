@@ -35,12 +35,12 @@ void metrics_queue(metrics *m, double ms) { m->queue_hist.n[metrics_hist_bucket(
 
 void metrics_client_frame(metrics *m, const proto_msg *f) {
     if (f->type == PROTO_T_DONE) {
-        if ((unsigned)f->finish < PROTO_FINISH_COUNT) m->finish.n[f->finish]++;
+        if ((unsigned)f->finish < PROTO_FINISH_COUNT) m->totals.finish[f->finish]++;
         if (f->prompt_tokens > 0) m->totals.prompt_tokens += (uint64_t)f->prompt_tokens;
     } else if (f->type == PROTO_T_ERROR) {
         proto_reason r = proto_reason_from_name(f->reason.ptr, f->reason.len);
         m->reasons.n[r]++; /* PROTO_R_NONE: a frame without a known reason */
-        if (f->has & PROTO_HAS(PF_ID)) m->finish.n[PROTO_FINISH_ERROR]++;
+        if (f->has & PROTO_HAS(PF_ID)) m->totals.finish[PROTO_FINISH_ERROR]++;
     }
 }
 

@@ -22,8 +22,7 @@ typedef struct {
     proto_hist ttft_hist, itl_hist;    /* every sample since start */
     proto_hist total_hist;             /* submit -> end of every request that ended */
     proto_hist queue_hist;             /* submit -> first slot of every request dispatched */
-    proto_totals totals;               /* prompt tokens, replays, worker restarts */
-    proto_finish_counts finish;        /* final frames to clients: done by finish, error as "error" */
+    proto_totals totals;               /* prompt tokens, replays, worker restarts, finish reasons */
     proto_reason_counts reasons;       /* error frames to clients by reason */
     uint64_t bucket_tokens[METRICS_RATE_WINDOW_S]; /* tokens in second bucket_sec[i] */
     int64_t bucket_sec[METRICS_RATE_WINDOW_S];

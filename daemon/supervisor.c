@@ -84,6 +84,8 @@ static void sup_start(supervisor *s, int k, double now_ms) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        setsid(); /* its own session: a terminal's Ctrl-C (SIGINT to the foreground group) is the
+                   * daemon's to handle, which stops its workers itself */
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent) _exit(1); /* the daemon died between fork and prctl */
         execvp(s->argv[0], s->argv);

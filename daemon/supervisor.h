@@ -3,7 +3,8 @@
  * Slot k runs `argv... --name local-k`. A worker that exits is restarted after a delay that starts
  * at PROTO_RESTART_MIN_MS and doubles up to PROTO_RESTART_MAX_MS; a worker that ran at least
  * PROTO_RESTART_RESET_MS restarts after the minimum again. Children get PR_SET_PDEATHSIG, so they
- * die with the daemon. Not thread-safe; the broker's loop drives it. */
+ * die with the daemon, and their own session (setsid), so a terminal's Ctrl-C reaches only the
+ * daemon, which stops them itself. Not thread-safe; the broker's loop drives it. */
 #ifndef GPT2D_SUPERVISOR_H
 #define GPT2D_SUPERVISOR_H
 

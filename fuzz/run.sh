@@ -2,7 +2,7 @@
 # make fuzz: builds the libFuzzer targets with clang (ASan + UBSan) and runs each for FUZZ_TIME
 # seconds (default 60):
 #   proto  the protocol decoder, corpus fuzz-corpus/, seeded with one valid message of each type;
-#   bpe    the tokenizer (worker/bpe.c) on data/gpt2-tokenizer/, corpus build/fuzz/corpus-bpe/.
+#   bpe    the tokenizer (worker/tokenizer/bpe.c) on data/gpt2-tokenizer/, corpus build/fuzz/corpus-bpe/.
 # Usage: sh fuzz/run.sh [proto|bpe|all] (default all). Extra libFuzzer flags: FUZZ_FLAGS
 # (e.g. FUZZ_FLAGS=-jobs=2). Exits non-zero if a fuzzer finds a crash, a leak, an abort or an
 # allocation over the limit.
@@ -27,8 +27,8 @@ run_proto() {
 }
 
 run_bpe() {
-    $CLANG -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iworker -Iproto \
-        fuzz/fuzz_bpe.c worker/bpe.c $SRC -lpcre2-8 -ljansson -lmsgpackc -lm -o "$OUT/fuzz_bpe"
+    $CLANG -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iworker/tokenizer -Iproto \
+        fuzz/fuzz_bpe.c worker/tokenizer/bpe.c $SRC -lpcre2-8 -ljansson -lmsgpackc -lm -o "$OUT/fuzz_bpe"
     # seeds: text with every kind of pre-token, multi-byte and invalid UTF-8, special tokens, ids
     printf '\000Hello, world! It'"'"'s 2024 -- caf\303\251 \346\227\245\346\234\254 \360\237\231\202\n\n  x' > "$OUT/corpus-bpe/seed-text"
     printf '\001a<|endoftext|>b <|endoftext|>' > "$OUT/corpus-bpe/seed-special"

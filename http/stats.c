@@ -91,7 +91,7 @@ char *stats_render_prometheus(const gw *g) {
     head(&b, "gpt2d_requests_total", "counter", "Requests ended, by finish reason (error: ended with an error)");
     for (int f = 0; f < PROTO_FINISH_COUNT; f++)
         sb_printf(&b, "gpt2d_requests_total{finish_reason=\"%s\"} %llu\n", proto_finish_name((proto_finish)f),
-                  (unsigned long long)m->finish_total.n[f]);
+                  (unsigned long long)m->totals.finish[f]);
     head(&b, "gpt2d_requests_accepted_total", "counter", "Requests the broker accepted into its queue");
     sb_printf(&b, "gpt2d_requests_accepted_total %llu\n", (unsigned long long)m->requests_total);
     head(&b, "gpt2d_errors_total", "counter", "Error frames sent to clients, by code and reason");
@@ -179,7 +179,7 @@ char *stats_render_json(const gw *g) {
     }
     json_t *finish = json_object();
     for (int f = 0; f < PROTO_FINISH_COUNT; f++)
-        json_object_set_new(finish, proto_finish_name((proto_finish)f), json_integer((json_int_t)m->finish_total.n[f]));
+        json_object_set_new(finish, proto_finish_name((proto_finish)f), json_integer((json_int_t)m->totals.finish[f]));
     json_t *j = json_pack("{s:s,s:s,s:b,s:f,s:i,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o,s:o}",
                           "object", "stats", "model", g->cfg->model_name, "ready", stats_ready(g, &e), "uptime_s",
                           m->uptime_s, "queue", m->queue, "max_queue", m->max_queue, "running", m->running,

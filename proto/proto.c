@@ -60,6 +60,15 @@ typedef struct pfield {
 static const pfield usage_fields[] = {
     {"prompt_tokens", K_I32, 0, M(prompt_tokens), 0, 0, I32MAX, NULL, 0, 0},
     {"completion_tokens", K_I32, 0, M(completion_tokens), 0, 0, I32MAX, NULL, 0, 0},
+    {"cached_tokens", K_I32, 0, M(cached_tokens), 0, 0, I32MAX, NULL, 0, 0},
+};
+#define KV(f) offsetof(proto_kv_info, f)
+static const pfield kv_fields[] = {
+    {"pages", K_I32, 0, KV(pages), 0, 0, I32MAX, NULL, 0, 0},
+    {"used", K_I32, 0, KV(used), 0, 0, I32MAX, NULL, 0, 0},
+    {"cached", K_I32, 0, KV(cached), 0, 0, I32MAX, NULL, 0, 0},
+    {"lookup_tokens", K_U64, 0, KV(lookup_tokens), 0, 0, 0, NULL, 0, 0},
+    {"hit_tokens", K_U64, 0, KV(hit_tokens), 0, 0, 0, NULL, 0, 0},
 };
 static const pfield timing_fields[] = {
     {"queue_ms", K_F64, 0, M(queue_ms), 0, 0, 1e12, NULL, 0, 0},
@@ -79,6 +88,11 @@ static const pfield worker_fields[] = {
     {"running", K_I32, 0, W(running), 0, 0, I32MAX, NULL, 0, 0},
     {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
     {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
+    {"kv_pages", K_I32, 0, W(kv.pages), 0, 0, I32MAX, NULL, 0, 0},
+    {"kv_used", K_I32, 0, W(kv.used), 0, 0, I32MAX, NULL, 0, 0},
+    {"kv_cached", K_I32, 0, W(kv.cached), 0, 0, I32MAX, NULL, 0, 0},
+    {"prefix_lookup_tokens", K_U64, 0, W(kv.lookup_tokens), 0, 0, 0, NULL, 0, 0},
+    {"prefix_hit_tokens", K_U64, 0, W(kv.hit_tokens), 0, 0, 0, NULL, 0, 0},
 };
 #define RC(f) offsetof(proto_recent, f)
 static const pfield recent_fields[] = {
@@ -103,14 +117,11 @@ static const pfield totals_fields[] = {
     {"prompt_tokens", K_U64, 0, TOT(prompt_tokens), 0, 0, 0, NULL, 0, 0},
     {"replays", K_U64, 0, TOT(replays), 0, 0, 0, NULL, 0, 0},
     {"worker_restarts", K_U64, 0, TOT(worker_restarts), 0, 0, 0, NULL, 0, 0},
-};
-#define FC(i) (offsetof(proto_finish_counts, n) + (i) * sizeof(uint64_t))
-static const pfield finish_count_fields[PROTO_FINISH_COUNT] = { /* keys: finish names */
-    {"length", K_U64, 0, FC(PROTO_FINISH_LENGTH), 0, 0, 0, NULL, 0, 0},
-    {"stop", K_U64, 0, FC(PROTO_FINISH_STOP), 0, 0, 0, NULL, 0, 0},
-    {"eos", K_U64, 0, FC(PROTO_FINISH_EOS), 0, 0, 0, NULL, 0, 0},
-    {"cancelled", K_U64, 0, FC(PROTO_FINISH_CANCELLED), 0, 0, 0, NULL, 0, 0},
-    {"error", K_U64, 0, FC(PROTO_FINISH_ERROR), 0, 0, 0, NULL, 0, 0},
+    {"finish_length", K_U64, 0, TOT(finish[PROTO_FINISH_LENGTH]), 0, 0, 0, NULL, 0, 0},
+    {"finish_stop", K_U64, 0, TOT(finish[PROTO_FINISH_STOP]), 0, 0, 0, NULL, 0, 0},
+    {"finish_eos", K_U64, 0, TOT(finish[PROTO_FINISH_EOS]), 0, 0, 0, NULL, 0, 0},
+    {"finish_cancelled", K_U64, 0, TOT(finish[PROTO_FINISH_CANCELLED]), 0, 0, 0, NULL, 0, 0},
+    {"finish_error", K_U64, 0, TOT(finish[PROTO_FINISH_ERROR]), 0, 0, 0, NULL, 0, 0},
 };
 #define RCN(r) (offsetof(proto_reason_counts, n) + (r) * sizeof(uint64_t))
 #define RCF(name, r) {name, K_U64, 0, RCN(r), 0, 0, 0, NULL, 0, 0}
@@ -130,7 +141,8 @@ static const pfield reason_count_fields[] = { /* keys: reason names (as the reas
     RCF("queue_timeout", PROTO_R_QUEUE_TIMEOUT), RCF("request_timeout", PROTO_R_REQUEST_TIMEOUT),
     RCF("worker_lost", PROTO_R_WORKER_LOST), RCF("no_worker", PROTO_R_NO_WORKER),
     RCF("shutting_down", PROTO_R_SHUTTING_DOWN), RCF("internal", PROTO_R_INTERNAL),
-    RCF("invalid_request", PROTO_R_INVALID_REQUEST),
+    RCF("invalid_request", PROTO_R_INVALID_REQUEST), RCF("model_load_failed", PROTO_R_MODEL_LOAD_FAILED),
+    RCF("worker_start_failed", PROTO_R_WORKER_START_FAILED), RCF("over_credit", PROTO_R_OVER_CREDIT),
 };
 #define NSUB(a) (uint8_t)(sizeof(a) / sizeof((a)[0]))
 _Static_assert(NSUB(reason_count_fields) == PROTO_R_COUNT - 1, "one error_reasons key per reason");
@@ -148,8 +160,9 @@ static const pfield fields[PF_COUNT] = {
     [PF_TOP_P] = {"top_p", K_F32, F_LO_OPEN, M(top_p), 0, 0, 1, NULL, 0, 0},
     [PF_MIN_P] = {"min_p", K_F32, 0, M(min_p), 0, 0, 1, NULL, 0, 0},
     [PF_REPETITION_PENALTY] = {"repetition_penalty", K_F32, F_LO_OPEN, M(repetition_penalty), 0, 0, 100, NULL, 0, 0},
-    [PF_PRESENCE_PENALTY] = {"presence_penalty", K_F32, 0, M(presence_penalty), 0, -100, 100, NULL, 0, 0},
-    [PF_FREQUENCY_PENALTY] = {"frequency_penalty", K_F32, 0, M(frequency_penalty), 0, -100, 100, NULL, 0, 0},
+    /* [-2, 2]: OpenAI's range, and the sampler's (a wider one would pass here and fail there) */
+    [PF_PRESENCE_PENALTY] = {"presence_penalty", K_F32, 0, M(presence_penalty), 0, -2, 2, NULL, 0, 0},
+    [PF_FREQUENCY_PENALTY] = {"frequency_penalty", K_F32, 0, M(frequency_penalty), 0, -2, 2, NULL, 0, 0},
     [PF_SEED] = {"seed", K_U64, 0, M(seed), 0, 0, 0, NULL, 0, 0},
     [PF_LOGIT_BIAS] = {"logit_bias", K_BIAS, 0, M(logit_bias), M(n_logit_bias), -100, 100, NULL, 0, 0},
     [PF_STOP] = {"stop", K_STOPS, 0, M(stop), M(n_stop), 1, PROTO_MAX_STOP_BYTES, NULL, 0, 0},
@@ -198,12 +211,13 @@ static const pfield fields[PF_COUNT] = {
     [PF_TOP_LOGPROBS] = {"top_logprobs", K_I32, 0, M(top_logprobs), 0, 0, PROTO_MAX_TOP_LOGPROBS, NULL, 0, 0},
     [PF_TOP] = {"top", K_TOP, 0, M(top), M(n_top), 0, PROTO_MAX_TOP_LOGPROBS + 1, NULL, 0, 0},
     [PF_TOTALS] = {"totals", K_MAP, 0, M(totals), 0, 0, 0, totals_fields, NSUB(totals_fields), 0},
-    [PF_FINISH_TOTAL] = {"finish_total", K_MAP, 0, M(finish_total), 0, 0, 0, finish_count_fields,
-                         NSUB(finish_count_fields), 0},
     [PF_ERROR_REASONS] = {"error_reasons", K_MAP, 0, M(error_reasons), 0, 0, 0, reason_count_fields,
                           NSUB(reason_count_fields), 0},
     [PF_QUEUE_HIST] = {"queue_hist", K_MAP, 0, M(queue_hist), 0, 0, 0, hist_fields, NSUB(hist_fields), 0},
     [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
+    [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
+    [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
+    [PF_KV] = {"kv", K_MAP, 0, M(kv), 0, 0, 0, kv_fields, NSUB(kv_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -242,7 +256,7 @@ static const uint8_t t_stats_reply[] = {
     FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
     FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
     FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST),
-    FLD(O, PF_RECENT), FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS), FLD(O, PF_FINISH_TOTAL),
+    FLD(O, PF_RECENT), FLD(O, PF_QUEUE_HIST), FLD(O, PF_TOTALS),
     FLD(O, PF_ERROR_REASONS)};
 static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
                                   FLD(R, PF_TEXT), FLD(O, PF_LOGPROB), FLD(O, PF_TOP)};
@@ -250,10 +264,11 @@ static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH
                                  FLD(D, PF_TOKENS), FLD(D, PF_USAGE), FLD(D, PF_TIMINGS),
                                  FLD(O, PF_MESSAGE), FLD(O, PF_NAME)};
 static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE),
-                                  FLD(O, PF_REASON), FLD(O, PF_FIELD)};
+                                  FLD(O, PF_REASON), FLD(O, PF_FIELD), FLD(O, PF_NAME)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
-                               FLD(O, PF_TOKENS_GENERATED)};
-static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX)};
+                               FLD(O, PF_TOKENS_GENERATED), FLD(O, PF_KV)};
+static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
+                                  FLD(O, PF_FINGERPRINT), FLD(O, PF_SECRET)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
 static const uint8_t t_disconnect[] = {FLD(O, PF_MESSAGE)};
 
@@ -336,6 +351,9 @@ static const struct {
     [PROTO_R_SHUTTING_DOWN] = {"shutting_down", PROTO_CODE_SHUTTING_DOWN},
     [PROTO_R_INTERNAL] = {"internal", PROTO_CODE_INTERNAL},
     [PROTO_R_INVALID_REQUEST] = {"invalid_request", PROTO_CODE_INVALID_REQUEST},
+    [PROTO_R_MODEL_LOAD_FAILED] = {"model_load_failed", PROTO_CODE_WORKER_LOST},
+    [PROTO_R_WORKER_START_FAILED] = {"worker_start_failed", PROTO_CODE_WORKER_LOST},
+    [PROTO_R_OVER_CREDIT] = {"over_credit", PROTO_CODE_OVERLOADED},
 };
 
 proto_reason proto_reason_from_name(const char *name, size_t len) {
@@ -414,6 +432,27 @@ int proto_utf8_valid(const char *s, size_t len) {
         i += n + 1;
     }
     return 1;
+}
+
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap) {
+    size_t n = 0;
+    if (cap == 0) return 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = 1; /* the length of the character at i, if it is one */
+        unsigned c = (unsigned char)s[i];
+        if (c >= 0xc2 && c <= 0xdf) k = 2;
+        else if (c >= 0xe0 && c <= 0xef) k = 3;
+        else if (c >= 0xf0 && c <= 0xf4) k = 4;
+        int ok = c < 0x80 || (k > 1 && k <= len - i && proto_utf8_valid(s + i, k));
+        if (!ok) k = 1;
+        if (n + (ok ? k : 1) > cap - 1) break;
+        if (ok) memcpy(out + n, s + i, k);
+        else out[n] = '?';
+        n += ok ? k : 1;
+        i += k;
+    }
+    out[n] = 0;
+    return n;
 }
 
 const char *proto_cid_str(const proto_cid *id, char *buf, size_t cap) {
@@ -543,10 +582,19 @@ static int check_bias(const pfield *f, const proto_bias *b, uint32_t n, char *er
     }
     for (uint32_t i = 0; i < n; i++) {
         bool ban = isinf(b[i].bias) && b[i].bias < 0;
-        if (b[i].id < 0 || b[i].id > PROTO_MAX_TOKEN_ID ||
-            (!ban && (!isfinite(b[i].bias) || b[i].bias < f->lo || b[i].bias > f->hi))) {
-            seterr(err, errlen, "field '%s': entry %u: id in [0, %d] and bias in [%g, %g] or -inf",
-                   f->key, i, PROTO_MAX_TOKEN_ID, f->lo, f->hi);
+        if (b[i].id < 0 || b[i].id > PROTO_MAX_TOKEN_ID) {
+            seterr(err, errlen, "field '%s': entry %u: token id %d is not in [0, %d]", f->key, i, (int)b[i].id,
+                   PROTO_MAX_TOKEN_ID);
+            return -PROTO_R_TOKEN_OUT_OF_RANGE;
+        }
+        if (!ban && !isfinite(b[i].bias)) {
+            seterr(err, errlen, "field '%s': entry %u: the bias is NaN or +inf (only -inf, a ban, is allowed)",
+                   f->key, i);
+            return -PROTO_R_NOT_FINITE;
+        }
+        if (!ban && (b[i].bias < f->lo || b[i].bias > f->hi)) {
+            seterr(err, errlen, "field '%s': entry %u: bias %g is not in [%g, %g] (or -inf)", f->key, i,
+                   (double)b[i].bias, f->lo, f->hi);
             return -PROTO_R_OUT_OF_RANGE;
         }
     }
@@ -932,7 +980,11 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
             id->num = o->via.u64;
             return 0;
         }
-        if (obj_str(o, &id->str, false) < 0) return wrong_type(c, f->key, "a string or a non-negative integer");
+        if (obj_str(o, &id->str, false) < 0) {
+            seterr(c->err, c->errlen, "field '%s': expected a non-negative integer or 1..%d bytes of UTF-8", f->key,
+                   PROTO_MAX_ID_BYTES);
+            return dec_fail(c, PROTO_R_BAD_ID, f->key);
+        }
         id->is_str = 1;
         return 0;
     }
@@ -983,9 +1035,13 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         for (uint32_t i = 0; i < n; i++) {
             const msgpack_object *e = &o->via.array.ptr[i];
             if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 2 ||
-                obj_int(&e->via.array.ptr[0], &i64) < 0 || i64 < 0 || i64 > PROTO_MAX_TOKEN_ID ||
-                obj_number(&e->via.array.ptr[1], &x) < 0)
+                obj_int(&e->via.array.ptr[0], &i64) < 0 || obj_number(&e->via.array.ptr[1], &x) < 0)
                 return wrong_type(c, f->key, "an array of [id, bias] pairs");
+            if (i64 < 0 || i64 > PROTO_MAX_TOKEN_ID) {
+                seterr(c->err, c->errlen, "field '%s': entry %u: token id %lld is not in [0, %d]", f->key, i,
+                       (long long)i64, PROTO_MAX_TOKEN_ID);
+                return dec_fail(c, PROTO_R_TOKEN_OUT_OF_RANGE, f->key);
+            }
             b[i].id = (int32_t)i64;
             b[i].bias = (float)x;
         }
@@ -1054,7 +1110,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
 static int dec_sub(dec_ctx *c, const pfield *sub, int n, char *base, const msgpack_object *o,
                    const char *key) {
     if (o->type != MSGPACK_OBJECT_MAP) return wrong_type(c, key, "a map");
-    uint64_t seen = 0;
+    proto_fields seen = 0;
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         int j = 0;
@@ -1106,10 +1162,10 @@ static int dec_header(dec_ctx *c, const msgpack_object *top) {
     for (uint32_t i = 0; i < top->via.map.size; i++) {
         const msgpack_object_kv *kv = &top->via.map.ptr[i];
         if (key_is(&kv->key, "t")) {
-            if (tv) { seterr(c->err, c->errlen, "duplicate key 't'"); return PROTO_E_TYPE; }
+            if (tv) { seterr(c->err, c->errlen, "duplicate field 't'"); return dec_fail(c, PROTO_R_DUPLICATE_FIELD, "t"); }
             tv = &kv->val;
         } else if (key_is(&kv->key, "v")) {
-            if (vv) { seterr(c->err, c->errlen, "duplicate key 'v'"); return PROTO_E_VERSION; }
+            if (vv) { seterr(c->err, c->errlen, "duplicate field 'v'"); return dec_fail(c, PROTO_R_DUPLICATE_FIELD, "v"); }
             vv = &kv->val;
         }
     }
@@ -1141,8 +1197,8 @@ static int dec_header(dec_ctx *c, const msgpack_object *top) {
 static int dec_fields(dec_ctx *c, const msgpack_object *top) {
     proto_msg *m = c->m;
     const ptype *t = &types[m->type];
-    uint64_t header_ids = m->has;
-    uint64_t seen = 0;
+    proto_fields header_ids = m->has;
+    proto_fields seen = 0;
     m->fail = PROTO_R_NONE; /* pass 1's quiet id decoding may have set it */
     m->fail_field = NULL;
     for (uint32_t i = 0; i < top->via.map.size; i++) {
@@ -1150,12 +1206,23 @@ static int dec_fields(dec_ctx *c, const msgpack_object *top) {
         if (key_is(&kv->key, "t") || key_is(&kv->key, "v")) continue;
         int idx = type_field_index(t, &kv->key);
         if (idx < 0) {
-            if (kv->key.type == MSGPACK_OBJECT_STR)
-                seterr(c->err, c->errlen, "%s: unknown field '%.*s'", t->name,
-                       (int)(kv->key.via.str.size > 64 ? 64 : kv->key.via.str.size), kv->key.via.str.ptr);
-            else
+            if (kv->key.type != MSGPACK_OBJECT_STR) {
                 seterr(c->err, c->errlen, "%s: a key is not a string", t->name);
-            return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
+                return dec_fail(c, PROTO_R_UNKNOWN_FIELD, NULL);
+            }
+            /* the key as "field", printable ASCII only (the rest becomes '?'), at most 64 bytes */
+            uint32_t n = kv->key.via.str.size < sizeof(m->fail_key) - 1 ? kv->key.via.str.size
+                                                                        : (uint32_t)sizeof(m->fail_key) - 1;
+            for (uint32_t k = 0; k < n; k++) {
+                unsigned char ch = (unsigned char)kv->key.via.str.ptr[k];
+                m->fail_key[k] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+            }
+            m->fail_key[n] = 0;
+            /* the message quotes it as valid UTF-8, cut on a character boundary: the error must encode */
+            char quoted[65];
+            proto_utf8_sanitize(kv->key.via.str.ptr, kv->key.via.str.size, quoted, sizeof(quoted));
+            seterr(c->err, c->errlen, "%s: unknown field '%s'", t->name, quoted);
+            return dec_fail(c, PROTO_R_UNKNOWN_FIELD, m->fail_key);
         }
         uint8_t fid = t->f[2 * idx + 1];
         const pfield *f = &fields[fid];

@@ -37,10 +37,13 @@
 #define PROTO_MAX_BIAS 64                 /* logit_bias entries */
 #define PROTO_MAX_ID_BYTES 64             /* a client's string request id */
 #define PROTO_MAX_NAME_BYTES 128          /* worker / client / server names */
+#define PROTO_MAX_FINGERPRINT_BYTES 64    /* ready: a worker's numerics fingerprint */
 #define PROTO_MAX_MESSAGE_BYTES 1024      /* error messages */
 #define PROTO_MAX_WORKERS 256             /* worker entries in a stats reply */
 #define PROTO_MAX_SLOTS 4096              /* slots a worker may announce */
 #define PROTO_MAX_TOP_LOGPROBS 5          /* top_logprobs: alternatives per token */
+#define PROTO_MAX_PIECE_BYTES 4096        /* text of one token frame from a worker (the contract) */
+#define PROTO_SECRET_HEX 64               /* ready.secret: the broker's per-start secret, hex */
 
 /* ---- defaults of a submit ------------------------------------------------------------------------ */
 #define PROTO_DEFAULT_MAX_TOKENS 16     /* as gpt2-tool generate -n */
@@ -67,8 +70,14 @@
 /* The broker's client ROUTER: a client that stops reading fills its pipe after this many frames,
  * and is then treated as gone (its requests cancelled) so it cannot hold memory or block others.
  * Its receive side bounds what one client may have queued unread at the broker. */
-#define PROTO_CLIENT_SNDHWM 20000
+#define PROTO_CLIENT_SNDHWM 4000
 #define PROTO_CLIENT_RCVHWM 1000
+/* Bytes one client may have queued at the broker: the sizes of the last PROTO_CLIENT_SNDHWM frames
+ * sent to it bound what its pipe can hold; a send that would take that sum over this while the
+ * connection's kernel buffer is full (the client is not reading) is not made, and the client is
+ * treated as gone. */
+#define PROTO_CLIENT_QUEUE_BYTES (2u << 20)
+#define PROTO_CLIENT_STATS_PER_S 20 /* stats replies per client per second; more: client_limit */
 /* ZMQ_MAXMSGSIZE of the broker's client socket: a frame over PROTO_MAX_MSG_BYTES but within this is
  * read and answered too_large (413); a larger one makes ZeroMQ drop the connection. */
 #define PROTO_MAX_FRAME_BYTES (2u * PROTO_MAX_MSG_BYTES)
@@ -142,6 +151,10 @@ typedef enum {
     PROTO_R_SHUTTING_DOWN,
     PROTO_R_INTERNAL,
     PROTO_R_INVALID_REQUEST,    /* the engine refused it for another reason */
+    PROTO_R_MODEL_LOAD_FAILED,  /* a worker cannot load the model: bad files or settings (it will not
+                                   get better by restarting) */
+    PROTO_R_WORKER_START_FAILED, /* a worker could not start for a reason that may pass (memory) */
+    PROTO_R_OVER_CREDIT,        /* a worker was given a request beyond the credit it announced */
     PROTO_R_COUNT
 } proto_reason;
 
@@ -181,11 +194,15 @@ typedef enum {
     PF_NAME, PF_PID, PF_SLOTS, PF_N_CTX, PF_CREDIT, PF_RUNNING, PF_WAITING, PF_STEPS,
     PF_TOKENS_GENERATED, PF_WORKERS, PF_MAX_QUEUE, PF_QUEUE, PF_REQUESTS_TOTAL, PF_TOKENS_TOTAL,
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
-    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_RECENT,
-    PF_TOP_LOGPROBS, PF_TOP, PF_TOTALS, PF_FINISH_TOTAL, PF_ERROR_REASONS, PF_QUEUE_HIST, PF_COUNT
+    PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_SECRET,
+    PF_RECENT, PF_KV, PF_TOP_LOGPROBS, PF_TOP, PF_TOTALS, PF_ERROR_REASONS, PF_QUEUE_HIST,
+    PF_COUNT
 } proto_field_id;
-_Static_assert(PF_COUNT <= 64, "proto_msg.has has one bit per field");
-#define PROTO_HAS(f) (UINT64_C(1) << (f))
+/* One bit per field in proto_msg.has. There are more than 64 fields, so the set is 128 bits wide (a
+ * GCC/Clang extension, on every target we build for). */
+__extension__ typedef unsigned __int128 proto_fields;
+#define PROTO_HAS(f) ((proto_fields)1 << (f))
+_Static_assert(PF_COUNT <= 128, "proto_msg.has holds at most 128 field bits");
 
 typedef struct {
     const char *ptr; /* not NUL-terminated; NULL only when len == 0 */
@@ -221,12 +238,9 @@ typedef struct {
     uint64_t prompt_tokens;   /* prompt tokens of requests that ended with done */
     uint64_t replays;         /* requests moved off a lost worker */
     uint64_t worker_restarts; /* local worker processes restarted */
+    uint64_t finish[PROTO_FINISH_COUNT]; /* final frames to clients: done by finish reason, error
+                                            frames for a request as PROTO_FINISH_ERROR */
 } proto_totals;
-
-/* stats_reply "finish_total": done frames by finish reason, and error frames (as "error"). */
-typedef struct {
-    uint64_t n[PROTO_FINISH_COUNT];
-} proto_finish_counts;
 
 /* Latency histograms of stats_reply: n[i] counts samples in (bound[i-1], bound[i]] ms, the last
  * bucket everything above PROTO_HIST_BOUNDS_MS's last bound. On the wire a map from the bound
@@ -245,6 +259,13 @@ typedef struct {
     uint64_t requests, tokens, errors;
 } proto_recent;
 
+/* A worker's KV cache (hb "kv", stats_reply worker entries): pages of 16 positions, and the prefix
+ * cache's prompt tokens looked up / found since the worker started. */
+typedef struct {
+    int32_t pages, used, cached;  /* total; held by running requests; kept for reuse (evictable) */
+    uint64_t lookup_tokens, hit_tokens;
+} proto_kv_info;
+
 typedef struct {
     proto_str name;
     int32_t pid;       /* 0 if unknown */
@@ -253,12 +274,13 @@ typedef struct {
     int32_t running;   /* requests the broker has given it and not seen end */
     uint8_t local;     /* spawned and supervised by this broker */
     uint64_t tokens;   /* tokens it generated since it connected */
+    proto_kv_info kv;  /* from its last heartbeat (zeros before the first) */
 } proto_worker_info;
 
 typedef struct {
     proto_type type;
     uint32_t v;          /* protocol version (PROTO_VERSION once decoded) */
-    uint64_t has;        /* PROTO_HAS() bits of the fields present */
+    proto_fields has;    /* PROTO_HAS() bits of the fields present */
 
     proto_cid id;        /* the client's request id (client link) */
     uint64_t rid;        /* the broker's request id (worker link) */
@@ -300,6 +322,7 @@ typedef struct {
     const int32_t *tokens;         /* done: generated ids */
     uint32_t n_tokens;
     int32_t prompt_tokens, completion_tokens;      /* done: "usage" */
+    int32_t cached_tokens;                         /* done: "usage": prompt tokens from the prefix cache */
     double queue_ms, ttft_ms, total_ms;            /* done: "timings" */
 
     /* error */
@@ -308,18 +331,24 @@ typedef struct {
     proto_str reason;              /* optional: a proto_reason name */
     proto_str field;               /* optional: the field at fault */
 
-    /* decoder output on failure: the specific cause and the field (a static key name, or NULL) */
+    /* decoder output on failure: the specific cause and the field (a static key name, fail_key for
+     * an unknown key, or NULL) */
     proto_reason fail;
     const char *fail_field;
+    char fail_key[65];             /* an unknown key, printable ASCII ('?' for other bytes) */
 
     /* hello / welcome / ready / credit / hb */
     proto_str name;                /* peer name (client, server or worker) */
     int32_t pid;
     int32_t slots;                 /* ready: capacity */
+    proto_str secret;              /* ready, optional: the broker's per-start secret (local workers) */
     int32_t n_ctx;                 /* ready: positions per slot */
+    proto_str fingerprint;         /* ready: numerics fingerprint ("f32/avx2/<ckpt hash>"); replays
+                                      go only to a worker with the same one */
     int32_t credit;                /* credit: newly free slots (>= 1) */
     int32_t running, waiting;      /* hb (worker): engine load */
     uint64_t steps, tokens_generated;
+    proto_kv_info kv;              /* hb (worker): KV pages and prefix cache */
 
     /* welcome / stats_reply */
     int32_t workers;               /* welcome: workers ready; stats: entries below */
@@ -330,7 +359,6 @@ typedef struct {
     proto_hist ttft_hist, itl_hist, total_hist; /* stats_reply, optional */
     proto_hist queue_hist;         /* stats_reply, optional: submit -> slot */
     proto_totals totals;           /* stats_reply, optional */
-    proto_finish_counts finish_total; /* stats_reply, optional */
     proto_reason_counts error_reasons; /* stats_reply, optional */
     proto_recent recent;                        /* stats_reply, optional */
     const proto_worker_info *worker_list;
@@ -385,5 +413,10 @@ int proto_type_has_field(proto_type t, const char *key, size_t len);
 
 /* Checks that s is well-formed UTF-8 (no overlongs, no surrogates). 1 yes, 0 no. */
 int proto_utf8_valid(const char *s, size_t len);
+
+/* Copies at most cap-1 bytes of s into out as valid UTF-8 (NUL-terminated): a byte that does not
+ * start a valid character becomes '?', and a character that would not fit whole is left out.
+ * Returns the length written. For quoting untrusted bytes in messages that must encode. */
+size_t proto_utf8_sanitize(const char *s, size_t len, char *out, size_t cap);
 
 #endif

@@ -85,3 +85,17 @@ void proto_log_write(const proto_logger *lg, int level, const char *fmt, ...) {
     ssize_t w = write(2, line, (size_t)n);
     (void)w;
 }
+
+int proto_log_allow(proto_log_limit *l, unsigned long *suppressed) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    if (l->last_ms > 0 && now - l->last_ms < PROTO_LOG_LIMIT_MS) {
+        l->suppressed++;
+        return 0;
+    }
+    *suppressed = l->suppressed;
+    l->suppressed = 0;
+    l->last_ms = now;
+    return 1;
+}

@@ -31,6 +31,20 @@ int proto_log_reopen(proto_logger *lg, const char *path);
 void proto_log_write(const proto_logger *lg, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Flood control for a line that a peer can make us write at will (an undecodable frame, a refused
+ * worker): at most one such line per interval; the ones in between are counted, and the next line
+ * written says how many were not. */
+typedef struct {
+    double last_ms;           /* when the last line was written (monotonic ms) */
+    unsigned long suppressed; /* lines not written since */
+} proto_log_limit;
+
+#define PROTO_LOG_LIMIT_MS 1000.0
+
+/* 1 if a line may be written now (then *suppressed says how many were dropped before it, and the
+ * count restarts); 0 if it is to be dropped (counted). */
+int proto_log_allow(proto_log_limit *l, unsigned long *suppressed);
+
 #define proto_log(lg, lvl, ...)                                              \
     do {                                                                     \
         if ((lvl) <= (lg)->level) proto_log_write((lg), (lvl), __VA_ARGS__); \

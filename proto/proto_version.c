@@ -2,6 +2,7 @@
 #include "proto_version.h"
 
 #include <cpuid.h>
+#include <stdlib.h>
 
 #include "proto.h"
 
@@ -11,16 +12,19 @@
 
 const char *proto_git_revision(void) { return GPT2D_GIT_REV; }
 
-void proto_version_print(FILE *f, const char *prog) {
+void proto_version_print(FILE *f, const char *prog, const char *isa_in_use) {
     fprintf(f, "%s %s (git %s)\n", prog, GPT2D_RELEASE, proto_git_revision());
     fprintf(f, "protocol %d\n", PROTO_VERSION);
-    /* One kernel set exists (worker/matmul.c, sampler.c, vmath.h): AVX2 + FMA, F16C for fp16 weights.
-     * The worker refuses to start without them; say here whether this CPU has them. */
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2"), fma = __builtin_cpu_supports("fma");
     unsigned a = 0, b = 0, c = 0, d = 0;
     int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-    fprintf(f, "kernels: avx2+fma+f16c (the worker's only set); this CPU: avx2 %s, fma %s, f16c %s%s\n",
-            avx2 ? "yes" : "NO", fma ? "yes" : "NO", f16c ? "yes" : "NO",
-            avx2 && fma && f16c ? "" : " -> gpt2d-worker cannot run here");
+    const char *forced = getenv("GPT2D_ISA");
+    if (isa_in_use)
+        fprintf(f, "kernels: %s in use", isa_in_use);
+    else /* the daemon and the client link no kernels: what a worker here would pick by default */
+        fprintf(f, "kernels: a worker on this CPU picks %s", avx2 && fma ? "avx2" : "scalar");
+    fprintf(f, "%s%s%s (CPU: avx2 %s, fma %s, f16c %s)\n", forced && *forced ? " (GPT2D_ISA=" : "",
+            forced && *forced ? forced : "", forced && *forced ? ")" : "", avx2 ? "yes" : "no", fma ? "yes" : "no",
+            f16c ? "yes" : "no");
 }

@@ -3,12 +3,15 @@
 # a timeout, and sums their "N passed, N failed" lines. Ends with the total line; exits non-zero
 # if anything failed, crashed, timed out or ran no check.
 # Env: BUILD (binary dir, e.g. build or build/san), TEST_TIMEOUT (seconds per test, default 600).
+# GPT2D_TMP (a fresh temp dir) and GPT2D_WEIGHTS_CACHE (in it) are set for the tests.
 BUILD=${BUILD:-build}
 TIMEOUT=${TEST_TIMEOUT:-600}
 export BUILD
 export GPT2D_ROOT="$(pwd)"
 export GPT2D_TMP="$(mktemp -d /tmp/gpt2d-test.XXXXXX)"
 trap 'rm -rf "$GPT2D_TMP"' EXIT INT TERM
+# packed weight images (weights.h) go to the run's temp dir, not to ~/.cache/gpt2d
+export GPT2D_WEIGHTS_CACHE="$GPT2D_TMP/weights-cache"
 total_pass=0
 total_fail=0
 for t in "$@" tests/test_*.sh; do

@@ -455,7 +455,7 @@ static void test_misc(const tu_daemon *d) {
         char *a[] = {bins[i], "--version", NULL}, *out;
         size_t n;
         int rc = tu_run_capture(a, &out, &n, 5000);
-        check(rc == 0 && strstr(out, "0.1.0 (git ") && strstr(out, "protocol 1") && strstr(out, "kernels: avx2"),
+        check(rc == 0 && strstr(out, "0.1.0 (git ") && strstr(out, "protocol 1") && strstr(out, "kernels: "),
               "%s --version: version, git revision, protocol, kernels (rc %d): %s", bins[i], rc, out);
         free(out);
     }

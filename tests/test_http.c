@@ -360,7 +360,7 @@ static int broker_counts(const tu_daemon *d, int *running, uint64_t *cancelled) 
     int ok = tu_stats(&c, &m);
     if (ok) {
         *running = m.running + m.queue;
-        *cancelled = m.finish_total.n[PROTO_FINISH_CANCELLED];
+        *cancelled = m.totals.finish[PROTO_FINISH_CANCELLED];
         proto_msg_destroy(&m);
     }
     tu_client_close(&c);

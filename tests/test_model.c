@@ -158,10 +158,10 @@ static int engine_greedy(engine *e, capture *c, const int *ids, int n_ids, int n
     sampler_params_default(&q.sampling);
     c->n = 0;
     c->done = 0;
-    char err[256];
+    engine_refusal why;
     static uint64_t next_id = 1;
-    if (engine_submit(e, next_id++, &q, err, sizeof err) != 0) {
-        printf("submit: %s\n", err);
+    if (engine_submit(e, next_id++, &q, &why) != 0) {
+        printf("submit: %s\n", why.message);
         return -1;
     }
     while (!c->done)
@@ -169,13 +169,20 @@ static int engine_greedy(engine *e, capture *c, const int *ids, int n_ids, int n
     return 0;
 }
 
-static engine *start_engine(const char *dir, capture *c, int ctx) {
-    engine_config cfg = {.model_dir = dir, .n_slots = 2, .n_ctx = ctx, .max_batch_tokens = 64};
+/* An engine on dir's weights (loaded into *w, freed by stop_engine) and tok. */
+static engine *start_engine(const char *dir, bpe_tokenizer *tok, gpt2_weights **w, capture *c, int ctx) {
+    engine_config cfg = {.n_slots = 2, .n_ctx = ctx, .max_batch_tokens = 64};
     engine_callbacks cb = {cap_token, cap_done, cap_logits, c};
     char err[512];
-    engine *e = engine_new(&cfg, &cb, err, sizeof err);
-    if (!e) printf("engine: %s\n", err);
+    engine *e = NULL;
+    if (!(*w = gpt2_weights_load(dir, NULL, err, sizeof err)) || !(e = engine_new(*w, tok, &cfg, &cb, err, sizeof err)))
+        printf("engine: %s\n", err);
     return e;
+}
+
+static void stop_engine(engine *e, gpt2_weights *w) {
+    engine_free(e);
+    gpt2_weights_free(w);
 }
 
 static const char *prompts[] = {
@@ -198,7 +205,8 @@ static void test_small(const char *dir, bpe_tokenizer *tok) {
     c.tokens = malloc(sizeof(int) * GEN);
     c.logits = malloc(sizeof(float) * GEN * V);
     float *ref = malloc(sizeof(float) * V);
-    engine *e = start_engine(dir, &c, 0);
+    gpt2_weights *w = NULL;
+    engine *e = start_engine(dir, tok, &w, &c, 0);
     check(e != NULL, "small engine starts");
     float worst = 0;
     for (int p = 0; e && p < N_PROMPTS; p++) {
@@ -226,7 +234,7 @@ static void test_small(const char *dir, bpe_tokenizer *tok) {
         check(diff <= TOL, "small prompt %d: max |logit diff| %.3g > %g", p, diff, TOL);
     }
     printf("small model (2x128): %d prompts x 64 greedy tokens, max |logit diff| = %.3g\n", N_PROMPTS, worst);
-    engine_free(e);
+    stop_engine(e, w);
     free(c.tokens), free(c.logits), free(ref);
     ckpt_destroy(&ck);
 }
@@ -243,7 +251,8 @@ static void test_124m(const char *dir, bpe_tokenizer *tok) {
     c.tokens = malloc(sizeof(int) * GEN);
     c.logits = malloc(sizeof(float) * GEN * V);
     float *ref = malloc(sizeof(float) * (GEN + 1) * V);
-    engine *e = start_engine(dir, &c, 128);
+    gpt2_weights *w = NULL;
+    engine *e = start_engine(dir, tok, &w, &c, 128);
     check(e != NULL, "124M engine starts");
     float worst = 0;
     for (int p = 0; e && p < N_PROMPTS; p++) {
@@ -271,7 +280,7 @@ static void test_124m(const char *dir, bpe_tokenizer *tok) {
     }
     printf("124M-shaped model: %d prompts (last-position logits) + a 16-token greedy path, "
            "max |logit diff| = %.3g\n", N_PROMPTS, worst);
-    engine_free(e);
+    stop_engine(e, w);
     free(c.tokens), free(c.logits), free(ref);
     ckpt_destroy(&ck);
 }

@@ -5,7 +5,7 @@
 #   sh tools/deps.sh        both
 #   sh tools/deps.sh npm    only `npm ci` in tests/http (when package-lock.json changed)
 set -e
-PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev libmicrohttpd-dev xxd"
+PKGS="gcc make pkg-config libzmq3-dev libmsgpack-dev libopenblas-dev libpcre2-dev libsystemd-dev libjansson-dev libxxhash-dev libmicrohttpd-dev xxd"
 # For the tests of gpt2d-http: Node (node --test, the openai SDK), headless Chromium (the status
 # page), promtool (package prometheus: checks /metrics in tests/test_http and tests/test_http_sdk.sh). Node and npm may come from elsewhere
 # (e.g. NodeSource, whose nodejs includes npm); Debian's are installed only if there is no node/npm.

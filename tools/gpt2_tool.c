@@ -9,8 +9,9 @@
  *   gpt2-tool batch --model DIR --input IN.jsonl --concurrency N --output OUT.jsonl
  * Sampling flags: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R
  *   --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable) --ignore-eos
- *   --logit-bias ID:VALUE (repeatable). Engine flags: --slots N --ctx C --max-batch-tokens N
- *   --threads N --kv-mem MB --blas. Exit status: 0 success, 1 runtime failure, 2 bad usage. */
+ *   --logit-bias ID:VALUE (repeatable). Engine flags: proto/eopt.h's table (the same as gpt2d's and
+ *   gpt2d-worker's: --max-running --kv-budget-mb --prefix-cache --kv-dtype --slots --ctx
+ *   --max-batch-tokens --threads --blas --weights-cache --isa ...). Exit status: 0 success, 1 runtime failure, 2 bad usage. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -24,9 +25,12 @@
 #include "batchfile.h"
 #include "bpe.h"
 #include "checkpoint.h"
+#include "cpu.h"
 #include "engine.h"
+#include "eopt.h"
 #include "gpt2.h"
 #include "kv.h"
+#include "matmul.h"
 #include "proto_version.h"
 
 #ifndef GPT2D_DATADIR
@@ -54,9 +58,9 @@ static void usage(void) {
           "sampling: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R\n"
           "          --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable)\n"
           "          --ignore-eos --logit-bias ID:VALUE (repeatable) --allow-special\n"
-          "engine:   --slots N --ctx C --kv-mem MB (slots from a KV budget) --max-batch-tokens N --threads N\n"
-          "          --blas (OpenBLAS sgemm: faster prefill, output no longer batch-invariant)\n",
+          "engine (generate, batch, logits):\n",
           stderr);
+    eopt_usage(stderr);
 }
 
 /* The value of flag `name` (last occurrence), or NULL. */
@@ -143,18 +147,41 @@ static int parse_sampling(const args *a, engine_request *q) {
     return 0;
 }
 
-static int parse_engine(const args *a, engine_config *c) {
-    long slots = 0, ctx = 0, mbt = 0, threads = 0, kv_mb = 0;
-    if (flag_int(a, "--slots", &slots) || flag_int(a, "--ctx", &ctx) || flag_int(a, "--kv-mem", &kv_mb) ||
-        flag_int(a, "--max-batch-tokens", &mbt) || flag_int(a, "--threads", &threads))
-        return -1;
-    c->n_slots = (int)slots;
-    c->kv_budget_mb = kv_mb > 0 ? (size_t)kv_mb : 0;
-    c->n_ctx = (int)ctx;
-    c->max_batch_tokens = (int)mbt;
-    c->n_threads = (int)threads;
-    c->use_blas = has_flag(a, "--blas");
+/* The engine flags (eopt.h's table) among the command's flags into c and wo. -1 on a bad value. */
+static int parse_engine(const args *a, engine_config *c, gpt2_weights_opts *wo) {
+    eopt_values v;
+    eopt_defaults(&v);
+    for (int i = 2; i < a->argc; i++) {
+        char err[256];
+        if (eopt_parse_arg(&v, a->argc, a->argv, &i, err, sizeof err) < 0) {
+            fprintf(stderr, "gpt2-tool: %s\n", err);
+            return -1;
+        }
+    }
+    engine_options_apply(&v, c, wo);
     return 0;
+}
+
+/* The weights and the tokenizer of a model directory. */
+typedef struct {
+    gpt2_weights *w;
+    bpe_tokenizer *tok;
+} loaded;
+
+static int load_model(const char *dir, const gpt2_weights_opts *wo, loaded *m, char *err, size_t errlen) {
+    m->tok = NULL;
+    if (!(m->w = gpt2_weights_load(dir, wo, err, errlen))) return -1;
+    if (!(m->tok = bpe_load(dir, err, errlen))) {
+        gpt2_weights_free(m->w);
+        m->w = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void unload_model(loaded *m) {
+    bpe_free(m->tok);
+    gpt2_weights_free(m->w);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -350,20 +377,21 @@ static int scored_desc(const void *x, const void *y) {
 }
 
 /* Runs ids through the model in one forward call; logits of the last position into out (V). */
-static int last_logits(const char *dir, const int *ids, int n, float **out, int *V, char *err,
-                       size_t errlen) {
-    gpt2_checkpoint ck = {0};
-    gpt2_model *m = NULL;
+static int last_logits(const char *dir, const gpt2_weights_opts *wo, const int *ids, int n, float **out, int *V,
+                       char *err, size_t errlen) {
+    gpt2_state *m = NULL;
     kv_arena *kv = NULL;
     int *pos = NULL, *slot = NULL, *rows = NULL, rc = -1;
-    if (ckpt_load(&ck, dir, err, errlen) != 0) return -1;
-    if (n < 1 || n > ck.cfg.n_ctx) {
-        snprintf(err, errlen, "need 1..%d ids, got %d", ck.cfg.n_ctx, n);
+    gpt2_weights *w = gpt2_weights_load(dir, wo, err, errlen);
+    if (!w) return -1;
+    const gpt2_config *c = gpt2_weights_config(w);
+    if (n < 1 || n > c->n_ctx) {
+        snprintf(err, errlen, "need 1..%d ids, got %d", c->n_ctx, n);
         goto done;
     }
-    *V = ck.cfg.n_vocab;
-    m = gpt2_new(&ck, n, n, 0, err, errlen);
-    kv = m ? kv_new(1, ck.cfg.n_layer, n, ck.cfg.n_embd, ck.cfg.n_head, err, errlen) : NULL;
+    *V = c->n_vocab;
+    m = gpt2_state_new(w, n, n, 0, err, errlen);
+    kv = m ? kv_new_fixed(1, c->n_layer, n, c->n_embd, c->n_head, err, errlen) : NULL;
     if (!kv) goto done;
     pos = malloc(sizeof(int) * n);
     slot = calloc(n, sizeof(int));
@@ -385,8 +413,8 @@ done:
     free(slot);
     free(rows);
     kv_free(kv);
-    gpt2_free(m);
-    ckpt_destroy(&ck);
+    gpt2_state_free(m);
+    gpt2_weights_free(w);
     return rc;
 }
 
@@ -394,12 +422,15 @@ static int cmd_logits(const args *a) {
     const char *dir = need(a, "--model"), *ids_s = need(a, "--ids");
     if (!dir || !ids_s) return 2;
     int *ids = NULL, V = 0;
+    engine_config ec;
+    gpt2_weights_opts wo;
+    if (parse_engine(a, &ec, &wo)) return 2;
     long n = parse_ids(ids_s, &ids);
     if (n < 0) return 2;
     float *lg = NULL;
     char err[512];
     int rc = 1;
-    if (last_logits(dir, ids, (int)n, &lg, &V, err, sizeof err) != 0) {
+    if (last_logits(dir, &wo, ids, (int)n, &lg, &V, err, sizeof err) != 0) {
         fprintf(stderr, "gpt2-tool logits: %s\n", err);
     } else if (flag(a, "--out")) {
         FILE *f = fopen(flag(a, "--out"), "wb");
@@ -452,31 +483,36 @@ static void gen_done(void *user, uint64_t id, const engine_result *r) {
 static int cmd_generate(const args *a) {
     const char *dir = need(a, "--model"), *prompt = need(a, "--prompt");
     long n = 16;
-    engine_config ec = {.model_dir = dir, .n_slots = 1};
+    engine_config ec;
+    gpt2_weights_opts wo;
     engine_request q = {0};
-    if (!dir || !prompt || flag_int(a, "-n", &n) || parse_engine(a, &ec) || parse_sampling(a, &q))
+    if (!dir || !prompt || flag_int(a, "-n", &n) || parse_engine(a, &ec, &wo) || parse_sampling(a, &q))
         return 2;
-    ec.model_dir = dir;
-    if (ec.n_slots <= 0) ec.n_slots = 1;
+    if (ec.n_slots <= 0 && ec.max_running <= 0) ec.n_slots = 1;
     q.prompt = prompt;
     q.prompt_len = strlen(prompt);
     q.max_tokens = (int)n;
     gen_state g = {0};
     engine_callbacks cb = {.on_token = gen_token, .on_done = gen_done, .user = &g};
     char err[512];
-    engine *e = engine_new(&ec, &cb, err, sizeof err);
-    if (!e) {
+    loaded m;
+    engine *e = NULL;
+    if (load_model(dir, &wo, &m, err, sizeof err) != 0 || !(e = engine_new(m.w, m.tok, &ec, &cb, err, sizeof err))) {
         fprintf(stderr, "gpt2-tool generate: %s\n", err);
+        if (m.w) unload_model(&m);
         return 1;
     }
-    if (engine_submit(e, 1, &q, err, sizeof err) != 0) {
-        fprintf(stderr, "gpt2-tool generate: %s\n", err);
+    engine_refusal why;
+    if (engine_submit(e, 1, &q, &why) != 0) {
+        fprintf(stderr, "gpt2-tool generate: %s\n", why.message);
         engine_free(e);
+        unload_model(&m);
         return 1;
     }
     while (!g.done && engine_step(e) >= 0) {
     }
     engine_free(e);
+    unload_model(&m);
     fflush(stdout);
     if (has_flag(a, "--verbose"))
         fprintf(stderr, "\n[finish %s, prompt %d tokens, generated %d]\n",
@@ -490,10 +526,10 @@ static int cmd_generate(const args *a) {
 static int cmd_batch(const args *a) {
     const char *dir = need(a, "--model"), *in = need(a, "--input"), *out = need(a, "--output");
     long conc = 64;
-    engine_config ec = {0};
-    if (!dir || !in || !out || flag_int(a, "--concurrency", &conc) || parse_engine(a, &ec)) return 2;
-    ec.model_dir = dir;
-    if (ec.n_slots <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
+    engine_config ec;
+    gpt2_weights_opts wo;
+    if (!dir || !in || !out || flag_int(a, "--concurrency", &conc) || parse_engine(a, &ec, &wo)) return 2;
+    if (ec.n_slots <= 0 && ec.max_running <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
     struct stat si, so;
     if (strcmp(in, out) == 0 ||
         (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)) {
@@ -506,7 +542,12 @@ static int cmd_batch(const args *a) {
         fprintf(stderr, "gpt2-tool batch: %s\n", err);
         return 1;
     }
-    int rc = batchfile_run(bf, &ec, (int)conc, err, sizeof err);
+    loaded m;
+    int rc = load_model(dir, &wo, &m, err, sizeof err);
+    if (rc == 0) {
+        rc = batchfile_run(bf, m.w, m.tok, &ec, (int)conc, err, sizeof err);
+        unload_model(&m);
+    }
     if (rc != 0) fprintf(stderr, "gpt2-tool batch: %s\n", err);
     if (rc == 0 && batchfile_write(bf, out, err, sizeof err) != 0) {
         fprintf(stderr, "gpt2-tool batch: %s\n", err);
@@ -523,9 +564,16 @@ int main(int argc, char **argv) {
         usage();
         return argc < 2 ? 2 : 0;
     }
+    char cpu_err[256];
+    if (cpu_check(cpu_err, sizeof(cpu_err)) < 0) { /* before any code built with the kernels' ISA */
+        fprintf(stderr, "gpt2-tool: %s\n", cpu_err);
+        return 1;
+    }
     const char *c = argv[1];
     if (strcmp(c, "--version") == 0 || strcmp(c, "-V") == 0) {
-        proto_version_print(stdout, "gpt2-tool");
+        char kerr[256];
+        const mm_kernels *k = mm_kernels_select(getenv("GPT2D_ISA"), kerr, sizeof(kerr));
+        proto_version_print(stdout, "gpt2-tool", k ? k->name : kerr);
         return 0;
     }
     if (strcmp(c, "mkmodel") == 0) return cmd_mkmodel(&a);

@@ -1,16 +1,22 @@
 /* worker_main.c — gpt2d-worker: one continuous-batching engine on one DEALER link to the broker.
  *
- *   gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--slots N] [--ctx N]
- *                [--max-batch-tokens N] [--threads N] [--blas] [--log-level L]
+ *   gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--log-level L] [engine options]
  *
- * The model is memory-mapped by the checkpoint loader, so N workers on one machine share the
- * weights in the page cache. The loop: while the engine has work, poll the socket without waiting
+ * Engine options are proto/eopt.h's table (the same gpt2d passes on). The packed weights come from
+ * the shared image cache (weights.h: built once per checkpoint, then mapped read-only by every worker
+ * of the machine, so N workers hold one copy and a restart does not repack). READY carries the
+ * numerics fingerprint, so the broker replays a lost request only onto a worker that computes the
+ * same bits. The loop: while the engine has work, poll the socket without waiting
  * and run one engine_step() between polls; when idle, block in zmq_poll up to the next heartbeat.
  * Engine callbacks turn tokens and results into token / done frames at once (normal blocking
  * sends with a large SNDHWM: the broker link must not drop frames). After a step that ended
  * requests, one credit frame returns their slots. A broker silent for PROTO_LIVENESS heartbeats,
  * or one that answers "disconnect", is left: live requests are cancelled and the worker connects
- * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. */
+ * again and re-announces itself with ready. SIGINT/SIGTERM end it cleanly. A request beyond the
+ * announced slots is refused (over_credit): the engine's FIFO stays bounded whatever the broker
+ * does. A model that cannot load (or a CPU without the kernels' ISA) is reported to the broker in
+ * one error frame without rid before the worker exits 1 (PROTOCOL.md, "Worker start-up failure");
+ * --check only loads the model and says whether it works. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,10 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
+#include "cpu.h"
 #include "engine.h"
+#include "eopt.h"
 #include "proto.h"
 #include "proto_log.h"
+#include "matmul.h"
 #include "proto_version.h"
 #include "proto_sock.h"
 
@@ -45,72 +53,61 @@ static void on_signal(int sig) {
 typedef struct {
     const char *model, *connect, *name, *log_level;
     const char *curve_key, *server_key; /* CURVE: our key pair file, the broker's public key (or its file) */
-    int slots, ctx, max_batch_tokens, threads, blas, step_delay_ms, kv_budget_mb;
+    eopt_values engine;                 /* the engine options (eopt.h) */
+    int check;          /* --check: load the model as a worker would, report, exit (gpt2d --check-config) */
     char connect_buf[512], name_buf[PROTO_MAX_NAME_BYTES];
 } wk_options;
 
 static void wk_usage(FILE *f) {
-    fprintf(f, "usage: gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--slots N] [--ctx N]\n"
-               "                    [--kv-budget-mb N] [--max-batch-tokens N] [--threads N] [--blas]\n"
-               "                    [--log-level L] [--curve-key FILE --server-key KEY|FILE]\n"
-               "Engine options default to the engine's (0 = its default: slots from --kv-budget-mb, else 64).\n"
+    fprintf(f, "usage: gpt2d-worker --model DIR [--connect ENDPOINT] [--name NAME] [--log-level L]\n"
+               "                    [--curve-key FILE --server-key KEY|FILE] [engine options]\n"
                "Runs one GPT-2 engine for a gpt2d broker (default endpoint ipc://$RUNTIME/worker.sock;\n"
-               "a remote machine uses --connect tcp://BROKER:PORT).\n"
-               "Testing only: --debug-step-delay-ms N sleeps N ms after every engine step.\n");
-}
-
-static int wk_int(const char *flag, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "gpt2d-worker: %s wants an integer in [%d, %d]\n", flag, lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
+               "a remote machine uses --connect tcp://BROKER:PORT). --check loads the model with these settings\n"
+               "(headers, shapes, --ctx within the model's), says what is wrong, and exits 0 or 1 without\n"
+               "connecting (gpt2d --check-config runs it). Engine options (--name=VALUE works too):\n");
+    eopt_usage(f);
 }
 
 /* 0 to run, 1 after --help, -1 on a usage error. */
 static int wk_parse(wk_options *o, int argc, char **argv) {
     memset(o, 0, sizeof(*o));
+    eopt_defaults(&o->engine);
     o->log_level = "info";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0, used = 1;
+        char err[256];
+        int rc = eopt_parse_arg(&o->engine, argc, argv, &i, err, sizeof(err));
+        if (rc < 0) {
+            fprintf(stderr, "gpt2d-worker: %s\n", err);
+            return -1;
+        }
+        if (rc > 0) continue;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             wk_usage(stdout);
             return 1;
         } else if (strcmp(a, "--version") == 0) {
-            proto_version_print(stdout, "gpt2d-worker");
+            char kerr[256];
+            const mm_kernels *k = mm_kernels_select(getenv("GPT2D_ISA"), kerr, sizeof(kerr));
+            proto_version_print(stdout, "gpt2d-worker", k ? k->name : kerr);
             return 1;
-        } else if (strcmp(a, "--blas") == 0) {
-            o->blas = 1;
-            used = 0;
+        } else if (strcmp(a, "--check") == 0) {
+            o->check = 1;
+            continue;
         } else if (strcmp(a, "--model") == 0) o->model = v;
         else if (strcmp(a, "--connect") == 0) o->connect = v;
         else if (strcmp(a, "--name") == 0) o->name = v;
         else if (strcmp(a, "--log-level") == 0) o->log_level = v;
         else if (strcmp(a, "--curve-key") == 0) o->curve_key = v;
         else if (strcmp(a, "--server-key") == 0) o->server_key = v;
-        else if (strcmp(a, "--slots") == 0) rc = wk_int(a, v, 0, PROTO_MAX_SLOTS, &o->slots);
-        else if (strcmp(a, "--kv-budget-mb") == 0) rc = wk_int(a, v, 0, 1 << 24, &o->kv_budget_mb);
-        else if (strcmp(a, "--ctx") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->ctx);
-        else if (strcmp(a, "--max-batch-tokens") == 0) rc = wk_int(a, v, 0, 1 << 20, &o->max_batch_tokens);
-        else if (strcmp(a, "--threads") == 0) rc = wk_int(a, v, 0, 4096, &o->threads);
-        else if (strcmp(a, "--debug-step-delay-ms") == 0) rc = wk_int(a, v, 0, 10000, &o->step_delay_ms);
         else {
             fprintf(stderr, "gpt2d-worker: unknown option '%s'\n", a);
             return -1;
         }
-        if (rc < 0) return -1;
-        if (used) {
-            if (!v) {
-                fprintf(stderr, "gpt2d-worker: %s needs a value\n", a);
-                return -1;
-            }
-            i++;
+        if (!v) {
+            fprintf(stderr, "gpt2d-worker: %s needs a value\n", a);
+            return -1;
         }
+        i++;
     }
     if (!o->model) {
         fprintf(stderr, "gpt2d-worker: --model DIR is required\n");
@@ -150,6 +147,8 @@ typedef struct {
 typedef struct {
     const wk_options *opt;
     proto_logger log;
+    gpt2_weights *weights; /* the packed weights (mapped shared from the image cache) */
+    bpe_tokenizer *tok;
     engine *e;
     void *ctx, *sock;
     msgpack_sbuffer sb;
@@ -157,13 +156,15 @@ typedef struct {
     int n_live, cap_live;
     int freed;            /* slots freed since the last credit frame */
     int slots;            /* the engine's KV slots: the capacity announced in ready */
-    int n_ctx;
-    int n_vocab;          /* the model's vocabulary (0: unknown; the engine still checks) */
+    int n_ctx;            /* the engine's context (engine_n_ctx) */
+    int n_vocab;          /* the model's vocabulary (engine_n_vocab) */
+    char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* numerics fingerprint, announced in ready */
     double broker_expiry_ms, last_send_ms;
     proto_top top[1 + PROTO_MAX_TOP_LOGPROBS]; /* on_top's entries for the next token frame */
     int n_top;
     uint64_t top_rid;
     int top_index;
+    double last_hb_ms;    /* last hb sent */
 } worker;
 
 static wk_live *wk_live_find(worker *w, uint64_t rid) {
@@ -274,6 +275,7 @@ static void wk_on_done(void *user, uint64_t rid, const engine_result *r) {
     m.n_tokens = r->completion_tokens > 0 ? (uint32_t)r->completion_tokens : 0;
     m.prompt_tokens = r->prompt_tokens;
     m.completion_tokens = r->completion_tokens;
+    m.cached_tokens = r->cached_tokens;
     m.queue_ms = r->queue_ms;
     m.ttft_ms = r->ttft_ms;
     m.total_ms = r->total_ms;
@@ -308,6 +310,14 @@ static void wk_send_ready(worker *w) {
     if (m.name.len > PROTO_MAX_NAME_BYTES) m.name.len = PROTO_MAX_NAME_BYTES;
     m.pid = (int32_t)getpid();
     m.n_ctx = w->n_ctx;
+    m.fingerprint = (proto_str){w->fingerprint, (uint32_t)strlen(w->fingerprint)};
+    m.has |= PROTO_HAS(PF_FINGERPRINT);
+    /* a local worker proves it was started by this broker (see PROTOCOL.md, "Worker authentication") */
+    const char *secret = getenv("GPT2D_WORKER_SECRET");
+    if (secret && strlen(secret) == PROTO_SECRET_HEX) {
+        m.secret = (proto_str){secret, PROTO_SECRET_HEX};
+        m.has |= PROTO_HAS(PF_SECRET);
+    }
     wk_send(w, &m);
 }
 
@@ -320,7 +330,10 @@ static void wk_send_hb(worker *w) {
     m.waiting = st.n_waiting;
     m.steps = st.steps;
     m.tokens_generated = st.tokens_generated;
-    m.has = PROTO_HAS(PF_RUNNING) | PROTO_HAS(PF_WAITING) | PROTO_HAS(PF_STEPS) | PROTO_HAS(PF_TOKENS_GENERATED);
+    m.kv = (proto_kv_info){st.kv.pages_total, st.kv.pages_used, st.kv.pages_cached, st.kv.lookup_tokens,
+                           st.kv.hit_tokens};
+    m.has = PROTO_HAS(PF_RUNNING) | PROTO_HAS(PF_WAITING) | PROTO_HAS(PF_STEPS) | PROTO_HAS(PF_TOKENS_GENERATED) |
+            PROTO_HAS(PF_KV);
     wk_send(w, &m);
 }
 
@@ -394,7 +407,7 @@ static proto_reason wk_check_request(const worker *w, const proto_msg *m, const 
         snprintf(msg, cap, "the prompt is empty");
         return PROTO_R_EMPTY_PROMPT;
     }
-    if (w->n_vocab > 0) {
+    {
         for (uint32_t i = 0; i < m->n_prompt_ids; i++)
             if (m->prompt_ids[i] >= w->n_vocab) {
                 snprintf(msg, cap, "prompt_ids[%u] = %d is not below the vocabulary size %d", i,
@@ -409,7 +422,7 @@ static proto_reason wk_check_request(const worker *w, const proto_msg *m, const 
                 return PROTO_R_TOKEN_OUT_OF_RANGE;
             }
     }
-    if (w->n_ctx > 0 && m->max_tokens > w->n_ctx) {
+    if (m->max_tokens > w->n_ctx) {
         *field = "max_tokens";
         snprintf(msg, cap, "max_tokens %d is beyond the context of %d positions", (int)m->max_tokens, w->n_ctx);
         return PROTO_R_MAX_TOKENS_OVER_CONTEXT;
@@ -417,9 +430,30 @@ static proto_reason wk_check_request(const worker *w, const proto_msg *m, const 
     return PROTO_R_NONE;
 }
 
+/* The protocol's reason for an engine refusal. */
+static proto_reason wk_reason(engine_error e) {
+    switch (e) {
+    case ENGINE_E_PROMPT_TOO_LONG: return PROTO_R_PROMPT_TOO_LONG;
+    case ENGINE_E_OVER_CONTEXT: return PROTO_R_MAX_TOKENS_OVER_CONTEXT;
+    case ENGINE_E_EMPTY_PROMPT: return PROTO_R_EMPTY_PROMPT;
+    case ENGINE_E_TOKEN_RANGE: return PROTO_R_TOKEN_OUT_OF_RANGE;
+    case ENGINE_E_BAD_UTF8: return PROTO_R_INVALID_UTF8;
+    case ENGINE_E_NO_MEMORY:
+    case ENGINE_E_INTERNAL: return PROTO_R_INTERNAL;
+    default: return PROTO_R_INVALID_REQUEST;
+    }
+}
+
 static void wk_on_request(worker *w, const proto_msg *m) {
     const char *field;
     char why_msg[256];
+    if (w->n_live >= w->slots) { /* the broker broke the credit rule: bound our FIFO, say so */
+        snprintf(why_msg, sizeof(why_msg), "worker %s runs %d requests, all the %d slots it announced",
+                 w->opt->name, w->n_live, w->slots);
+        proto_log(&w->log, PROTO_LOG_WARN, "rid %llu refused: %s", (unsigned long long)m->rid, why_msg);
+        wk_send_refusal(w, m->rid, PROTO_R_OVER_CREDIT, NULL, why_msg);
+        return; /* no credit back: the broker had none to spend */
+    }
     proto_reason why = wk_check_request(w, m, &field, why_msg, sizeof(why_msg));
     if (why != PROTO_R_NONE) {
         wk_send_refusal(w, m->rid, why, field, why_msg);
@@ -464,20 +498,17 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     q.want_top = (m->has & PROTO_HAS(PF_TOP_LOGPROBS)) != 0;
     q.top_n = m->top_logprobs;
     q.allow_special = m->allow_special;
-    q.fit_ctx = 1;
-    char err[512];
+    q.fit_ctx = 1; /* the service refuses what cannot fit rather than cut it short */
+    engine_refusal no;
     int rc = wk_live_add(w, m->rid, m->logprobs);
-    if (rc == 0) rc = engine_submit(w->e, m->rid, &q, err, sizeof(err));
-    else snprintf(err, sizeof(err), "out of memory");
+    if (rc == 0) rc = engine_submit(w->e, m->rid, &q, &no);
+    else no = (engine_refusal){ENGINE_E_NO_MEMORY, NULL, "out of memory"};
     if (rc == 0) {
         proto_log(&w->log, PROTO_LOG_DEBUG, "rid %llu admitted", (unsigned long long)m->rid);
         return;
     }
     wk_live_del(w, m->rid);
-    /* the engine's remaining refusals: the prompt does not fit the context, or something else */
-    int ctx = strstr(err, "context") != NULL, over = ctx && strstr(err, "max_tokens") != NULL;
-    if (over) wk_send_refusal(w, m->rid, PROTO_R_MAX_TOKENS_OVER_CONTEXT, "max_tokens", err);
-    else wk_send_refusal(w, m->rid, ctx ? PROTO_R_PROMPT_TOO_LONG : PROTO_R_INVALID_REQUEST, ctx ? field : NULL, err);
+    wk_send_refusal(w, m->rid, wk_reason(no.code), no.field, no.message);
     w->freed++;
 }
 
@@ -567,21 +598,79 @@ static int wk_run(worker *w) {
                 proto_log(&w->log, PROTO_LOG_ERROR, "engine step failed; exiting");
                 return 1;
             }
-            if (w->opt->step_delay_ms) wk_sleep_ms(w->opt->step_delay_ms);
+            if (w->opt->engine.step_delay_ms) wk_sleep_ms(w->opt->engine.step_delay_ms);
         }
         wk_send_credit(w);
         now = proto_clock_ms();
-        if (now - w->last_send_ms >= PROTO_HEARTBEAT_MS) wk_send_hb(w);
+        /* an hb after a second of silence, and while busy one a second anyway: it carries the load and
+         * KV figures the broker's stats show */
+        if (now - w->last_send_ms >= PROTO_HEARTBEAT_MS || (busy && now - w->last_hb_ms >= PROTO_HEARTBEAT_MS)) {
+            wk_send_hb(w);
+            w->last_hb_ms = now;
+        }
         if (now > w->broker_expiry_ms && wk_reconnect(w, "the broker is silent") < 0) return 1;
     }
     proto_log(&w->log, PROTO_LOG_INFO, "stopping");
     return 0;
 }
 
+/* Where the weights came from, and a warning when they are not shared or not on huge pages. */
+/* The worker cannot load the model: tell the broker why before exiting (PROTOCOL.md, "Worker
+ * start-up failure"), so that it can answer its clients and stop restarting us in vain. Best
+ * effort: waits at most 2 s for the frame to leave. Built without the kernels' ISA (as all of
+ * this file and proto/), so it also runs for a CPU that lacks it. */
+static void wk_report_start_failure(const wk_options *o, const char *why) {
+    int permanent = !strstr(why, "out of memory") && !strstr(why, "cannot map");
+    void *ctx = zmq_ctx_new();
+    char err[256];
+    void *sock = ctx ? proto_sock_new(ctx, ZMQ_DEALER, err, sizeof(err)) : NULL;
+    int linger = 2000;
+    if (sock && (!o->curve_key || proto_curve_client(sock, o->curve_key, o->server_key, err, sizeof(err)) == 0) &&
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof(linger)) == 0 && zmq_connect(sock, o->connect) == 0) {
+        proto_reason r = permanent ? PROTO_R_MODEL_LOAD_FAILED : PROTO_R_WORKER_START_FAILED;
+        proto_msg e;
+        proto_msg_init(&e, PROTO_T_ERROR);
+        e.code = proto_reason_code(r);
+        e.reason = (proto_str){proto_reason_name(r), (uint32_t)strlen(proto_reason_name(r))};
+        size_t n = strlen(why), nn = strlen(o->name);
+        e.message = (proto_str){why, (uint32_t)(n > PROTO_MAX_MESSAGE_BYTES ? PROTO_MAX_MESSAGE_BYTES : n)};
+        e.name = (proto_str){o->name, (uint32_t)(nn > PROTO_MAX_NAME_BYTES ? PROTO_MAX_NAME_BYTES : nn)};
+        e.has = PROTO_HAS(PF_REASON) | PROTO_HAS(PF_NAME);
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        proto_sock_send(sock, NULL, 0, &e, ZMQ_DONTWAIT, &sb, err, sizeof(err));
+        msgpack_sbuffer_destroy(&sb);
+    }
+    if (sock) zmq_close(sock);
+    if (ctx) zmq_ctx_term(ctx);
+}
+
+static void wk_log_weights(worker *w, double ms) {
+    const gpt2_weights_info *in = gpt2_weights_info_of(w->weights);
+    static const char *how[] = {"packed into private memory", "mapped from the cache", "packed and cached",
+                                "rebuilt in the cache"};
+    proto_log(&w->log, PROTO_LOG_INFO, "weights %s in %.0f ms: %.1f MiB, %.0f%% on 2 MB pages%s%s", how[in->source],
+              ms, (double)in->bytes / (1 << 20), in->bytes ? 100.0 * (double)in->huge_bytes / (double)in->bytes : 0.0,
+              in->path[0] ? ", " : "", in->path);
+    if (in->note[0])
+        proto_log(&w->log, in->source == GPT2_IMAGE_REBUILT ? PROTO_LOG_WARN : PROTO_LOG_INFO, "weights: %s",
+                  in->note);
+    if (in->bytes >= (8u << 20) && in->huge_bytes < in->bytes / 2)
+        proto_log(&w->log, PROTO_LOG_WARN,
+                  "weights: mostly 4 KB pages (decode may run ~1.3x slower); a weights-cache on a filesystem "
+                  "with large folios (ext4 on Linux >= 6.16, xfs) or a tmpfs mounted huge=within_size gives 2 MB pages");
+}
+
 int main(int argc, char **argv) {
     wk_options opt;
     int rc = wk_parse(&opt, argc, argv);
     if (rc != 0) return rc > 0 ? 0 : 2;
+    char cpu_err[256];
+    if (cpu_check(cpu_err, sizeof(cpu_err)) < 0) { /* before any code built with the kernels' ISA */
+        fprintf(stderr, "gpt2d-worker: %s\n", cpu_err);
+        if (!opt.check) wk_report_start_failure(&opt, cpu_err);
+        return 1;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sigemptyset(&sa.sa_mask);
@@ -595,31 +684,40 @@ int main(int argc, char **argv) {
     w.opt = &opt;
     proto_log_init(&w.log, "gpt2d-worker", proto_log_parse_level(opt.log_level));
     msgpack_sbuffer_init(&w.sb);
-    engine_config ec = {.model_dir = opt.model, .n_slots = opt.slots, .n_ctx = opt.ctx,
-                        .kv_budget_mb = (size_t)opt.kv_budget_mb,
-                        .max_batch_tokens = opt.max_batch_tokens, .n_threads = opt.threads,
-                        .use_blas = opt.blas};
+    engine_config ec;
+    gpt2_weights_opts wo;
+    engine_options_apply(&opt.engine, &ec, &wo);
+    if (opt.check) { /* the same load with one slot, nothing kept */
+        ec.n_slots = 1;
+        ec.kv_budget_mb = 0;
+    }
     engine_callbacks cb = {.on_token = wk_on_token, .on_done = wk_on_done, .user = &w};
     char err[512];
     rc = 1;
     double t0 = proto_clock_ms();
-    w.e = engine_new(&ec, &cb, err, sizeof(err));
-    if (!w.e) {
-        proto_log(&w.log, PROTO_LOG_ERROR, "%s", err);
+    double t_weights = 0;
+    if (!(w.weights = gpt2_weights_load(opt.model, &wo, err, sizeof(err))) ||
+        (t_weights = proto_clock_ms() - t0, !(w.tok = bpe_load(opt.model, err, sizeof(err)))) ||
+        !(w.e = engine_new(w.weights, w.tok, &ec, &cb, err, sizeof(err)))) {
+        proto_log(&w.log, PROTO_LOG_ERROR, "cannot load the model: %s", err);
+        if (!opt.check) wk_report_start_failure(&opt, err);
+        goto out;
+    }
+    if (opt.check) {
+        printf("gpt2d-worker: model %s: OK\n", opt.model);
+        rc = 0;
         goto out;
     }
     engine_set_top_callback(w.e, wk_on_top);
+    wk_log_weights(&w, t_weights);
     engine_stats st;
     engine_get_stats(w.e, &st);
     w.slots = st.n_slots > PROTO_MAX_SLOTS ? PROTO_MAX_SLOTS : st.n_slots;
-    w.n_ctx = opt.ctx;
-    gpt2_config mc;
-    if (ckpt_read_config(&mc, opt.model, err, sizeof(err)) == 0) {
-        if (w.n_ctx == 0) w.n_ctx = mc.n_ctx;
-        w.n_vocab = mc.n_vocab;
-    }
-    proto_log(&w.log, PROTO_LOG_INFO, "model %s loaded in %.0f ms: %d slots, KV arena %.1f MiB", opt.model,
-              proto_clock_ms() - t0, st.n_slots, (double)st.kv_bytes / (1 << 20));
+    w.n_ctx = engine_n_ctx(w.e);
+    w.n_vocab = engine_n_vocab(w.e);
+    engine_fingerprint(w.e, w.fingerprint, sizeof(w.fingerprint));
+    proto_log(&w.log, PROTO_LOG_INFO, "model %s loaded in %.0f ms: %d slots, KV arena %.1f MiB, fingerprint %s",
+              opt.model, proto_clock_ms() - t0, st.n_slots, (double)st.kv_bytes / (1 << 20), w.fingerprint);
     w.ctx = zmq_ctx_new();
     if (!w.ctx || wk_connect(&w) < 0) goto out;
     rc = wk_run(&w);
@@ -627,6 +725,8 @@ out:
     proto_sock_close(&w.sock);
     if (w.ctx) zmq_ctx_term(w.ctx);
     engine_free(w.e);
+    bpe_free(w.tok);
+    gpt2_weights_free(w.weights);
     free(w.live);
     msgpack_sbuffer_destroy(&w.sb);
     return rc;

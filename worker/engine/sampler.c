@@ -66,25 +66,36 @@ static int sampler_validate_penalty(const char *name, float v, char *err, size_t
     return 0;
 }
 
-int sampler_params_validate(const sampler_params *p, int n_vocab, char *err, size_t errlen) {
+int sampler_params_check(const sampler_params *p, int n_vocab, const char **field, char *err, size_t errlen) {
+    const char *f = NULL;
+    int rc = -1;
     if (n_vocab <= 0)
-        return sampler_fail(err, errlen, "n_vocab must be > 0, got %d", n_vocab);
-    if (!(p->temperature >= 0.0f && isfinite(p->temperature)))
-        return sampler_fail(err, errlen, "temperature must be >= 0 and finite, got %g",
-                            (double)p->temperature);
-    if (p->top_k < 0)
-        return sampler_fail(err, errlen, "top_k must be >= 0, got %d", p->top_k);
-    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return sampler_fail(err, errlen, "top_p must be in (0, 1], got %g", (double)p->top_p);
-    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
-        return sampler_fail(err, errlen, "min_p must be in [0, 1], got %g", (double)p->min_p);
-    if (!(p->repetition_penalty > 0.0f && isfinite(p->repetition_penalty)))
-        return sampler_fail(err, errlen, "repetition_penalty must be > 0 and finite, got %g",
-                            (double)p->repetition_penalty);
-    if (sampler_validate_penalty("presence_penalty", p->presence_penalty, err, errlen) < 0 ||
-        sampler_validate_penalty("frequency_penalty", p->frequency_penalty, err, errlen) < 0)
-        return -1;
-    return sampler_validate_bias(p, n_vocab, err, errlen);
+        rc = sampler_fail(err, errlen, "n_vocab must be > 0, got %d", n_vocab);
+    else if (f = "temperature", !(p->temperature >= 0.0f && isfinite(p->temperature)))
+        rc = sampler_fail(err, errlen, "temperature must be >= 0 and finite, got %g", (double)p->temperature);
+    else if (f = "top_k", p->top_k < 0)
+        rc = sampler_fail(err, errlen, "top_k must be >= 0, got %d", p->top_k);
+    else if (f = "top_p", !(p->top_p > 0.0f && p->top_p <= 1.0f))
+        rc = sampler_fail(err, errlen, "top_p must be in (0, 1], got %g", (double)p->top_p);
+    else if (f = "min_p", !(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        rc = sampler_fail(err, errlen, "min_p must be in [0, 1], got %g", (double)p->min_p);
+    else if (f = "repetition_penalty", !(p->repetition_penalty > 0.0f && isfinite(p->repetition_penalty)))
+        rc = sampler_fail(err, errlen, "repetition_penalty must be > 0 and finite, got %g",
+                          (double)p->repetition_penalty);
+    else if (f = "presence_penalty", sampler_validate_penalty(f, p->presence_penalty, err, errlen) < 0)
+        rc = -1;
+    else if (f = "frequency_penalty", sampler_validate_penalty(f, p->frequency_penalty, err, errlen) < 0)
+        rc = -1;
+    else if (f = "logit_bias", sampler_validate_bias(p, n_vocab, err, errlen) < 0)
+        rc = -1;
+    else
+        f = NULL, rc = 0;
+    if (field) *field = f;
+    return rc;
+}
+
+int sampler_params_validate(const sampler_params *p, int n_vocab, char *err, size_t errlen) {
+    return sampler_params_check(p, n_vocab, NULL, err, errlen);
 }
 
 /* ---------------------------------------------------------------- counter-based RNG */

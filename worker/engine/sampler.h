@@ -47,6 +47,10 @@ void sampler_params_default(sampler_params *p);
  * 0 if valid, else -1 with a message in err (names the parameter, e.g.
  * "top_p must be in (0, 1], got 1.5"); err may be NULL. */
 int sampler_params_validate(const sampler_params *p, int n_vocab, char *err, size_t errlen);
+/* The same, and *field (if not NULL) names the first invalid parameter ("temperature", "top_k",
+ * "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias";
+ * NULL when valid or when n_vocab is). */
+int sampler_params_check(const sampler_params *p, int n_vocab, const char **field, char *err, size_t errlen);
 
 /* Bytes of scratch sampler_sample needs for a vocabulary of n_vocab (32 * n_vocab + 4 KiB:
  * 1.6 MB for GPT-2). */

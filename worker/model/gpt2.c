@@ -1,5 +1,6 @@
 /* gpt2.c — see gpt2.h. Reads top to bottom: weights, buffers, one function per layer, forward. */
 #include "gpt2.h"
+#include "cpu.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -15,29 +16,18 @@
 #include "vmath.h"
 
 /* ---------------------------------------------------------------------------------------------
- * Weights: every matrix packed into panels, all in one huge-page mapping. */
+ * State: the weights' tensors (read-only, shared) and this engine's buffers. */
 
-typedef struct {
-    const float *ln_1_w, *ln_1_b;   /* (C) */
-    mm_weight c_attn;               /* C -> 3C */
-    mm_weight attn_proj;            /* C -> C */
-    const float *ln_2_w, *ln_2_b;   /* (C) */
-    mm_weight c_fc;                 /* C -> 4C */
-    mm_weight mlp_proj;             /* 4C -> C */
-} gpt2_layer;
-
-struct gpt2_model {
+struct gpt2_state {
+    const gpt2_weights *w;
     gpt2_config cfg;
+    const mm_kernels *kern;         /* the weights' kernel family */
     int max_tokens, max_ctx;
     pool *pool;
-    float *mem;                     /* the one mapping: packed weights + small vectors */
-    size_t mem_bytes;
-    size_t weight_bytes;
     const float *wpe;               /* (T, C) */
     const float *ln_f_w, *ln_f_b;   /* (C) */
-    gpt2_layer *layers;             /* [L] */
-    mm_weight lm_head;              /* C -> V (also the token embedding table when tied) */
     const float *wte;               /* (V, C) plain copy, only when lm_head is untied */
+    const mm_weight *lm_head;       /* C -> V (also the token embedding table when tied) */
     const gpt2_checkpoint *blas;    /* original tensors for OpenBLAS mode, else NULL */
     /* activations, max_tokens = B rows */
     float *x;                       /* (B, C) residual stream */
@@ -47,109 +37,33 @@ struct gpt2_model {
     float *tmp;                     /* (B, C) projection output before the residual add */
     float *fc;                      /* (B, 4C) MLP hidden */
     float *scores;                  /* (threads, max_ctx) attention scores per thread */
-    int *out_rows;                  /* (B) batch rows that produce logits */
+    float *kvrows;                  /* (threads, KV_PAGE * head_dim) a half-precision KV run widened */
+    void *mm_scratch;               /* the matmuls' scratch (matmul.h: int8 activations), or NULL */
 };
 
-static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-/* Carves n floats from the mapping at *off (64-byte aligned). */
-static float *carve(float *mem, size_t *off, size_t n) {
-    float *p = mem + *off;
-    *off += round_up(n, 16);
-    return p;
-}
-
-/* Embedding lookups read the packed lm_head when it is tied to wte (HF gpt2); an untied
- * checkpoint keeps a plain copy of wte as well. */
-static int needs_separate_wte(const gpt2_checkpoint *ck) { return ck->lm_head != ck->wte; }
-
-static size_t weights_floats(const gpt2_checkpoint *ck) {
-    const gpt2_config *c = &ck->cfg;
-    size_t C = c->n_embd, n = 0;
-    if (needs_separate_wte(ck)) n += round_up((size_t)c->n_vocab * C, 16);
-    n += round_up((size_t)c->n_ctx * C, 16) + 2 * round_up(C, 16);
-    size_t per = 4 * round_up(C, 16) + 4 * round_up(4 * C, 16);
-    per += mm_packed_floats(C, 3 * C) + mm_packed_floats(C, C) + mm_packed_floats(C, 4 * C) +
-           mm_packed_floats(4 * C, C);
-    n += per * c->n_layer + mm_packed_floats(C, c->n_vocab);
-    return n;
-}
-
-static const float *copy_vec(float *mem, size_t *off, const float *src, size_t n) {
-    float *p = carve(mem, off, n);
-    memcpy(p, src, n * sizeof(float));
-    return p;
-}
-
-static void pack_weights(gpt2_model *m, const gpt2_checkpoint *ck) {
-    const gpt2_config *c = &m->cfg;
-    int C = c->n_embd;
-    size_t off = 0;
-    m->wpe = copy_vec(m->mem, &off, ck->wpe, (size_t)c->n_ctx * C);
-    m->ln_f_w = copy_vec(m->mem, &off, ck->ln_f_w, C);
-    m->ln_f_b = copy_vec(m->mem, &off, ck->ln_f_b, C);
-    if (needs_separate_wte(ck)) m->wte = copy_vec(m->mem, &off, ck->wte, (size_t)c->n_vocab * C);
-    for (int l = 0; l < c->n_layer; l++) {
-        const gpt2_layer_tensors *t = &ck->layers[l];
-        gpt2_layer *L = &m->layers[l];
-        L->ln_1_w = copy_vec(m->mem, &off, t->ln_1_w, C);
-        L->ln_1_b = copy_vec(m->mem, &off, t->ln_1_b, C);
-        L->ln_2_w = copy_vec(m->mem, &off, t->ln_2_w, C);
-        L->ln_2_b = copy_vec(m->mem, &off, t->ln_2_b, C);
-        const float *b_attn = copy_vec(m->mem, &off, t->c_attn_b, 3 * C);
-        const float *b_proj = copy_vec(m->mem, &off, t->attn_proj_b, C);
-        const float *b_fc = copy_vec(m->mem, &off, t->c_fc_b, 4 * C);
-        const float *b_mlp = copy_vec(m->mem, &off, t->mlp_proj_b, C);
-        mm_pack(&L->c_attn, carve(m->mem, &off, mm_packed_floats(C, 3 * C)), t->c_attn_w, C, 3 * C, 0, b_attn);
-        mm_pack(&L->attn_proj, carve(m->mem, &off, mm_packed_floats(C, C)), t->attn_proj_w, C, C, 0, b_proj);
-        mm_pack(&L->c_fc, carve(m->mem, &off, mm_packed_floats(C, 4 * C)), t->c_fc_w, C, 4 * C, 0, b_fc);
-        mm_pack(&L->mlp_proj, carve(m->mem, &off, mm_packed_floats(4 * C, C)), t->mlp_proj_w, 4 * C, C, 0, b_mlp);
-    }
-    mm_pack(&m->lm_head, carve(m->mem, &off, mm_packed_floats(C, c->n_vocab)), ck->lm_head, C,
-            c->n_vocab, 1, NULL);
-}
-
-/* Anonymous memory for the packed weights, with transparent huge pages advised: single-sequence
- * decode (it streams every weight once per token) ran 1.30x faster on 2 MB pages than on 4 KB pages
- * in `make bench` here. GPT2D_NO_HUGEPAGES=1 in the environment skips the advice, for that
- * comparison. */
-static void *map_huge(size_t bytes) {
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    const char *no = getenv("GPT2D_NO_HUGEPAGES");
-    madvise(p, bytes, no && *no == '1' ? MADV_NOHUGEPAGE : MADV_HUGEPAGE);
-    return p;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Construction. */
-
-gpt2_model *gpt2_new(const gpt2_checkpoint *ck, int max_tokens, int max_ctx, int n_threads,
-                     char *err, size_t errlen) {
-    const gpt2_config *c = &ck->cfg;
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-        snprintf(err, errlen, "model: this CPU lacks AVX2 or FMA, which the kernels need");
-        return NULL;
-    }
+gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
+                           size_t errlen) {
+    const gpt2_config *c = gpt2_weights_config(w);
+    if (cpu_check(err, errlen) < 0) return NULL;
     if (max_tokens < 1 || max_ctx < 1 || max_ctx > c->n_ctx) {
         snprintf(err, errlen, "model: invalid limits (max_tokens %d, ctx %d; the model's ctx is %d)",
                  max_tokens, max_ctx, c->n_ctx);
         return NULL;
     }
-    gpt2_model *m = calloc(1, sizeof *m);
+    gpt2_state *m = calloc(1, sizeof *m);
     if (!m) goto oom;
+    m->w = w;
     m->cfg = *c;
+    m->kern = gpt2_weights_kernels(w);
     m->max_tokens = max_tokens;
     m->max_ctx = max_ctx;
+    m->wpe = gpt2_weights_wpe(w);
+    m->ln_f_w = gpt2_weights_ln_f(w, &m->ln_f_b);
+    m->wte = gpt2_weights_wte(w);
+    m->lm_head = gpt2_weights_lm_head(w);
     if (n_threads <= 0) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     m->pool = pool_new(n_threads);
-    m->layers = calloc(c->n_layer, sizeof *m->layers);
-    if (!m->pool || !m->layers) goto oom;
-    m->mem_bytes = round_up(weights_floats(ck) * sizeof(float), 2u << 20);
-    m->mem = map_huge(m->mem_bytes);
-    if (!m->mem) goto oom;
-    pack_weights(m, ck);
-    m->weight_bytes = weights_floats(ck) * sizeof(float);
+    if (!m->pool) goto oom;
     size_t B = max_tokens, C = c->n_embd;
     m->x = malloc(B * C * sizeof(float));
     m->h = malloc(B * C * sizeof(float));
@@ -158,21 +72,22 @@ gpt2_model *gpt2_new(const gpt2_checkpoint *ck, int max_tokens, int max_ctx, int
     m->tmp = malloc(B * C * sizeof(float));
     m->fc = malloc(B * 4 * C * sizeof(float));
     m->scores = malloc((size_t)pool_threads(m->pool) * max_ctx * sizeof(float));
-    m->out_rows = malloc(B * sizeof(int));
-    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->out_rows)
+    m->kvrows = malloc((size_t)pool_threads(m->pool) * KV_PAGE * (C / c->n_head) * sizeof(float));
+    if (gpt2_weights_dtype(w) == MM_I8)
+        m->mm_scratch = aligned_alloc(64, mm_scratch_bytes(max_tokens, 4 * c->n_embd));
+    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->kvrows ||
+        (gpt2_weights_dtype(w) == MM_I8 && !m->mm_scratch))
         goto oom;
     return m;
 oom:
     snprintf(err, errlen, "model: out of memory");
-    gpt2_free(m);
+    gpt2_state_free(m);
     return NULL;
 }
 
-void gpt2_free(gpt2_model *m) {
+void gpt2_state_free(gpt2_state *m) {
     if (!m) return;
     pool_free(m->pool);
-    if (m->mem) munmap(m->mem, m->mem_bytes);
-    free(m->layers);
     free(m->x);
     free(m->h);
     free(m->qkv);
@@ -180,25 +95,28 @@ void gpt2_free(gpt2_model *m) {
     free(m->tmp);
     free(m->fc);
     free(m->scores);
-    free(m->out_rows);
+    free(m->kvrows);
+    free(m->mm_scratch);
     free(m);
 }
 
-void gpt2_use_blas(gpt2_model *m, const gpt2_checkpoint *ck) {
-    m->blas = ck;
+int gpt2_use_blas(gpt2_state *m) {
+    m->blas = gpt2_weights_checkpoint(m->w);
+    if (!m->blas) return -1;
     openblas_set_num_threads(pool_threads(m->pool));
+    return 0;
 }
 
-const gpt2_config *gpt2_config_of(const gpt2_model *m) { return &m->cfg; }
-pool *gpt2_pool(gpt2_model *m) { return m->pool; }
-int gpt2_max_tokens(const gpt2_model *m) { return m->max_tokens; }
-size_t gpt2_weight_bytes(const gpt2_model *m) { return m->weight_bytes; }
+const gpt2_config *gpt2_config_of(const gpt2_state *m) { return &m->cfg; }
+const gpt2_weights *gpt2_weights_of(const gpt2_state *m) { return m->w; }
+pool *gpt2_pool(gpt2_state *m) { return m->pool; }
+int gpt2_max_tokens(const gpt2_state *m) { return m->max_tokens; }
 
 /* ---------------------------------------------------------------------------------------------
  * Layers. */
 
 /* x (n, C) = wte[token] + wpe[pos]. */
-static void embed_forward(gpt2_model *m, const gpt2_batch *b) {
+static void embed_forward(gpt2_state *m, const gpt2_batch *b) {
     int C = m->cfg.n_embd;
     for (int i = 0; i < b->n; i++) {
         float *x = m->x + (size_t)i * C;
@@ -207,7 +125,7 @@ static void embed_forward(gpt2_model *m, const gpt2_batch *b) {
             const float *te = m->wte + (size_t)b->token[i] * C;
             for (int k = 0; k < C; k++) x[k] = te[k] + pe[k];
         } else {
-            for (int k = 0; k < C; k++) x[k] = mm_at(&m->lm_head, k, b->token[i]) + pe[k];
+            for (int k = 0; k < C; k++) x[k] = mm_at(m->lm_head, k, b->token[i]) + pe[k];
         }
     }
 }
@@ -258,13 +176,13 @@ static void gelu_task(void *ctx, int begin, int end, int tid) {
 }
 
 /* a (n, 4C) = gelu(a), in place. */
-static void gelu_forward(gpt2_model *m, float *a, int n, int n_cols) {
+static void gelu_forward(gpt2_state *m, float *a, int n, int n_cols) {
     gelu_job j = {a, n_cols};
     pool_run(m->pool, gelu_task, &j, n, 8);
 }
 
-/* Writes every token's K and V (from qkv) into its slot at its position. */
-static void kv_store_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int layer) {
+/* Writes every token's K and V (from qkv) into its sequence's page at its position. */
+static void kv_store_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int layer) {
     int C = m->cfg.n_embd;
     for (int i = 0; i < b->n; i++) {
         const float *qkv = m->qkv + (size_t)i * 3 * C;
@@ -273,25 +191,34 @@ static void kv_store_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, i
 }
 
 typedef struct {
-    gpt2_model *m;
+    gpt2_state *m;
     kv_arena *kv;
     const gpt2_batch *b;
     int layer;
 } attn_job;
 
+/* One run of K or V rows as floats: the arena's own (fp32), else widened into rows (KV_PAGE * hd). */
+static const float *run_rows(kv_dtype t, const void *src, size_t *stride, int n, int hd, float *rows) {
+    if (t == KV_F32) return src;
+    kv_widen(t, src, *stride, n, hd, rows);
+    *stride = (size_t)hd;
+    return rows;
+}
+
 /* One (token, head): causal attention over positions 0..pos of the token's sequence.
- * scores (pos + 1) is this thread's scratch. The order of every sum is fixed by pos alone. */
-static void attention_head(const attn_job *j, int i, int h, float *scores) {
+ * scores (pos + 1) and rows are this thread's scratch. The order of every sum is fixed by pos alone. */
+static void attention_head(const attn_job *j, int i, int h, float *scores, float *rows) {
     const gpt2_config *c = &j->m->cfg;
     int C = c->n_embd, hd = C / c->n_head, T = j->b->pos[i] + 1, slot = j->b->slot[i];
+    kv_dtype dt = kv_dtype_of(j->kv);
     const float *q = j->m->qkv + (size_t)i * 3 * C + h * hd;
     float *out = j->m->att + (size_t)i * C + h * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    const float *k, *v;
+    const void *k, *v;
     size_t stride;
     for (int t = 0; t < T;) {
         int n = kv_run(j->kv, slot, j->layer, h, t, T - t, &k, &v, &stride);
-        const float *kh = k;
+        const float *kh = run_rows(dt, k, &stride, n, hd, rows);
         int u = 0;
         for (; u + 4 <= n; u += 4) {
             float d[4];
@@ -313,9 +240,10 @@ static void attention_head(const attn_job *j, int i, int h, float *scores) {
     for (int d = 0; d < hd; d++) out[d] = 0.0f;
     for (int t0 = 0; t0 < T;) {
         int n = kv_run(j->kv, slot, j->layer, h, t0, T - t0, &k, &v, &stride);
+        const float *vh = run_rows(dt, v, &stride, n, hd, rows);
         for (int u = 0; u < n; u++) {
             float p = scores[t0 + u] * inv;
-            const float *vr = v + u * stride;
+            const float *vr = vh + u * stride;
             int d = 0;
             __m256 pv = _mm256_set1_ps(p);
             for (; d + 8 <= hd; d += 8)
@@ -330,21 +258,22 @@ static void attention_task(void *ctx, int begin, int end, int tid) {
     const attn_job *j = ctx;
     int H = j->m->cfg.n_head;
     float *scores = j->m->scores + (size_t)tid * j->m->max_ctx;
-    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores);
+    float *rows = j->m->kvrows + (size_t)tid * KV_PAGE * (j->m->cfg.n_embd / H);
+    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores, rows);
 }
 
 /* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence. */
-static void attention_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int layer) {
+static void attention_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int layer) {
     attn_job j = {m, kv, b, layer};
     pool_run(m->pool, attention_task, &j, b->n * m->cfg.n_head, 4);
 }
 
 /* out (n, ldo) = x (n, ldx) W + b through the panel kernels, or OpenBLAS in BLAS mode (n > 1):
  * raw is W in its original layout ((K, N), or (N, K) when transposed). */
-static void linear_forward(gpt2_model *m, const mm_weight *w, const float *raw, int transposed,
+static void linear_forward(gpt2_state *m, const mm_weight *w, const float *raw, int transposed,
                            const float *x, int ldx, float *out, int ldo, int n) {
     if (!m->blas || n == 1) {
-        mm_forward(m->pool, w, x, ldx, out, ldo, n, MM_STORE);
+        mm_forward(m->kern, m->pool, w, x, ldx, out, ldo, n, MM_STORE, m->mm_scratch);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -362,8 +291,8 @@ static void linear_forward(gpt2_model *m, const mm_weight *w, const float *raw, 
 
 /* One pre-LN transformer block on x (n, C), in place. The panel kernels fuse GELU and the
  * residual adds into their stores; BLAS mode does them as separate passes. */
-static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int l) {
-    const gpt2_layer *L = &m->layers[l];
+static void block_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int l) {
+    const gpt2_layer *L = gpt2_weights_layer(m->w, l);
     int n = b->n, C = m->cfg.n_embd;
     float eps = m->cfg.ln_eps;
     layernorm_forward(m->h, m->x, L->ln_1_w, L->ln_1_b, n, C, eps);
@@ -374,7 +303,7 @@ static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int 
         linear_forward(m, &L->attn_proj, RAW(l, attn_proj_w), 0, m->att, C, m->tmp, C, n);
         residual_forward(m->x, m->tmp, (size_t)n * C);
     } else {
-        mm_forward(m->pool, &L->attn_proj, m->att, C, m->x, C, n, MM_ADD);
+        mm_forward(m->kern, m->pool, &L->attn_proj, m->att, C, m->x, C, n, MM_ADD, m->mm_scratch);
     }
     layernorm_forward(m->h, m->x, L->ln_2_w, L->ln_2_b, n, C, eps);
     if (m->blas && n > 1) {
@@ -383,23 +312,22 @@ static void block_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, int 
         linear_forward(m, &L->mlp_proj, RAW(l, mlp_proj_w), 0, m->fc, 4 * C, m->tmp, C, n);
         residual_forward(m->x, m->tmp, (size_t)n * C);
     } else {
-        mm_forward(m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n, MM_GELU);
-        mm_forward(m->pool, &L->mlp_proj, m->fc, 4 * C, m->x, C, n, MM_ADD);
+        mm_forward(m->kern, m->pool, &L->c_fc, m->h, C, m->fc, 4 * C, n, MM_GELU, m->mm_scratch);
+        mm_forward(m->kern, m->pool, &L->mlp_proj, m->fc, 4 * C, m->x, C, n, MM_ADD, m->mm_scratch);
     }
 }
 
-static int batch_valid(const gpt2_model *m, kv_arena *kv, const gpt2_batch *b) {
+static int batch_valid(const gpt2_state *m, kv_arena *kv, const gpt2_batch *b) {
     if (b->n < 1 || b->n > m->max_tokens) return 0;
     for (int i = 0; i < b->n; i++) {
         if (b->token[i] < 0 || b->token[i] >= m->cfg.n_vocab) return 0;
-        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || b->pos[i] >= kv_ctx(kv)) return 0;
-        if (b->slot[i] < 0 || b->slot[i] >= kv_slots(kv)) return 0;
+        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || !kv_seq_has(kv, b->slot[i], b->pos[i])) return 0;
         if (b->out[i] >= b->n) return 0;
     }
     return 1;
 }
 
-int gpt2_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, float *logits) {
+int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits) {
     if (!batch_valid(m, kv, b)) return -1;
     int C = m->cfg.n_embd;
     embed_forward(m, b);
@@ -413,7 +341,7 @@ int gpt2_forward(gpt2_model *m, kv_arena *kv, const gpt2_batch *b, float *logits
         if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
     }
     if (n_out > 0)
-        linear_forward(m, &m->lm_head, m->blas ? m->blas->lm_head : NULL, 1, m->h, C, logits,
+        linear_forward(m, m->lm_head, m->blas ? m->blas->lm_head : NULL, 1, m->h, C, logits,
                        m->cfg.n_vocab, n_out);
     return 0;
 }

@@ -1,0 +1,69 @@
+/* test_pool.c — the compute thread pool: every task of a job runs exactly once, on a thread id in
+ * range, whatever the grain and thread count; jobs run back to back without a lost wake-up (a
+ * deadlock would hit the run.sh timeout); one thread runs everything on the caller. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "pool.h"
+
+#define MAX_TASKS 5000
+
+typedef struct {
+    _Atomic int count[MAX_TASKS];
+    _Atomic int bad_tid;
+    _Atomic int calls;
+    int threads;
+    pthread_t caller;
+    _Atomic int on_caller; /* tid 0 ran on the calling thread */
+    _Atomic int tid0_elsewhere;
+} job;
+
+static void task(void *ctx, int begin, int end, int tid) {
+    job *j = ctx;
+    atomic_fetch_add(&j->calls, 1);
+    if (tid < 0 || tid >= j->threads) atomic_store(&j->bad_tid, 1);
+    if (tid == 0 && !pthread_equal(pthread_self(), j->caller)) atomic_store(&j->tid0_elsewhere, 1);
+    for (int t = begin; t < end; t++) atomic_fetch_add(&j->count[t], 1);
+}
+
+int main(void) {
+    static job j;
+    for (int threads = 1; threads <= 4; threads++) {
+        pool *p = pool_new(threads);
+        check(p && pool_threads(p) == threads, "pool of %d threads", threads);
+        if (!p) continue;
+        int once = 1, tid_ok = 1;
+        static const int sizes[] = {1, 2, 7, 64, 1000, MAX_TASKS}, grains[] = {1, 3, 64, 10000};
+        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
+            for (size_t g = 0; g < sizeof grains / sizeof *grains; g++) {
+                memset(&j, 0, sizeof j);
+                j.threads = threads;
+                j.caller = pthread_self();
+                pool_run(p, task, &j, sizes[s], grains[g]);
+                for (int t = 0; t < sizes[s]; t++) once &= atomic_load(&j.count[t]) == 1;
+                tid_ok &= !atomic_load(&j.bad_tid) && !atomic_load(&j.tid0_elsewhere);
+            }
+        check(once, "%d threads: every task ran exactly once (all sizes and grains)", threads);
+        check(tid_ok, "%d threads: tids in [0, %d), tid 0 is the caller", threads, threads);
+        memset(&j, 0, sizeof j);
+        j.threads = threads;
+        j.caller = pthread_self();
+        pool_run(p, task, &j, 0, 1);
+        check(atomic_load(&j.calls) == 0, "an empty job calls nothing");
+        int total = 0;
+        for (int r = 0; r < 2000; r++) {
+            memset(&j, 0, sizeof j);
+            j.threads = threads;
+            j.caller = pthread_self();
+            pool_run(p, task, &j, 16, 1);
+            for (int t = 0; t < 16; t++) total += atomic_load(&j.count[t]);
+        }
+        check(total == 2000 * 16, "2000 jobs back to back complete (%d tasks)", total);
+        pool_free(p);
+    }
+    pool_free(NULL);
+    return check_done("test_pool");
+}

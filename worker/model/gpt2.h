@@ -1,0 +1,52 @@
+/* gpt2.h — the GPT-2 forward pass over a batch of tokens from many sequences.
+ *
+ * The weights (weights.h) are immutable and may be shared; a gpt2_state is what one engine owns:
+ * every activation buffer for up to max_tokens tokens per call, per-thread scratch and the compute
+ * thread pool. gpt2_state_new() allocates it all; gpt2_forward() allocates nothing. The batch is data: token i carries its sequence's KV slot and
+ * its position, so one call can mix prefill chunks of several prompts with decode tokens of many
+ * running sequences. For each layer all tokens' K/V rows are written to the arena before attention
+ * runs, so a prefill chunk attends causally to itself. Logits are computed only for tokens whose
+ * `out` index is >= 0, into row out[i] of logits (n_out, V).
+ * Every per-token result is independent of the rest of the batch, bit for bit (see matmul.h). */
+#ifndef GPT2D_GPT2_H
+#define GPT2D_GPT2_H
+
+#include <stddef.h>
+
+#include "kv.h"
+#include "weights.h"
+
+typedef struct {
+    int n;             /* tokens in the batch */
+    const int *token;  /* (n) token ids */
+    const int *pos;    /* (n) position of each token in its sequence */
+    const int *slot;   /* (n) KV sequence of each token (kv.h), its pages prepared up to pos */
+    const int *out;    /* (n) row of logits to write, or -1 for none */
+} gpt2_batch;
+
+typedef struct gpt2_state gpt2_state;
+
+/* A forward-pass state over w (which must outlive it) for batches of up to max_tokens tokens and
+ * contexts up to max_ctx positions, with n_threads compute threads (0 = all online cores).
+ * NULL with err on failure (the rest of the forward pass needs AVX2 + FMA whatever the matmul
+ * kernels are). */
+gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
+                           size_t errlen);
+void gpt2_state_free(gpt2_state *m); /* NULL-safe */
+
+/* Switches multi-row matmuls to OpenBLAS sgemm on the checkpoint's original tensors (w must have
+ * been loaded with keep_checkpoint; -1 otherwise). Faster where OpenBLAS beats the panel kernels,
+ * but a row's sums then depend on the batch shape: the output is no longer batch-invariant. For
+ * measuring what invariance costs. */
+int gpt2_use_blas(gpt2_state *m);
+
+const gpt2_config *gpt2_config_of(const gpt2_state *m);
+const gpt2_weights *gpt2_weights_of(const gpt2_state *m);
+struct pool *gpt2_pool(gpt2_state *m); /* the compute threads, for work between forwards */
+int gpt2_max_tokens(const gpt2_state *m);
+
+/* Runs the batch: 0 on success, -1 if the batch is invalid (too many tokens, a token id or position
+ * out of range, a sequence not open or a position without its page), with nothing computed. logits: (number of distinct out rows, V). */
+int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits);
+
+#endif
