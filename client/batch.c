@@ -1,7 +1,7 @@
 /* batch.c — `gpt2c batch IN.jsonl -c N -o OUT.jsonl`: every line of IN is one request, at most N
  * in flight. Input lines use gpt2-tool batch's fields ({"id", "prompt" or "prompt_ids",
  * "max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
- * "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos", "allow_special"}; other
+ * "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos", "allow_special", "priority"}; other
  * fields are ignored); flags give the defaults. Output: one result line per input line, in input
  * order, with gpt2-tool batch's fields. A request refused as overloaded is retried with backoff;
  * other errors become result lines with finish_reason "error". A progress bar (done / total,
@@ -105,6 +105,16 @@ static int job_parse(batch_job *j, const proto_msg *tmpl, json_t *o, int index, 
     if (json_object_get(o, "seed")) q->seed = (uint64_t)json_integer_value(json_object_get(o, "seed"));
     if (json_object_get(o, "ignore_eos")) q->ignore_eos = json_is_true(json_object_get(o, "ignore_eos"));
     if (json_object_get(o, "allow_special")) q->allow_special = json_is_true(json_object_get(o, "allow_special"));
+    json_t *prio = json_object_get(o, "priority");
+    if (prio) {
+        const char *ps = json_string_value(prio);
+        int pr = ps ? proto_priority_parse(ps, strlen(ps)) : -1;
+        if (pr < 0) {
+            snprintf(err, errlen, "\"priority\": \"interactive\" or \"bulk\"");
+            return -1;
+        }
+        q->priority = (proto_priority)pr;
+    }
     json_t *stop = json_object_get(o, "stop");
     if (stop) {
         json_t *arr = json_is_string(stop) ? json_pack("[O]", stop) : json_incref(stop);

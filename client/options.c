@@ -9,7 +9,7 @@
 #include "gpt2c.h"
 #include "proto_runtime.h"
 
-typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_STOP, O_BIAS, O_NOPROGRESS } opt_kind;
+typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_STOP, O_BIAS, O_NOPROGRESS, O_PRIORITY } opt_kind;
 
 typedef struct {
     const char *name, *alt;
@@ -35,6 +35,7 @@ static const opt opts[] = {
     {"--logit-bias", NULL, O_BIAS, 0, "ID:V  add V to token ID's logit (repeatable; -inf bans)"},
     {"--ignore-eos", NULL, O_FLAG, R(ignore_eos), " keep generating after <|endoftext|>"},
     {"--allow-special", NULL, O_FLAG, R(allow_special), " '<|endoftext|>' in the prompt is the special token"},
+    {"--priority", NULL, O_PRIORITY, R(priority), "P  interactive (default: admitted first) or bulk (batch jobs)"},
     {"--logprobs", NULL, O_FLAG, R(logprobs), " token frames carry log-probabilities (--json)"},
     {"--json", NULL, O_ON, G(json), " machine-readable output: one JSON object per frame"},
     {"--concurrency", "-c", O_INT, G(concurrency), "N  batch: requests in flight (default 64)"},
@@ -81,6 +82,12 @@ static int opt_value(gpt2c_options *o, const opt *p, const char *v) {
         return 0;
     }
     case O_STR: *(const char **)base = v; return 0;
+    case O_PRIORITY: {
+        int pr = proto_priority_parse(v, strlen(v));
+        if (pr < 0) break;
+        *(proto_priority *)base = (proto_priority)pr;
+        return 0;
+    }
     case O_STOP: {
         proto_msg *q = &o->req;
         size_t n = strlen(v);

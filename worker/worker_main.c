@@ -459,6 +459,7 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     q.ignore_eos = m->ignore_eos;
     q.want_logprobs = m->logprobs;
     q.allow_special = m->allow_special;
+    q.priority = m->priority == PROTO_PRIORITY_BULK ? ENGINE_PRIORITY_BULK : ENGINE_PRIORITY_INTERACTIVE;
     engine_refusal no;
     int rc = wk_live_add(w, m->rid, m->logprobs);
     if (rc == 0) rc = engine_submit(w->e, m->rid, &q, &no);

@@ -5,8 +5,11 @@
  * owns a forward-pass state, a KV-cache arena of n_slots slots of n_ctx positions, and a FIFO of
  * waiting requests.
  * engine_step() builds ONE forward batch: one decode token for every running request plus prefill
- * chunks of waiting/prefilling requests (first come, first served while a slot is free), up to
- * max_batch_tokens tokens; it then samples, stops, and reports through the callbacks:
+ * chunks of waiting/prefilling requests, then samples, stops, and reports through the callbacks.
+ * Order: interactive requests before bulk ones (engine_request.priority), first come first served
+ * within a priority, both for the free slots and for the prefill chunks. The step's prefill budget
+ * adapts to how many requests decode (D): engine_prefill_budget() below; chunking never changes
+ * a request's output (the kernels are batch-invariant). The callbacks:
  *   on_token(user, req_id, index, token, piece, piece_len, logprob)  for every generated token
  *     (piece: the newly complete UTF-8 text; stop-string candidates are held back);
  *   on_done(user, req_id, result)                                    exactly once per accepted request.
@@ -35,8 +38,11 @@ typedef struct {
     int n_slots;           /* concurrent requests (KV slots); 0: from kv_budget_mb, else 64 */
     size_t kv_budget_mb;   /* with n_slots == 0: as many slots of n_ctx positions as fit in this */
     int n_ctx;             /* positions per slot; 0 = the model's n_ctx */
-    int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 128. Lower keeps
-                              inter-token latency flat while prompts prefill; higher fills faster */
+    int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 512: the prefill
+                              chunk while nothing decodes */
+    int prefill_min_tokens;/* the prefill budget's floor while many decode; default 64 */
+    int prefill_half;      /* the prefill budget halves at this many decoding requests; default 16;
+                              < 0: off (every step filled up to max_batch_tokens) */
     int n_threads;         /* compute threads; 0 = all cores */
     int use_blas;          /* 0 (default): batch-invariant kernels; 1: OpenBLAS sgemm for multi-row
                               matmuls, not batch-invariant (the baseline invariance is measured against);
@@ -93,7 +99,20 @@ typedef struct {
     int ignore_eos;
     int want_logprobs;
     int allow_special;       /* `<|endoftext|>` in prompt text is the special token */
+    int priority;            /* ENGINE_PRIORITY_INTERACTIVE (0, default) or ENGINE_PRIORITY_BULK */
 } engine_request;
+
+#define ENGINE_PRIORITY_INTERACTIVE 0 /* admitted and prefilled ahead of ... */
+#define ENGINE_PRIORITY_BULK 1        /* ... these */
+#define ENGINE_N_PRIORITIES 2
+
+/* The prefill tokens a step may carry beside d decoding requests under cfg (defaults applied as
+ * engine_new does), before the step's room (max(max_batch_tokens, n_slots) - d) caps it:
+ *   max(prefill_min_tokens, max_batch_tokens * H / (H + d)),  H = prefill_half
+ * so the whole step goes to prefill while nothing decodes (time to first token near the prefill
+ * bound), half of it at H decoders, and at least prefill_min_tokens while many decode (their
+ * inter-token latency bounded). With prefill_half < 0: max_batch_tokens - d (a fixed step). */
+int engine_prefill_budget(const engine_config *cfg, int d);
 
 typedef struct {
     engine_finish finish;
@@ -121,6 +140,7 @@ typedef struct {
     int n_slots, slots_used, n_waiting, n_running;
     size_t kv_bytes;          /* arena size */
     uint64_t steps, tokens_generated, tokens_prefilled;
+    int last_decode, last_prefill; /* the last step's decode rows and prefill tokens */
 } engine_stats;
 
 typedef struct engine engine;
