@@ -155,6 +155,11 @@ static void test_engine_priority(void) {
     }
     q = ids_req(ids + 100, 40, 3, ENGINE_PRIORITY_INTERACTIVE);
     check(engine_submit(e, 9, &q, NULL) == 0, "interactive accepted");
+    for (int k = 0; k < 3; k++) eng_step(e, &s);
+    engine_stats st;
+    engine_get_stats(e, &st);
+    check(st.last_prefill == 8, "the step that ends the interactive prefill carries no bulk prefill (%d tokens)",
+          st.last_prefill);
     for (int k = 0; k < 60 && s.n_done < 5; k++) eng_step(e, &s);
     check(s.n_done == 5, "all five done (%d)", s.n_done);
     /* 40 tokens in chunks of 16: the interactive request's first token comes at step 3 */

@@ -567,6 +567,8 @@ static int build_batch(engine *e, int *n_out) {
     int n_pre = prefill_order(e, pre);
     for (int i = 0; i < n_pre && n < limit; i++) {
         request *r = pre[i];
+        if (r->priority != pre[0]->priority) break; /* no bulk prefill beside an interactive one: a
+                                                       short step, its first token sooner */
         int chunk = r->n_prompt - r->n_past;
         if (chunk > limit - n) chunk = limit - n;
         for (int c = 0; c < chunk; c++) {

@@ -7,7 +7,8 @@
  * engine_step() builds ONE forward batch: one decode token for every running request plus prefill
  * chunks of waiting/prefilling requests, then samples, stops, and reports through the callbacks.
  * Order: interactive requests before bulk ones (engine_request.priority), first come first served
- * within a priority, both for the free slots and for the prefill chunks. The step's prefill budget
+ * within a priority, both for the free slots and for the prefill chunks; a step that prefills an
+ * interactive request carries no bulk prefill (it stays short). The step's prefill budget
  * adapts to how many requests decode (D): engine_prefill_budget() below; chunking never changes
  * a request's output (the kernels are batch-invariant). The callbacks:
  *   on_token(user, req_id, index, token, piece, piece_len, logprob)  for every generated token
