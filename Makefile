@@ -36,6 +36,17 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 DEPS_OK := build/.deps-ok
+.DEFAULT_GOAL := all
+
+# --version prints the git revision: `git describe --always --dirty`, "unknown" outside git (or
+# GIT_REV=... from a release script). Only proto_version.o sees it; it is rebuilt when it changes.
+ifeq ($(origin GIT_REV),undefined)
+GIT_REV := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+endif
+GIT_REV_FILE := $(BUILD)/.git-rev
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(GIT_REV_FILE) 2>/dev/null)" = "$(GIT_REV)" ] || echo "$(GIT_REV)" > $(GIT_REV_FILE))
+$(BUILD)/obj/proto/proto_version.o: $(GIT_REV_FILE)
+$(BUILD)/obj/proto/proto_version.o: CFLAGS += -DGPT2D_GIT_REV=\"$(GIT_REV)\"
 
 ENGINE_SRC := $(wildcard $(addsuffix /*.c,$(ENGINE_DIRS)))
 PROTO_SRC  := $(wildcard proto/*.c)
@@ -66,7 +77,8 @@ $(DEPS_OK): tools/deps.sh
 	@sh tools/deps.sh
 	@mkdir -p build && touch $@
 
-$(BUILD)/obj/%.o: %.c | $(DEPS_OK)
+# Objects depend on this Makefile too: it holds their flags (a flag change rebuilds, never mixes).
+$(BUILD)/obj/%.o: %.c Makefile | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

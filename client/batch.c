@@ -1,165 +1,116 @@
 /* batch.c — `gpt2c batch IN.jsonl -c N -o OUT.jsonl`: every line of IN is one request, at most N
- * in flight. Input lines use gpt2-tool batch's fields ({"id", "prompt" or "prompt_ids",
- * "max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
- * "presence_penalty", "frequency_penalty", "seed", "stop", "ignore_eos", "allow_special", "priority"}; other
- * fields are ignored); flags give the defaults. Output: one result line per input line, in input
- * order, with gpt2-tool batch's fields. A request refused as overloaded is retried with backoff;
- * other errors become result lines with finish_reason "error". A progress bar (done / total,
- * tokens/s, ETA) goes to stderr when it is a terminal. Ctrl-C cancels what is in flight. */
+ * in flight.
+ *
+ * Input: each line is mapped by proto_json (proto/proto_json.h), the same strict mapper as
+ * `gpt2-tool batch` and the HTTP gateway; flags give the defaults, and an id defaults to the line's
+ * index among the requests ("0", "1", ...). A line that does not map (bad JSON, an unknown key, a
+ * value out of range) is reported as FILE:LINE with the field, and goes to the error file; the
+ * other lines still run.
+ * Output: OUT gets one result line per request that succeeded, in input order (gpt2-tool batch's
+ * fields). It is opened only once the broker has answered (a run that cannot start leaves OUT as it
+ * was), and it may not be the input. Requests that fail (refused by the broker, finish "error") go
+ * to the error file (-e, default OUT.errors; without -o they are result lines on stdout, as
+ * before), one JSON object per line: {"line", "id", "error", "reason", "field", "input"} where
+ * "input" is the line as it was, so it can be fixed and run again.
+ * --resume: ids that already have a result in OUT are skipped, new results are appended.
+ * Overloaded (429) requests are retried with backoff. Requests stream, so the progress bar on stderr
+ * (requests done / total, tokens/s, ETA from the tokens still to generate) moves with every token.
+ * Ctrl-C: in-flight requests are cancelled, every finished result is written, and what did not
+ * finish is listed (run again with --resume to finish them). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gpt2c.h"
 #include "gpt2c_json.h"
+#include "proto_json.h"
 
 #define BATCH_RETRY_MIN_MS 50
 #define BATCH_RETRY_MAX_MS 2000
+#define BATCH_MAX_REPORTED 10 /* bad lines described on stderr; the rest are counted */
+
+typedef enum { JOB_PENDING, JOB_SKIPPED, JOB_OK, JOB_FAILED, JOB_UNFINISHED } job_state;
 
 typedef struct {
-    char *id;                 /* output id: the input's string id, else the line index */
-    proto_msg req;            /* the submit, with strings owned below */
-    char *prompt;
-    int32_t *prompt_ids;
-    char stops[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES + 1];
+    json_t *id;               /* the output id: the input's id, else the index as a string */
+    int lineno;               /* in the input file */
+    char *input;              /* the line as it was (for the error file) */
+    proto_json_submit sub;    /* the mapped submit; its id is replaced by the job index */
+    int mapped;               /* sub holds a submit */
+    job_state state;
     int in_flight;
     int retries;
     double retry_at;          /* ms; 0 = not waiting for a retry */
-    char *line;               /* the result line, once ended */
+    uint32_t streamed;        /* tokens seen in token frames */
+    char *line;               /* the result line, once ended OK */
+    char *bad_msg;            /* a line that did not map: why, and the field */
+    proto_reason bad_reason;
+    char bad_field[PROTO_JSON_FIELD_BYTES];
 } batch_job;
 
 typedef struct {
     batch_job *jobs;
     int n;
     int next;                 /* the first never-submitted job */
-    int in_flight, done, failed, written;
+    int in_flight, done, failed, written, skipped, to_run;
     int n_retry;              /* jobs waiting for a retry */
-    uint64_t tokens;
+    uint64_t tokens;          /* generated, counted as token frames arrive */
+    uint64_t work_total, work_done; /* max_tokens of the jobs to run; of the ended ones + streamed */
     double t0, last_progress;
     int concurrency_limit;    /* -c */
-    FILE *out;
+    FILE *out, *err;
+    int err_is_out;           /* failed results go to out as result lines (no -o, no -e) */
     int progress;
+    const char *path;         /* the input, for messages */
 } batch;
 
 /* ---- input -------------------------------------------------------------------------------------- */
 
-static int job_num(json_t *o, const char *key, double *x) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return 0;
-    if (!json_is_number(v)) return -1;
-    *x = json_number_value(v);
-    return 0;
-}
-
-/* Fills j from one JSON line; defaults come from tmpl. 0 or -1 with err. */
-static int job_parse(batch_job *j, const proto_msg *tmpl, json_t *o, int index, char *err, size_t errlen) {
-    j->req = *tmpl;
-    proto_msg *q = &j->req;
-    q->id = (proto_cid){0, (uint64_t)index, {0}};
-    q->stream = 0; /* the done frame carries text and tokens */
-    json_t *id = json_object_get(o, "id"), *prompt = json_object_get(o, "prompt");
-    json_t *ids = json_object_get(o, "prompt_ids");
-    char idx[32];
-    snprintf(idx, sizeof(idx), "%d", index);
-    j->id = strdup(json_is_string(id) ? json_string_value(id) : idx);
-    if (!j->id) goto oom;
-    q->has &= ~(PROTO_HAS(PF_PROMPT) | PROTO_HAS(PF_PROMPT_IDS));
-    if (json_is_string(prompt)) {
-        size_t n = json_string_length(prompt);
-        if (!(j->prompt = malloc(n + 1))) goto oom;
-        memcpy(j->prompt, json_string_value(prompt), n + 1);
-        q->prompt = (proto_str){j->prompt, (uint32_t)n};
-        q->has |= PROTO_HAS(PF_PROMPT);
-    } else if (json_is_array(ids)) {
-        size_t n = json_array_size(ids);
-        if (n > PROTO_MAX_IDS || !(j->prompt_ids = malloc((n ? n : 1) * sizeof(int32_t)))) {
-            snprintf(err, errlen, "\"prompt_ids\": at most %d ids", PROTO_MAX_IDS);
-            return -1;
-        }
-        for (size_t i = 0; i < n; i++) j->prompt_ids[i] = (int32_t)json_integer_value(json_array_get(ids, i));
-        q->prompt_ids = j->prompt_ids;
-        q->n_prompt_ids = (uint32_t)n;
-        q->has |= PROTO_HAS(PF_PROMPT_IDS);
-    } else {
-        snprintf(err, errlen, "\"prompt\" (a string) or \"prompt_ids\" (an array) is required");
-        return -1;
-    }
-    double mt = q->max_tokens, t = q->temperature, tk = q->top_k, tp = q->top_p, mp = q->min_p,
-           rp = q->repetition_penalty, pp = q->presence_penalty, fp = q->frequency_penalty, seed = (double)q->seed;
-    if (job_num(o, "max_tokens", &mt) || job_num(o, "temperature", &t) || job_num(o, "top_k", &tk) ||
-        job_num(o, "top_p", &tp) || job_num(o, "min_p", &mp) || job_num(o, "repetition_penalty", &rp) ||
-        job_num(o, "presence_penalty", &pp) || job_num(o, "frequency_penalty", &fp) || job_num(o, "seed", &seed)) {
-        snprintf(err, errlen, "a numeric field has a non-numeric value");
-        return -1;
-    }
-    q->max_tokens = (int32_t)mt;
-    q->temperature = (float)t;
-    q->top_k = (int32_t)tk;
-    q->top_p = (float)tp;
-    q->min_p = (float)mp;
-    q->repetition_penalty = (float)rp;
-    q->presence_penalty = (float)pp;
-    q->frequency_penalty = (float)fp;
-    if (json_object_get(o, "seed")) q->seed = (uint64_t)json_integer_value(json_object_get(o, "seed"));
-    if (json_object_get(o, "ignore_eos")) q->ignore_eos = json_is_true(json_object_get(o, "ignore_eos"));
-    if (json_object_get(o, "allow_special")) q->allow_special = json_is_true(json_object_get(o, "allow_special"));
-    json_t *prio = json_object_get(o, "priority");
-    if (prio) {
-        const char *ps = json_string_value(prio);
-        int pr = ps ? proto_priority_parse(ps, strlen(ps)) : -1;
-        if (pr < 0) {
-            snprintf(err, errlen, "\"priority\": \"interactive\" or \"bulk\"");
-            return -1;
-        }
-        q->priority = (proto_priority)pr;
-    }
-    json_t *stop = json_object_get(o, "stop");
-    if (stop) {
-        json_t *arr = json_is_string(stop) ? json_pack("[O]", stop) : json_incref(stop);
-        q->n_stop = 0;
-        if (!json_is_array(arr) || json_array_size(arr) > PROTO_MAX_STOPS) {
-            json_decref(arr);
-            snprintf(err, errlen, "\"stop\": a string or up to %d strings", PROTO_MAX_STOPS);
-            return -1;
-        }
-        for (size_t i = 0; i < json_array_size(arr); i++) {
-            json_t *s = json_array_get(arr, i);
-            size_t n = json_is_string(s) ? json_string_length(s) : 0;
-            if (n < 1 || n > PROTO_MAX_STOP_BYTES) {
-                json_decref(arr);
-                snprintf(err, errlen, "\"stop\": strings of 1..%d bytes", PROTO_MAX_STOP_BYTES);
-                return -1;
-            }
-            memcpy(j->stops[i], json_string_value(s), n + 1);
-            q->stop[q->n_stop++] = (proto_str){j->stops[i], (uint32_t)n};
-        }
-        json_decref(arr);
-    } else {
-        for (uint32_t i = 0; i < q->n_stop; i++) {
-            memcpy(j->stops[i], q->stop[i].ptr, q->stop[i].len);
-            j->stops[i][q->stop[i].len] = 0;
-            q->stop[i].ptr = j->stops[i];
-        }
-    }
-    return 0;
-oom:
-    snprintf(err, errlen, "out of memory");
-    return -1;
-}
-
 static void batch_free(batch *b) {
     for (int i = 0; i < b->n; i++) {
-        free(b->jobs[i].id);
-        free(b->jobs[i].prompt);
-        free(b->jobs[i].prompt_ids);
-        free(b->jobs[i].line);
+        batch_job *j = &b->jobs[i];
+        json_decref(j->id);
+        free(j->input);
+        if (j->mapped) proto_json_submit_free(&j->sub);
+        free(j->line);
+        free(j->bad_msg);
     }
     free(b->jobs);
 }
 
-/* Reads every line of path. 0 or -1 after printing the problem. */
+/* An error-file line for job j. */
+static void batch_error_line(batch *b, batch_job *j, const char *msg, const char *reason, const char *field,
+                             int code) {
+    if (b->err_is_out) {
+        json_t *r = json_error_result(json_incref(j->id), code, msg);
+        if (r && reason && *reason) json_object_set_new(r, "reason", json_string(reason));
+        if (r && field && *field) json_object_set_new(r, "field", json_string(field));
+        j->line = r ? json_dumps(r, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        json_decref(r);
+        return; /* written in order with the results */
+    }
+    json_t *in = json_text(j->input, strlen(j->input)); /* verbatim: jq -r .input gives the line back */
+    json_t *o = json_pack("{s:i, s:O?, s:s, s:s, s:s, s:o}", "line", j->lineno, "id", j->id, "error", msg, "reason",
+                          reason ? reason : "", "field", field ? field : "", "input", in);
+    json_print_line(b->err, o);
+    fflush(b->err);
+}
+
+static char *strip_newline(const char *s, size_t n) {
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    char *c = malloc(n + 1);
+    if (c) {
+        memcpy(c, s, n);
+        c[n] = 0;
+    }
+    return c;
+}
+
+/* Reads every line of path and maps it. 0, or -1 after printing the problem (a file error; a bad
+ * line is not fatal: it is a failed job). */
 static int batch_read(batch *b, const char *path, const proto_msg *tmpl) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!f) {
@@ -169,23 +120,14 @@ static int batch_read(batch *b, const char *path, const proto_msg *tmpl) {
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    int cap_jobs = 0, lineno = 0, rc = 0;
-    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+    int cap_jobs = 0, lineno = 0, rc = 0, bad = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        json_error_t je;
-        json_t *o = json_loadb(line, (size_t)len, 0, &je);
-        if (!json_is_object(o)) {
-            fprintf(stderr, "gpt2c batch: %s:%d: not a JSON object: %s\n", path, lineno, o ? "" : je.text);
-            json_decref(o);
-            rc = -1;
-            break;
-        }
         if (b->n == cap_jobs) {
             cap_jobs = cap_jobs ? 2 * cap_jobs : 64;
             batch_job *p = realloc(b->jobs, (size_t)cap_jobs * sizeof(*p));
             if (!p) {
-                json_decref(o);
                 rc = -1;
                 break;
             }
@@ -193,16 +135,96 @@ static int batch_read(batch *b, const char *path, const proto_msg *tmpl) {
         }
         batch_job *j = &b->jobs[b->n];
         memset(j, 0, sizeof(*j));
-        b->n++;
-        char err[256];
-        if (job_parse(j, tmpl, o, b->n - 1, err, sizeof(err)) < 0) {
-            fprintf(stderr, "gpt2c batch: %s:%d: %s\n", path, lineno, err);
-            rc = -1;
+        int index = b->n++;
+        j->lineno = lineno;
+        j->input = strip_newline(line, (size_t)len);
+        char idx[32];
+        snprintf(idx, sizeof(idx), "%d", index);
+        proto_msg d = *tmpl;
+        d.id = (proto_cid){1, 0, {idx, (uint32_t)strlen(idx)}};
+        proto_json_error e;
+        json_t *obj = NULL;
+        if (proto_json_submit_parse(&j->sub, line, (size_t)len, &d, NULL, &obj, &e) == 0) {
+            j->mapped = 1;
+            j->id = json_cid(&j->sub.msg.id);
+            j->sub.msg.id = (proto_cid){0, (uint64_t)index, {0}};
+            j->sub.msg.stream = 1; /* token frames drive the progress bar; done still has the text */
+        } else {
+            /* the id, if the line has a usable one, else the index */
+            json_t *id = json_object_get(obj, "id");
+            j->id = json_is_string(id) || json_is_integer(id) ? json_incref(id) : json_string(idx);
+            j->state = JOB_FAILED;
+            const char *msg = e.message; /* names the field */
+            if (bad++ < BATCH_MAX_REPORTED)
+                fprintf(stderr, "gpt2c batch: %s:%d: %s (%s)\n", path, lineno, msg, proto_reason_name(e.reason));
+            /* the error file is opened later (once the broker answers): keep what it needs */
+            j->bad_msg = strdup(msg);
+            j->bad_reason = e.reason;
+            snprintf(j->bad_field, sizeof(j->bad_field), "%s", e.field);
         }
+        json_decref(obj);
+    }
+    if (bad > BATCH_MAX_REPORTED)
+        fprintf(stderr, "gpt2c batch: %s: %d more bad lines (see the error file)\n", path, bad - BATCH_MAX_REPORTED);
+    free(line);
+    if (f != stdin) fclose(f);
+    return rc;
+}
+
+/* ---- --resume: ids already in OUT ------------------------------------------------------------------ */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The id of a JSON value as a canonical string (compact JSON), for comparing ids. */
+static char *id_key(const json_t *id) { return json_dumps(id, JSON_COMPACT | JSON_ENCODE_ANY); }
+
+/* Marks jobs whose id has a result line in path as skipped. 0, or -1 after printing. */
+static int batch_resume(batch *b, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : (fprintf(stderr, "gpt2c batch: %s: %s\n", path, strerror(errno)), -1);
+    char **keys = NULL, *line = NULL;
+    size_t n = 0, cap = 0, lcap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        json_t *o = json_loadb(line, (size_t)len, 0, NULL);
+        json_t *id = json_object_get(o, "id");
+        if (!id) { /* a torn last line (killed mid-write) is tolerated: it is rewritten */
+            fprintf(stderr, "gpt2c batch: %s:%d: not a result line; ignored\n", path, lineno);
+            json_decref(o);
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            char **p = realloc(keys, cap * sizeof(*p));
+            if (!p) {
+                json_decref(o);
+                rc = -1;
+                break;
+            }
+            keys = p;
+        }
+        keys[n] = id_key(id);
+        if (keys[n]) n++;
         json_decref(o);
     }
     free(line);
-    if (f != stdin) fclose(f);
+    fclose(f);
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    for (int i = 0; rc == 0 && i < b->n; i++) {
+        batch_job *j = &b->jobs[i];
+        if (j->state != JOB_PENDING) continue;
+        char *k = id_key(j->id);
+        if (k && bsearch(&k, keys, n, sizeof(*keys), cmp_str)) {
+            j->state = JOB_SKIPPED;
+            b->skipped++;
+        }
+        free(k);
+    }
+    for (size_t i = 0; i < n; i++) free(keys[i]);
+    free(keys);
     return rc;
 }
 
@@ -214,38 +236,44 @@ static void batch_progress(batch *b, int final) {
     b->last_progress = now;
     double el = (now - b->t0) / 1000.0;
     double rate = el > 0 ? (double)b->tokens / el : 0;
-    double eta = b->done > 0 ? el * (b->n - b->done) / b->done : 0;
-    int width = 30, fill = b->n ? width * b->done / b->n : width;
+    /* ETA from the work left: max_tokens of what has not ended, at the rate work got done so far */
+    double left = (double)(b->work_total - b->work_done);
+    double eta = b->work_done > 0 ? el * left / (double)b->work_done : 0;
+    int width = 30, fill = b->to_run ? width * b->done / b->to_run : width;
     char bar[64];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
-    fprintf(stderr, "\r[%s] %d/%d  %.1f tok/s  ETA %d:%02d  ", bar, b->done, b->n, rate, (int)eta / 60,
-            (int)eta % 60);
+    fprintf(stderr, "\r[%s] %d/%d  %llu tok  %.1f tok/s  ETA %d:%02d  ", bar, b->done, b->to_run,
+            (unsigned long long)b->tokens, rate, (int)eta / 60, (int)eta % 60);
     if (final) fputc('\n', stderr);
     fflush(stderr);
 }
 
-/* Writes the results that are next in input order. */
-static void batch_flush(batch *b) {
-    while (b->written < b->n && b->jobs[b->written].line) {
-        fputs(b->jobs[b->written].line, b->out);
-        fputc('\n', b->out);
-        free(b->jobs[b->written].line);
-        b->jobs[b->written].line = NULL;
+/* Writes the results that are next in input order (all finished ones when `all`). */
+static void batch_flush(batch *b, int all) {
+    while (b->written < b->n) {
+        batch_job *j = &b->jobs[b->written];
+        int ended = j->state != JOB_PENDING;
+        if (!ended && !all) break;
+        if (j->line && (j->state == JOB_OK || (b->err_is_out && j->state == JOB_FAILED))) {
+            fputs(j->line, b->out);
+            fputc('\n', b->out);
+        }
+        free(j->line);
+        j->line = NULL;
         b->written++;
     }
     fflush(b->out);
 }
 
-static void batch_end(batch *b, batch_job *j, json_t *result, int failed) {
-    char *s = result ? json_dumps(result, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-    json_decref(result);
-    j->line = s ? s : strdup("{}");
+static void batch_end(batch *b, batch_job *j, job_state st) {
+    if (j->in_flight) b->in_flight--;
     j->in_flight = 0;
-    b->in_flight--;
+    j->state = st;
     b->done++;
-    b->failed += failed;
-    batch_flush(b);
+    b->failed += st == JOB_FAILED;
+    b->work_done += (uint64_t)j->sub.msg.max_tokens - j->streamed;
+    batch_flush(b, 0);
 }
 
 /* The job to submit next: a due retry first, else the next new one. */
@@ -254,26 +282,25 @@ static batch_job *batch_pick(batch *b, double now) {
         batch_job *j = &b->jobs[i];
         if (j->retry_at > 0 && j->retry_at <= now) return j;
     }
+    while (b->next < b->n && b->jobs[b->next].state != JOB_PENDING) b->next++;
     return b->next < b->n ? &b->jobs[b->next] : NULL;
 }
 
-static int batch_submit(batch *b, conn *c, double now) {
+static void batch_submit(batch *b, conn *c, double now) {
     while (b->in_flight < b->concurrency_limit) {
         batch_job *j = batch_pick(b, now);
-        if (!j) return 0;
+        if (!j) return;
         if (j == &b->jobs[b->next]) b->next++;
         if (j->retry_at > 0) b->n_retry--;
         j->retry_at = 0;
-        if (conn_send(c, &j->req) < 0) {
-            /* refused locally (e.g. a prompt over the protocol's limits): a failed result */
-            b->in_flight++;
-            batch_end(b, j, json_error_result(json_string(j->id), PROTO_CODE_BAD_REQUEST, "cannot send"), 1);
+        if (conn_send(c, &j->sub.msg) < 0) { /* refused locally: a failed result */
+            batch_error_line(b, j, c->err, "", "", PROTO_CODE_BAD_REQUEST);
+            batch_end(b, j, JOB_FAILED);
             continue;
         }
         j->in_flight = 1;
         b->in_flight++;
     }
-    return 0;
 }
 
 static void batch_on_message(batch *b, const proto_msg *m, double now) {
@@ -285,9 +312,35 @@ static void batch_on_message(batch *b, const proto_msg *m, double now) {
     }
     batch_job *j = &b->jobs[m->id.num];
     if (!j->in_flight) return;
-    if (m->type == PROTO_T_DONE) {
-        b->tokens += (uint64_t)m->completion_tokens;
-        batch_end(b, j, json_result(json_string(j->id), m), m->finish == PROTO_FINISH_ERROR);
+    if (m->type == PROTO_T_TOKEN) {
+        j->streamed++;
+        b->tokens++;
+        b->work_done++;
+    } else if (m->type == PROTO_T_DONE) {
+        if (m->completion_tokens > (int32_t)j->streamed) { /* tokens the stream did not show */
+            b->tokens += (uint64_t)m->completion_tokens - j->streamed;
+            b->work_done += (uint64_t)m->completion_tokens - j->streamed;
+            j->streamed = (uint32_t)m->completion_tokens;
+        }
+        if (m->finish == PROTO_FINISH_CANCELLED) {
+            batch_end(b, j, JOB_UNFINISHED);
+        } else if (m->finish == PROTO_FINISH_ERROR) {
+            char msg[PROTO_MAX_MESSAGE_BYTES + 8];
+            snprintf(msg, sizeof(msg), "%.*s", (int)m->message.len, m->message.ptr ? m->message.ptr : "");
+            batch_error_line(b, j, msg, "", "", PROTO_CODE_INTERNAL);
+            if (b->err_is_out) {
+                free(j->line);
+                json_t *r = json_result(json_incref(j->id), m);
+                j->line = r ? json_dumps(r, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+                json_decref(r);
+            }
+            batch_end(b, j, JOB_FAILED);
+        } else {
+            json_t *r = json_result(json_incref(j->id), m);
+            j->line = r ? json_dumps(r, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+            json_decref(r);
+            batch_end(b, j, JOB_OK);
+        }
     } else if (m->type == PROTO_T_ERROR && m->code == PROTO_CODE_OVERLOADED) {
         int delay = BATCH_RETRY_MIN_MS << (j->retries < 6 ? j->retries : 6);
         j->retries++;
@@ -295,11 +348,17 @@ static void batch_on_message(batch *b, const proto_msg *m, double now) {
         j->in_flight = 0;
         b->in_flight--;
         b->n_retry++;
+        b->tokens -= j->streamed; /* a refused request streamed nothing; keep the counts honest */
+        b->work_done -= j->streamed;
+        j->streamed = 0;
     } else if (m->type == PROTO_T_ERROR) {
-        char msg[PROTO_MAX_MESSAGE_BYTES + 64];
+        char msg[PROTO_MAX_MESSAGE_BYTES + 64], reason[64], field[64];
         snprintf(msg, sizeof(msg), "%s: %.*s", proto_code_name(m->code), (int)m->message.len,
                  m->message.ptr ? m->message.ptr : "");
-        batch_end(b, j, json_error_result(json_string(j->id), m->code, msg), 1);
+        snprintf(reason, sizeof(reason), "%.*s", (int)m->reason.len, m->reason.ptr ? m->reason.ptr : "");
+        snprintf(field, sizeof(field), "%.*s", (int)m->field.len, m->field.ptr ? m->field.ptr : "");
+        batch_error_line(b, j, msg, reason, field, m->code);
+        batch_end(b, j, JOB_FAILED);
     }
 }
 
@@ -309,7 +368,7 @@ static void batch_cancel_all(batch *b, conn *c) {
         if (!b->jobs[i].in_flight) continue;
         proto_msg x;
         proto_msg_init(&x, PROTO_T_CANCEL);
-        x.id = b->jobs[i].req.id;
+        x.id = b->jobs[i].sub.msg.id;
         x.has = PROTO_HAS(PF_ID);
         conn_send(c, &x);
     }
@@ -323,29 +382,103 @@ static void batch_cancel_all(batch *b, conn *c) {
     }
 }
 
+/* 1 if a and b name the same existing file. */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (strcmp(a, b) == 0) return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* After an interrupt: what did not finish, by id. */
+static void batch_report_unfinished(const batch *b) {
+    int n = 0;
+    for (int i = 0; i < b->n; i++) n += b->jobs[i].state == JOB_PENDING || b->jobs[i].state == JOB_UNFINISHED;
+    if (!n) return;
+    fprintf(stderr, "gpt2c batch: interrupted: %d request%s did not finish:", n, n == 1 ? "" : "s");
+    int shown = 0;
+    for (int i = 0; i < b->n && shown < 20; i++) {
+        const batch_job *j = &b->jobs[i];
+        if (j->state != JOB_PENDING && j->state != JOB_UNFINISHED) continue;
+        char *k = id_key(j->id);
+        fprintf(stderr, " %s", k ? k : "?");
+        free(k);
+        shown++;
+    }
+    fprintf(stderr, "%s\n", n > shown ? " ..." : "");
+    fprintf(stderr, "gpt2c batch: finished results are written; run the same command with --resume to do the rest\n");
+}
+
 int cmd_batch(gpt2c_options *o, volatile sig_atomic_t *interrupted) {
     if (o->n_args != 1 || o->concurrency < 1) {
         options_usage(stderr);
         return GPT2C_USAGE;
     }
+    const char *in = o->args[0];
+    if (o->output && strcmp(in, "-") != 0 && same_file(in, o->output)) {
+        fprintf(stderr, "gpt2c batch: the output %s is the input: refused (it would be overwritten)\n", o->output);
+        return GPT2C_USAGE;
+    }
+    if (o->resume && !o->output) {
+        fprintf(stderr, "gpt2c batch: --resume needs -o OUT.jsonl (the results to keep)\n");
+        return GPT2C_USAGE;
+    }
+    char errpath[1100];
+    if (o->errors) snprintf(errpath, sizeof(errpath), "%s", o->errors);
+    else if (o->output) snprintf(errpath, sizeof(errpath), "%s.errors", o->output);
+    else errpath[0] = 0;
+    if (errpath[0] && ((strcmp(in, "-") != 0 && same_file(in, errpath)) || (o->output && same_file(o->output, errpath)))) {
+        fprintf(stderr, "gpt2c batch: the error file %s is the input or the output: refused\n", errpath);
+        return GPT2C_USAGE;
+    }
     batch b;
     memset(&b, 0, sizeof(b));
     b.concurrency_limit = o->concurrency;
-    if (batch_read(&b, o->args[0], &o->req) < 0) {
+    b.path = in;
+    b.err_is_out = !errpath[0];
+    if (batch_read(&b, in, &o->req) < 0 || (o->resume && batch_resume(&b, o->output) < 0)) {
         batch_free(&b);
         return GPT2C_USAGE;
     }
-    b.out = o->output ? fopen(o->output, "w") : stdout;
-    if (!b.out) {
-        fprintf(stderr, "gpt2c batch: %s: %s\n", o->output, strerror(errno));
-        batch_free(&b);
-        return GPT2C_USAGE;
-    }
+    for (int i = 0; i < b.n; i++)
+        if (b.jobs[i].state == JOB_PENDING) {
+            b.to_run++;
+            b.work_total += (uint64_t)b.jobs[i].sub.msg.max_tokens;
+        }
+    int bad_lines = 0;
+    for (int i = 0; i < b.n; i++) bad_lines += b.jobs[i].state == JOB_FAILED;
     b.progress = o->progress < 0 ? isatty(STDERR_FILENO) : o->progress;
+
+    /* the broker first: OUT is opened only once it has answered */
     conn c;
-    int rc = conn_open(&c, o->connect);
+    memset(&c, 0, sizeof(c));
+    int rc = b.to_run > 0 ? endpoint_resolve(o) : 0;
+    if (rc == 0 && b.to_run > 0) rc = conn_open(&c, o->connect);
+    if (rc != 0) {
+        fprintf(stderr, "gpt2c batch: nothing run; %s left as it was\n", o->output ? o->output : "the output");
+        conn_close(&c);
+        batch_free(&b);
+        return rc;
+    }
+    b.out = o->output ? fopen(o->output, o->resume ? "a" : "w") : stdout;
+    b.err = errpath[0] ? fopen(errpath, o->resume ? "a" : "w") : NULL;
+    if (!b.out || (errpath[0] && !b.err)) {
+        fprintf(stderr, "gpt2c batch: %s: %s\n", !b.out ? o->output : errpath, strerror(errno));
+        if (b.out && b.out != stdout) fclose(b.out);
+        conn_close(&c);
+        batch_free(&b);
+        return GPT2C_USAGE;
+    }
+    /* the lines that did not map: their error lines */
+    for (int i = 0; i < b.n; i++) {
+        batch_job *j = &b.jobs[i];
+        if (j->state != JOB_FAILED) continue;
+        batch_error_line(&b, j, j->bad_msg ? j->bad_msg : "invalid", proto_reason_name(j->bad_reason), j->bad_field,
+                         proto_reason_code(j->bad_reason));
+        b.failed++;
+    }
+    batch_flush(&b, 0);
     b.t0 = proto_clock_ms();
-    while (rc == 0 && b.done < b.n) {
+    while (rc == 0 && b.done < b.to_run) {
         double now = proto_clock_ms();
         if (*interrupted) {
             batch_cancel_all(&b, &c);
@@ -367,10 +500,15 @@ int cmd_batch(gpt2c_options *o, volatile sig_atomic_t *interrupted) {
         batch_progress(&b, 0);
     }
     batch_progress(&b, 1);
+    batch_flush(&b, 1); /* after an interrupt: every finished result, even past an unfinished one */
+    if (rc != 0) batch_report_unfinished(&b);
     if (rc == 0 && b.failed > 0) rc = GPT2C_SERVER_ERROR;
     if (b.out != stdout && fclose(b.out) != 0 && rc == 0) rc = GPT2C_USAGE;
-    fprintf(stderr, "gpt2c batch: %d/%d done, %d failed, %llu tokens in %.2f s\n", b.done, b.n, b.failed,
-            (unsigned long long)b.tokens, (proto_clock_ms() - b.t0) / 1000.0);
+    if (b.err && fclose(b.err) != 0 && rc == 0) rc = GPT2C_USAGE;
+    fprintf(stderr, "gpt2c batch: %d/%d done, %d failed (%d bad lines)%s%s, %d skipped (--resume), %llu tokens in %.2f s\n",
+            b.done, b.to_run, b.failed, bad_lines, b.failed && errpath[0] ? ", see " : "",
+            b.failed && errpath[0] ? errpath : "", b.skipped, (unsigned long long)b.tokens,
+            (proto_clock_ms() - b.t0) / 1000.0);
     conn_close(&c);
     batch_free(&b);
     return rc;

@@ -30,12 +30,37 @@ static char *read_stdin(size_t *len) {
     return buf;
 }
 
+/* What has been printed of the text, so that a terminal's prompt starts on a new line. */
+typedef struct {
+    int printed;    /* some text went to stdout */
+    char last;      /* its last byte */
+} gen_out;
+
+/* With --logprobs and no --json: one line per token (index, id, logprob, piece as a JSON string). */
+static void gen_logprob_line(const proto_msg *m) {
+    json_t *piece = json_text(m->text.ptr ? m->text.ptr : "", m->text.len);
+    char *ps = piece ? json_dumps(piece, JSON_ENCODE_ANY | JSON_ENSURE_ASCII) : NULL;
+    if (m->has & PROTO_HAS(PF_LOGPROB))
+        printf("%5d %6d %10.4f  %s\n", m->index, m->token, m->logprob, ps ? ps : "\"\"");
+    else
+        printf("%5d %6d %10s  %s\n", m->index, m->token, "-", ps ? ps : "\"\"");
+    free(ps);
+    json_decref(piece);
+}
+
 /* Prints a frame for the user. Returns -1 while the request runs, else the exit code. */
-static int gen_frame(const gpt2c_options *o, const proto_msg *m, int interrupted) {
+static int gen_frame(const gpt2c_options *o, const proto_msg *m, int interrupted, gen_out *out) {
     switch (m->type) {
     case PROTO_T_TOKEN:
-        if (o->json) json_print_line(stdout, json_token_frame(m));
-        else fwrite(m->text.ptr ? m->text.ptr : "", 1, m->text.len, stdout);
+        if (o->json) {
+            json_print_line(stdout, json_token_frame(m));
+        } else if (o->req.logprobs) {
+            gen_logprob_line(m);
+        } else if (m->text.len) {
+            fwrite(m->text.ptr, 1, m->text.len, stdout);
+            out->printed = 1;
+            out->last = m->text.ptr[m->text.len - 1];
+        }
         fflush(stdout);
         return -1;
     case PROTO_T_DONE: {
@@ -43,8 +68,6 @@ static int gen_frame(const gpt2c_options *o, const proto_msg *m, int interrupted
             json_t *r = json_result(json_cid(&m->id), m);
             if (r) json_object_set_new(r, "type", json_string("done"));
             json_print_line(stdout, r);
-        } else if (isatty(STDOUT_FILENO)) {
-            fputc('\n', stdout);
         }
         fflush(stdout);
         if (m->finish == PROTO_FINISH_ERROR) {
@@ -66,12 +89,12 @@ static int gen_frame(const gpt2c_options *o, const proto_msg *m, int interrupted
 }
 
 int cmd_generate(gpt2c_options *o, volatile sig_atomic_t *interrupted) {
-    if (o->n_args != 1) {
+    if (o->n_args != (o->prompt ? 0 : 1)) {
         options_usage(stderr);
         return GPT2C_USAGE;
     }
     char *owned = NULL;
-    const char *prompt = o->args[0];
+    const char *prompt = o->prompt ? o->prompt : o->args[0];
     size_t len = strlen(prompt);
     if (strcmp(prompt, "-") == 0) {
         prompt = owned = read_stdin(&len);
@@ -79,9 +102,17 @@ int cmd_generate(gpt2c_options *o, volatile sig_atomic_t *interrupted) {
             fprintf(stderr, "gpt2c: cannot read the prompt from stdin\n");
             return GPT2C_USAGE;
         }
+    } else if (!o->no_escape) { /* "\n" typed on the command line means a newline */
+        if (!(owned = strdup(prompt))) return GPT2C_USAGE;
+        len = options_unescape(owned);
+        prompt = owned;
     }
+    gen_out out = {0, 0};
     conn c;
-    int rc = conn_open(&c, o->connect);
+    memset(&c, 0, sizeof(c));
+    int rc = endpoint_resolve(o);
+    if (rc != 0) goto out;
+    rc = conn_open(&c, o->connect);
     if (rc != 0) goto out;
     proto_msg *q = &o->req;
     q->id = (proto_cid){0, 1, {0}};
@@ -112,10 +143,12 @@ int cmd_generate(gpt2c_options *o, volatile sig_atomic_t *interrupted) {
             break;
         }
         if (got == 0) continue;
-        rc = gen_frame(o, &m, *interrupted != 0);
+        rc = gen_frame(o, &m, *interrupted != 0, &out);
         proto_msg_destroy(&m);
     }
 out:
+    if (out.printed && out.last != '\n' && isatty(STDOUT_FILENO)) fputc('\n', stdout);
+    fflush(stdout);
     conn_close(&c);
     free(owned);
     return rc;

@@ -48,25 +48,43 @@ int conn_recv(conn *c, proto_msg *m, int timeout_ms);
 int conn_broker_dead(const conn *c);
 
 /* ---- request flags (options.c) ---------------------------------------------------------------- */
+/* The installed service's socket (systemd/gpt2d.service: RuntimeDirectory=gpt2d). */
+#define GPT2C_SYSTEM_ENDPOINT "ipc:///run/gpt2d/client.sock"
+
 typedef struct {
     proto_msg req;                     /* a submit with every sampling field set from flags */
-    char stop_buf[PROTO_MAX_STOPS][PROTO_MAX_STOP_BYTES + 1];
+    char stop_buf[PROTO_MAX_STOPS][4 * PROTO_MAX_STOP_BYTES + 1]; /* unescaped in place */
+    const char *stop_raw[PROTO_MAX_STOPS]; /* as typed, for messages */
     proto_bias bias[PROTO_MAX_BIAS];
-    const char *connect;               /* --connect, else $GPT2D_ENDPOINT, else the default */
+    const char *connect;               /* --connect, else $GPT2D_ENDPOINT, else the default search */
     const char *curve_key;             /* --curve-key FILE: our CURVE key pair (exported as $GPT2D_CURVE_KEY) */
     const char *server_key;            /* --server-key KEY|FILE: the broker's public key ($GPT2D_SERVER_KEY) */
-    char connect_buf[512];
+    const char *prompt;                /* --prompt TEXT */
+    char connect_buf[1024];
     int json;                          /* --json */
+    int no_escape;                     /* --no-escape */
     int concurrency;                   /* batch -c */
     const char *output;                /* batch -o */
+    const char *errors;                /* batch -e */
+    int resume;                        /* batch --resume */
     int progress;                      /* batch: -1 auto (tty), 0 off, 1 on */
-    const char *args[4];               /* positional arguments */
+    int version, help;
+    const char *args[4];               /* positional arguments (the command word included) */
     int n_args;
 } gpt2c_options;
 
-/* Parses argv (after the command word). 0, or -1 after printing the problem. */
+/* Parses argv (options anywhere, getopt_long). 0, or -1 after printing the problem. */
 int options_parse(gpt2c_options *o, int argc, char **argv);
 void options_usage(FILE *f);
+/* Interprets C escapes (\n \t \r \\ \" \' \xHH) in place; unknown ones stay. The new length. */
+size_t options_unescape(char *s);
+
+/* ---- endpoint (endpoint.c) ---------------------------------------------------------------------- */
+/* Sets o->connect: --connect (a bare PATH means ipc://PATH), else $GPT2D_ENDPOINT, else the first
+ * existing socket of $GPT2D_RUNTIME_DIR/client.sock (only it, when set), $XDG_RUNTIME_DIR/gpt2d/,
+ * /tmp/gpt2d-$UID/, GPT2C_SYSTEM_ENDPOINT. An ipc:// socket file that does not exist fails at once
+ * with a hint on how to start gpt2d. 0, or a GPT2C_* exit code after printing why. */
+int endpoint_resolve(gpt2c_options *o);
 
 /* ---- commands ----------------------------------------------------------------------------------- */
 int cmd_generate(gpt2c_options *o, volatile sig_atomic_t *interrupted);

@@ -3,11 +3,14 @@
  *   gpt2c batch IN.jsonl [-c N] [-o OUT.jsonl]  many requests with bounded concurrency
  *   gpt2c stats                                the broker's live state
  *   gpt2c keygen FILE                          a CURVE key pair for --curve-key / allow-lists
- * SIGINT/SIGTERM only set a flag: the command cancels its requests and exits 130. */
+ * Flags may come anywhere (getopt_long permutes): the first argument that is not a flag is the
+ * command word, or the prompt. SIGINT/SIGTERM only set a flag: the command cancels its requests
+ * and exits 130. */
 #include <signal.h>
 #include <string.h>
 
 #include "gpt2c.h"
+#include "proto_version.h"
 
 static volatile sig_atomic_t g_interrupted; /* count of SIGINT/SIGTERM received */
 
@@ -24,18 +27,28 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            options_usage(stdout);
-            return 0;
-        }
-    }
-    const char *cmd = argc > 1 ? argv[1] : "";
-    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 2, argv + 2);
-    int skip = (strcmp(cmd, "batch") == 0 || strcmp(cmd, "stats") == 0) ? 2 : 1;
     gpt2c_options o;
-    if (options_parse(&o, argc - skip, argv + skip) < 0) return GPT2C_USAGE;
-    if (strcmp(cmd, "batch") == 0) return cmd_batch(&o, &g_interrupted);
-    if (strcmp(cmd, "stats") == 0) return cmd_stats(&o);
+    if (options_parse(&o, argc, argv) < 0) return GPT2C_USAGE;
+    if (o.help) {
+        options_usage(stdout);
+        return GPT2C_OK;
+    }
+    if (o.version) {
+        proto_version_print(stdout, "gpt2c", NULL);
+        return GPT2C_OK;
+    }
+    const char *cmd = o.n_args > 0 && !o.prompt ? o.args[0] : "";
+    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(o.n_args - 1, (char **)o.args + 1);
+    if (strcmp(cmd, "batch") == 0 || strcmp(cmd, "stats") == 0) {
+        memmove(o.args, o.args + 1, sizeof(o.args[0]) * (size_t)(o.n_args - 1));
+        o.n_args--;
+        if (strcmp(cmd, "batch") == 0) return cmd_batch(&o, &g_interrupted);
+        if (o.n_args != 0) {
+            fprintf(stderr, "gpt2c stats: no arguments expected (got '%s')\n", o.args[0]);
+            return GPT2C_USAGE;
+        }
+        int rc = endpoint_resolve(&o);
+        return rc ? rc : cmd_stats(&o);
+    }
     return cmd_generate(&o, &g_interrupted);
 }

@@ -66,6 +66,13 @@ static void stats_json(const proto_msg *m) {
                           "errors_total", (json_int_t)m->errors_total, "overloaded_total",
                           (json_int_t)m->overloaded_total, "tokens_per_s", m->tokens_per_s, "ttft_ms",
                           stats_pct(&m->ttft_pct), "itl_ms", stats_pct(&m->itl_pct), "workers", ws);
+    if (o && (m->has & PROTO_HAS(PF_RECENT))) {
+        const proto_recent *r = &m->recent;
+        json_object_set_new(o, "recent", json_pack("{s:f, s:I, s:I, s:I, s:f}", "window_s", r->window_s, "requests",
+                                                   (json_int_t)r->requests, "tokens", (json_int_t)r->tokens, "errors",
+                                                   (json_int_t)r->errors, "tokens_per_s",
+                                                   r->window_s > 0 ? (double)r->tokens / r->window_s : 0.0));
+    }
     if (o && (m->has & PROTO_HAS(PF_TTFT_HIST))) {
         json_object_set_new(o, "ttft_hist_ms", stats_hist_json(&m->ttft_hist));
         json_object_set_new(o, "itl_hist_ms", stats_hist_json(&m->itl_hist));
@@ -77,9 +84,23 @@ static void stats_json(const proto_msg *m) {
 static void stats_text(const proto_msg *m) {
     printf("gpt2d up %.1f s | queue %d/%d | running %d | %.1f tokens/s\n", m->uptime_s, m->queue, m->max_queue,
            m->running, m->tokens_per_s);
-    printf("requests %llu, tokens %llu, errors %llu, overloaded %llu\n", (unsigned long long)m->requests_total,
-           (unsigned long long)m->tokens_total, (unsigned long long)m->errors_total,
-           (unsigned long long)m->overloaded_total);
+    if (m->has & PROTO_HAS(PF_RECENT)) { /* a recent window beside since-start */
+        const proto_recent *r = &m->recent;
+        char win[32];
+        snprintf(win, sizeof(win), "last %.0f s", r->window_s);
+        printf("%-12s %14s %14s\n", "", win, "since start");
+        printf("%-12s %14llu %14llu\n", "requests", (unsigned long long)r->requests,
+               (unsigned long long)m->requests_total);
+        printf("%-12s %14llu %14llu\n", "tokens", (unsigned long long)r->tokens, (unsigned long long)m->tokens_total);
+        printf("%-12s %14llu %14llu\n", "errors", (unsigned long long)r->errors, (unsigned long long)m->errors_total);
+        printf("%-12s %14.1f %14.1f\n", "tokens/s", r->window_s > 0 ? (double)r->tokens / r->window_s : 0.0,
+               m->uptime_s > 0 ? (double)m->tokens_total / m->uptime_s : 0.0);
+        printf("overloaded %llu since start\n", (unsigned long long)m->overloaded_total);
+    } else {
+        printf("requests %llu, tokens %llu, errors %llu, overloaded %llu\n", (unsigned long long)m->requests_total,
+               (unsigned long long)m->tokens_total, (unsigned long long)m->errors_total,
+               (unsigned long long)m->overloaded_total);
+    }
     printf("time to first token ms  p50 %8.2f  p90 %8.2f  p99 %8.2f\n", m->ttft_pct.p50, m->ttft_pct.p90,
            m->ttft_pct.p99);
     printf("inter-token ms          p50 %8.2f  p90 %8.2f  p99 %8.2f\n", m->itl_pct.p50, m->itl_pct.p90,

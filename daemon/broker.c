@@ -475,6 +475,7 @@ static int request_fail(broker *b, request *r, proto_reason code, const char *me
     memcpy(idbuf, r->cid_buf, sizeof(idbuf));
     id.str.ptr = idbuf;
     b->errors_total++;
+    metrics_error(&b->met, proto_clock_ms());
     proto_msg e;
     proto_msg_init(&e, PROTO_T_ERROR);
     e.reason = (proto_str){proto_reason_name(code), (uint32_t)strlen(proto_reason_name(code))};
@@ -899,9 +900,10 @@ static void on_worker_end(broker *b, worker *w, const proto_msg *m) {
         }
         e.name = (proto_str){w->name, (uint32_t)strlen(w->name)};
         e.has |= PROTO_HAS(PF_NAME);
-        if (m->finish == PROTO_FINISH_ERROR) b->errors_total++;
+        if (m->finish == PROTO_FINISH_ERROR) b->errors_total++, metrics_error(&b->met, proto_clock_ms());
     } else {
         b->errors_total++;
+        metrics_error(&b->met, proto_clock_ms());
     }
     request_log_end(b, r, &e);
     request_free(b, r);
@@ -1069,6 +1071,7 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
     c->n_reqs++;
     q_push(b, r, 0);
     b->requests_total++;
+    metrics_request(&b->met, proto_clock_ms());
     dispatch(b);
 }
 
@@ -1143,7 +1146,8 @@ static void on_client_stats(broker *b, proto_frame *f) {
     s.ttft_hist = b->met.ttft_hist;
     s.itl_hist = b->met.itl_hist;
     s.total_hist = b->met.total_hist;
-    s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST);
+    s.recent = metrics_recent(&b->met, now);
+    s.has |= PROTO_HAS(PF_TTFT_HIST) | PROTO_HAS(PF_ITL_HIST) | PROTO_HAS(PF_TOTAL_HIST) | PROTO_HAS(PF_RECENT);
     s.worker_list = wl;
     s.n_worker_list = (uint32_t)n;
     send_client(b, f->ident, f->ident_len, &s);

@@ -15,6 +15,8 @@
 
 #include "proto.h"
 #include "proto_log.h"
+#include "proto_suggest.h"
+#include "proto_version.h"
 
 #define CONFIG_MAX_FILE_BYTES (1 << 20)
 
@@ -79,6 +81,13 @@ static const option *opt_find(const char *name, size_t len) {
         if (strlen(o->name) == len && strncmp(name, o->name, len) == 0) return o;
     }
     return NULL;
+}
+
+/* "did you mean": the setting named closest to name (len bytes), or NULL. */
+static const char *opt_suggest(const char *name, size_t len) {
+    const char *names[N_OPTIONS];
+    for (size_t k = 0; k < N_OPTIONS; k++) names[k] = opt_at(k)->name;
+    return proto_suggest(name, len, names, N_OPTIONS);
 }
 
 /* The struct o's field lives in: cfg itself, or its engine options. */
@@ -168,7 +177,9 @@ static int config_load_file(config *cfg, const char *path) {
         }
         const option *o = opt_find(key, strlen(key));
         if (!o) {
-            fprintf(stderr, "%s:%d: unknown key '%s' (gpt2d --help lists them)\n", path, line_no, key);
+            const char *near = opt_suggest(key, strlen(key));
+            fprintf(stderr, "%s:%d: unknown key '%s'%s%s%s (gpt2d --help lists them)\n", path, line_no, key,
+                    near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "");
             return -1;
         }
         size_t k = opt_index(o);
@@ -223,7 +234,9 @@ static int arg_next(int argc, char **argv, int *i, const option **o, const char 
     size_t alen = strcspn(a, "=");
     int is_config = alen == 8 && strncmp(a, "--config", 8) == 0;
     if (!is_config && (strncmp(a, "--", 2) != 0 || !(*o = opt_find(a + 2, alen - 2)))) {
-        fprintf(stderr, "gpt2d: unknown option '%s' (see --help)\n", a);
+        const char *w = a + strspn(a, "-"), *near = opt_suggest(w, strcspn(w, "="));
+        fprintf(stderr, "gpt2d: unknown option '%s'%s%s%s (see --help)\n", a, near ? "; did you mean '--" : "",
+                near ? near : "", near ? "'?" : "");
         return -1;
     }
     if (a[alen] == '=') *val = a + alen + 1;
@@ -245,7 +258,7 @@ static int config_actions(config *cfg, int argc, char **argv, int *print) {
             return 1;
         }
         if (strcmp(a, "--version") == 0) {
-            printf("gpt2d (protocol v%d)\n", PROTO_VERSION);
+            proto_version_print(stdout, "gpt2d", NULL);
             return 1;
         }
         if (strcmp(a, "--check-config") == 0) cfg->check_config = 1;

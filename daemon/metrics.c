@@ -8,6 +8,7 @@
 void metrics_init(metrics *m, double now_ms) {
     memset(m, 0, sizeof(*m));
     for (int i = 0; i < METRICS_RATE_WINDOW_S; i++) m->bucket_sec[i] = -1;
+    for (int i = 0; i < PROTO_RECENT_WINDOW_S; i++) m->recent_sec[i] = -1;
     m->start_ms = now_ms;
 }
 
@@ -30,7 +31,36 @@ void metrics_itl(metrics *m, double ms) {
 
 void metrics_total(metrics *m, double ms) { m->total_hist.n[metrics_hist_bucket(ms)]++; }
 
+enum { RECENT_REQ, RECENT_TOK, RECENT_ERR };
+
+static void recent_add(metrics *m, double now_ms, int kind, uint64_t n) {
+    int64_t sec = (int64_t)floor((now_ms - m->start_ms) / 1000.0);
+    int i = (int)(sec % PROTO_RECENT_WINDOW_S);
+    if (m->recent_sec[i] != sec) {
+        m->recent_sec[i] = sec;
+        memset(m->recent_n[i], 0, sizeof(m->recent_n[i]));
+    }
+    m->recent_n[i][kind] += n;
+}
+
+void metrics_request(metrics *m, double now_ms) { recent_add(m, now_ms, RECENT_REQ, 1); }
+void metrics_error(metrics *m, double now_ms) { recent_add(m, now_ms, RECENT_ERR, 1); }
+
+proto_recent metrics_recent(const metrics *m, double now_ms) {
+    double t = (now_ms - m->start_ms) / 1000.0;
+    int64_t sec = (int64_t)floor(t);
+    proto_recent r = {t < PROTO_RECENT_WINDOW_S ? t : PROTO_RECENT_WINDOW_S, 0, 0, 0};
+    for (int i = 0; i < PROTO_RECENT_WINDOW_S; i++) {
+        if (m->recent_sec[i] < 0 || m->recent_sec[i] <= sec - PROTO_RECENT_WINDOW_S) continue;
+        r.requests += m->recent_n[i][RECENT_REQ];
+        r.tokens += m->recent_n[i][RECENT_TOK];
+        r.errors += m->recent_n[i][RECENT_ERR];
+    }
+    return r;
+}
+
 void metrics_tokens(metrics *m, double now_ms, uint64_t n) {
+    recent_add(m, now_ms, RECENT_TOK, n);
     int64_t sec = (int64_t)floor((now_ms - m->start_ms) / 1000.0);
     int i = (int)(sec % METRICS_RATE_WINDOW_S);
     if (m->bucket_sec[i] != sec) {

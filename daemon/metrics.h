@@ -23,6 +23,9 @@ typedef struct {
     proto_hist total_hist;             /* submit -> end of every request that ended */
     uint64_t bucket_tokens[METRICS_RATE_WINDOW_S]; /* tokens in second bucket_sec[i] */
     int64_t bucket_sec[METRICS_RATE_WINDOW_S];
+    /* the last PROTO_RECENT_WINDOW_S seconds, one bucket a second: requests, tokens, errors */
+    uint64_t recent_n[PROTO_RECENT_WINDOW_S][3];
+    int64_t recent_sec[PROTO_RECENT_WINDOW_S];
     double start_ms;
 } metrics;
 
@@ -32,6 +35,10 @@ void metrics_itl(metrics *m, double ms);
 void metrics_total(metrics *m, double ms);            /* a request ended, ms after its submit */
 void metrics_tokens(metrics *m, double now_ms, uint64_t n);
 double metrics_rate(const metrics *m, double now_ms); /* tokens/s over the window */
+void metrics_request(metrics *m, double now_ms);      /* a request was accepted */
+void metrics_error(metrics *m, double now_ms);        /* a request ended in error */
+/* Requests, tokens and errors of the last PROTO_RECENT_WINDOW_S seconds (less just after start). */
+proto_recent metrics_recent(const metrics *m, double now_ms);
 proto_pct metrics_ttft_pct(const metrics *m);         /* zeros if no samples */
 proto_pct metrics_itl_pct(const metrics *m);
 

@@ -80,6 +80,13 @@ static const pfield worker_fields[] = {
     {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
     {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
 };
+#define RC(f) offsetof(proto_recent, f)
+static const pfield recent_fields[] = {
+    {"window_s", K_F64, 0, RC(window_s), 0, 0, 1e12, NULL, 0, 0},
+    {"requests", K_U64, 0, RC(requests), 0, 0, 0, NULL, 0, 0},
+    {"tokens", K_U64, 0, RC(tokens), 0, 0, 0, NULL, 0, 0},
+    {"errors", K_U64, 0, RC(errors), 0, 0, 0, NULL, 0, 0},
+};
 #define H(i) (offsetof(proto_hist, n) + (i) * sizeof(uint64_t))
 static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUNDS_MS, then "inf" */
     {"1", K_U64, 0, H(0), 0, 0, 0, NULL, 0, 0},     {"2", K_U64, 0, H(1), 0, 0, 0, NULL, 0, 0},
@@ -157,6 +164,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
     [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
     [PF_PRIORITY] = {"priority", K_PRIORITY, 0, M(priority), 0, 0, 0, NULL, 0, 0},
+    [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -194,7 +202,8 @@ static const uint8_t t_stats_reply[] = {
     FLD(D, PF_NAME), FLD(D, PF_UPTIME_S), FLD(D, PF_QUEUE), FLD(D, PF_MAX_QUEUE), FLD(D, PF_RUNNING),
     FLD(D, PF_REQUESTS_TOTAL), FLD(D, PF_TOKENS_TOTAL), FLD(D, PF_ERRORS_TOTAL),
     FLD(D, PF_OVERLOADED_TOTAL), FLD(D, PF_TOKENS_PER_S), FLD(D, PF_TTFT_MS), FLD(D, PF_ITL_MS),
-    FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST)};
+    FLD(D, PF_WORKER_LIST), FLD(O, PF_TTFT_HIST), FLD(O, PF_ITL_HIST), FLD(O, PF_TOTAL_HIST),
+    FLD(O, PF_RECENT)};
 static const uint8_t t_token[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_INDEX), FLD(R, PF_TOKEN),
                                   FLD(R, PF_TEXT), FLD(O, PF_LOGPROB)};
 static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH), FLD(D, PF_TEXT),
@@ -1056,6 +1065,15 @@ static int type_field_index(const ptype *t, const msgpack_object *key) {
     for (int i = 0; i < t->n; i++)
         if (key_is(key, fields[t->f[2 * i + 1]].key)) return i;
     return -1;
+}
+
+int proto_type_has_field(proto_type t, const char *key, size_t len) {
+    if (t <= PROTO_T_NONE || t >= PROTO_T_COUNT || !key) return 0;
+    for (int i = 0; i < types[t].n; i++) {
+        const char *k = fields[types[t].f[2 * i + 1]].key;
+        if (strlen(k) == len && memcmp(k, key, len) == 0) return 1;
+    }
+    return 0;
 }
 
 /* Pass 1: "t", "v", and the request id, so that even a refused message can be answered. */

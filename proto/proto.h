@@ -197,6 +197,7 @@ typedef enum {
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
     PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_SECRET,
     PF_PRIORITY,
+    PF_RECENT,
     PF_COUNT
 } proto_field_id;
 #define PROTO_HAS(f) (UINT64_C(1) << (f))
@@ -229,6 +230,14 @@ typedef struct {
 typedef struct {
     uint64_t n[PROTO_HIST_BUCKETS];
 } proto_hist;
+
+/* stats_reply "recent": what happened in the last window_s seconds (PROTO_RECENT_WINDOW_S, or
+ * less just after start), beside the since-start totals. */
+#define PROTO_RECENT_WINDOW_S 60
+typedef struct {
+    double window_s;
+    uint64_t requests, tokens, errors;
+} proto_recent;
 
 typedef struct {
     proto_str name;
@@ -315,6 +324,7 @@ typedef struct {
     double tokens_per_s, uptime_s;
     proto_pct ttft_pct, itl_pct;
     proto_hist ttft_hist, itl_hist, total_hist; /* stats_reply, optional */
+    proto_recent recent;                        /* stats_reply, optional */
     const proto_worker_info *worker_list;
     uint32_t n_worker_list;
 
@@ -362,6 +372,9 @@ int proto_cid_equal(const proto_cid *a, const proto_cid *b);
  * $GPT2D_RUNTIME_DIR, else $XDG_RUNTIME_DIR/gpt2d, else /tmp/gpt2d-<uid>. dir (may be NULL)
  * receives the directory. Returns buf, or NULL if it does not fit. */
 const char *proto_default_endpoint(int worker_side, char *buf, size_t cap, char *dir, size_t dircap);
+
+/* 1 if key (len bytes) is a field of message type t (not "t" or "v"), else 0. */
+int proto_type_has_field(proto_type t, const char *key, size_t len);
 
 /* Checks that s is well-formed UTF-8 (no overlongs, no surrogates). 1 yes, 0 no. */
 int proto_utf8_valid(const char *s, size_t len);

@@ -9,6 +9,7 @@
  * Edge cases: a prompt exactly at the context limit, one past it, max_tokens reaching the end of
  * the context, cancel before admission / during prefill / during decode, a slot reused at once
  * after a cancel, and requests refused at submit with a specific error. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,10 +62,16 @@ static char *decorate(const char *line, int i, const char *stop, int arrival) {
     /* shorten max_tokens to keep the test quick: the workload's value / 4 */
     const char *mt = strstr(line, "\"max_tokens\": ");
     int max_tokens = mt ? atoi(mt + 14) / 4 : 32;
-    size_t len = strlen(line);
-    while (len && (line[len - 1] == '\n' || line[len - 1] == '}')) len--;
+    /* the line without its own max_tokens (batch lines refuse a key given twice) */
+    json_t *o = json_loads(line, 0, NULL);
+    json_object_del(o, "max_tokens");
+    char *base = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    size_t len = base ? strlen(base) : 0;
+    while (len && (base[len - 1] == '\n' || base[len - 1] == '}')) len--;
     char *out = malloc(len + strlen(extra) + 64);
-    memcpy(out, line, len);
+    memcpy(out, base, len);
+    free(base);
     sprintf(out + len, ", %s, \"max_tokens\": %d}", extra, max_tokens);
     return out;
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +30,8 @@
 #include "eopt.h"
 #include "gpt2.h"
 #include "kv.h"
+#include "matmul.h"
+#include "proto_version.h"
 
 #ifndef GPT2D_DATADIR
 #define GPT2D_DATADIR "data"
@@ -527,6 +530,12 @@ static int cmd_batch(const args *a) {
     gpt2_weights_opts wo;
     if (!dir || !in || !out || flag_int(a, "--concurrency", &conc) || parse_engine(a, &ec, &wo)) return 2;
     if (ec.n_slots <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
+    struct stat si, so;
+    if (strcmp(in, out) == 0 ||
+        (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)) {
+        fprintf(stderr, "gpt2-tool batch: the output %s is the input: refused (it would be overwritten)\n", out);
+        return 1;
+    }
     char err[512];
     batchfile *bf = batchfile_read(in, err, sizeof err);
     if (!bf) {
@@ -561,6 +570,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *c = argv[1];
+    if (strcmp(c, "--version") == 0 || strcmp(c, "-V") == 0) {
+        char kerr[256];
+        const mm_kernels *k = mm_kernels_select(getenv("GPT2D_ISA"), kerr, sizeof(kerr));
+        proto_version_print(stdout, "gpt2-tool", k ? k->name : kerr);
+        return 0;
+    }
     if (strcmp(c, "mkmodel") == 0) return cmd_mkmodel(&a);
     if (strcmp(c, "info") == 0) return cmd_info(&a);
     if (strcmp(c, "tokenize") == 0) return cmd_tokenize(&a);

@@ -30,6 +30,8 @@
 #include "eopt.h"
 #include "proto.h"
 #include "proto_log.h"
+#include "matmul.h"
+#include "proto_version.h"
 #include "proto_sock.h"
 
 _Static_assert(PROTO_MAX_STOPS == ENGINE_MAX_STOPS, "stop string count: proto and engine agree");
@@ -82,6 +84,11 @@ static int wk_parse(wk_options *o, int argc, char **argv) {
         if (rc > 0) continue;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             wk_usage(stdout);
+            return 1;
+        } else if (strcmp(a, "--version") == 0) {
+            char kerr[256];
+            const mm_kernels *k = mm_kernels_select(getenv("GPT2D_ISA"), kerr, sizeof(kerr));
+            proto_version_print(stdout, "gpt2d-worker", k ? k->name : kerr);
             return 1;
         } else if (strcmp(a, "--check") == 0) {
             o->check = 1;
@@ -398,6 +405,7 @@ static proto_reason wk_check_request(const worker *w, const proto_msg *m, const 
 static proto_reason wk_reason(engine_error e) {
     switch (e) {
     case ENGINE_E_PROMPT_TOO_LONG: return PROTO_R_PROMPT_TOO_LONG;
+    case ENGINE_E_OVER_CONTEXT: return PROTO_R_MAX_TOKENS_OVER_CONTEXT;
     case ENGINE_E_EMPTY_PROMPT: return PROTO_R_EMPTY_PROMPT;
     case ENGINE_E_TOKEN_RANGE: return PROTO_R_TOKEN_OUT_OF_RANGE;
     case ENGINE_E_BAD_UTF8: return PROTO_R_INVALID_UTF8;
@@ -460,6 +468,7 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     q.want_logprobs = m->logprobs;
     q.allow_special = m->allow_special;
     q.priority = m->priority == PROTO_PRIORITY_BULK ? ENGINE_PRIORITY_BULK : ENGINE_PRIORITY_INTERACTIVE;
+    q.fit_ctx = 1; /* the service refuses what cannot fit rather than cut it short */
     engine_refusal no;
     int rc = wk_live_add(w, m->rid, m->logprobs);
     if (rc == 0) rc = engine_submit(w->e, m->rid, &q, &no);

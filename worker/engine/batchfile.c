@@ -1,7 +1,10 @@
 /* batchfile.c — see batchfile.h. */
 #include "batchfile.h"
 
+#include "proto_json.h"
+
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +36,7 @@ static void job_free(batch_job *j) {
     free(j->prompt);
     free(j->token_ms);
     free(j->piece_end);
+    free(j->prompt_ids);
     for (int i = 0; i < ENGINE_MAX_STOPS; i++) free(j->stops[i]);
 }
 
@@ -49,82 +53,95 @@ void batchfile_reset(batchfile *bf) {
     bf->peak_running = 0;
 }
 
-/* Reads number field `key` of o into *out if present. -1 if present but not a number. */
-static int get_num(json_t *o, const char *key, double *out) {
+/* The keys gpt2-tool batch handles itself (load shaping, tests); every other key is a submit field
+ * judged by the shared mapper (proto/proto_json.h). */
+static const char *const batch_extra_keys[] = {"arrival_step", "cancel_after", "cancel_at_step", NULL};
+
+/* An optional integer extra key of o into *out. 0, or -1 with err naming it. */
+static int get_extra(json_t *o, const char *key, int lo, int *out, char *err, size_t errlen) {
     json_t *v = json_object_get(o, key);
     if (!v) return 0;
-    if (!json_is_number(v)) return -1;
-    *out = json_number_value(v);
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > 1000000000) {
+        snprintf(err, errlen, "field \"%s\": an integer in [%d, 1e9]", key, lo);
+        return -1;
+    }
+    *out = (int)json_integer_value(v);
     return 0;
 }
 
-/* Fills job j from one JSON object. 0 or -1 with err. */
-static int job_from_json(batch_job *j, json_t *o, int index, char *err, size_t errlen) {
-    json_t *id = json_object_get(o, "id"), *prompt = json_object_get(o, "prompt");
-    if (!json_is_string(prompt)) {
-        snprintf(err, errlen, "\"prompt\" must be a string");
-        return -1;
-    }
+/* Fills job j from one JSON line. 0 or -1 with err (naming the field). */
+static int job_from_json(batch_job *j, const char *line, int index, char *err, size_t errlen) {
     char idbuf[32];
     snprintf(idbuf, sizeof idbuf, "%d", index);
-    j->id = strdup(json_is_string(id) ? json_string_value(id) : idbuf);
-    j->prompt = malloc(json_string_length(prompt) + 1);
-    if (!j->id || !j->prompt) goto oom;
-    memcpy(j->prompt, json_string_value(prompt), json_string_length(prompt) + 1);
-    engine_request *q = &j->req;
-    q->prompt = j->prompt;
-    q->prompt_len = json_string_length(prompt);
-    sampler_params_default(&q->sampling);
-    double max_tokens = 16, temp = 0, top_k = 0, top_p = 1, min_p = 0, rep = 1, pres = 0, freq = 0,
-           seed = 0, arrival = 0, cancel = -1, cancel_step = -1;
-    if (get_num(o, "max_tokens", &max_tokens) || get_num(o, "temperature", &temp) ||
-        get_num(o, "top_k", &top_k) || get_num(o, "top_p", &top_p) || get_num(o, "min_p", &min_p) ||
-        get_num(o, "repetition_penalty", &rep) || get_num(o, "presence_penalty", &pres) ||
-        get_num(o, "frequency_penalty", &freq) || get_num(o, "seed", &seed) ||
-        get_num(o, "arrival_step", &arrival) || get_num(o, "cancel_after", &cancel) ||
-        get_num(o, "cancel_at_step", &cancel_step)) {
-        snprintf(err, errlen, "a numeric field has a non-numeric value");
+    proto_msg d;
+    proto_msg_init(&d, PROTO_T_SUBMIT);
+    d.id = (proto_cid){1, 0, {idbuf, (uint32_t)strlen(idbuf)}};
+    proto_json_submit sub;
+    proto_json_error e;
+    json_t *o = NULL;
+    if (proto_json_submit_parse(&sub, line, strlen(line), &d, batch_extra_keys, &o, &e) < 0) {
+        snprintf(err, errlen, "%s", e.message);
+        json_decref(o);
         return -1;
     }
-    q->max_tokens = (int)max_tokens;
-    q->sampling.temperature = (float)temp;
-    q->sampling.top_k = (int)top_k;
-    q->sampling.top_p = (float)top_p;
-    q->sampling.min_p = (float)min_p;
-    q->sampling.repetition_penalty = (float)rep;
-    q->sampling.presence_penalty = (float)pres;
-    q->sampling.frequency_penalty = (float)freq;
-    q->sampling.seed = (uint64_t)seed;
-    q->ignore_eos = json_is_true(json_object_get(o, "ignore_eos"));
-    j->arrival_step = (int)arrival;
-    j->cancel_after = (int)cancel;
-    j->cancel_at_step = (int)cancel_step;
-    json_t *stop = json_object_get(o, "stop");
-    if (json_is_string(stop)) {
-        j->stops[0] = strdup(json_string_value(stop));
-        q->n_stops = 1;
-    } else if (json_is_array(stop)) {
-        size_t k;
-        json_t *s;
-        json_array_foreach(stop, k, s) {
-            if (!json_is_string(s) || k >= ENGINE_MAX_STOPS) {
-                snprintf(err, errlen, "\"stop\" must be up to %d strings", ENGINE_MAX_STOPS);
-                return -1;
-            }
-            j->stops[k] = strdup(json_string_value(s));
-            q->n_stops = (int)k + 1;
-        }
+    j->arrival_step = 0;
+    j->cancel_after = j->cancel_at_step = -1;
+    int rc = get_extra(o, "arrival_step", 0, &j->arrival_step, err, errlen);
+    if (rc == 0) rc = get_extra(o, "cancel_after", -1, &j->cancel_after, err, errlen);
+    if (rc == 0) rc = get_extra(o, "cancel_at_step", -1, &j->cancel_at_step, err, errlen);
+    json_decref(o);
+    const proto_msg *m = &sub.msg;
+    char cid[PROTO_MAX_ID_BYTES + 32];
+    engine_request *q = &j->req;
+    if (rc < 0) goto out;
+    rc = -1;
+    j->id = strdup(proto_cid_str(&m->id, cid, sizeof cid));
+    if (!j->id) goto oom;
+    if (m->has & PROTO_HAS(PF_PROMPT)) {
+        if (!(j->prompt = malloc(m->prompt.len + 1))) goto oom;
+        memcpy(j->prompt, m->prompt.ptr ? m->prompt.ptr : "", m->prompt.len);
+        j->prompt[m->prompt.len] = 0;
+        q->prompt = j->prompt;
+        q->prompt_len = m->prompt.len;
+    } else {
+        if (!(j->prompt_ids = malloc(sizeof(int) * (m->n_prompt_ids + 1)))) goto oom;
+        for (uint32_t i = 0; i < m->n_prompt_ids; i++) j->prompt_ids[i] = m->prompt_ids[i];
+        q->prompt_ids = j->prompt_ids;
+        q->n_prompt_ids = (int)m->n_prompt_ids;
     }
-    for (int i = 0; i < q->n_stops; i++) q->stops[i] = j->stops[i];
-    int cap = q->max_tokens > 0 ? q->max_tokens : 1;
-    j->token_ms = calloc(cap, sizeof(double));
-    j->piece_end = calloc(cap, sizeof(size_t));
+    q->max_tokens = m->max_tokens; /* within [1, PROTO_MAX_MAX_TOKENS]: the mapper checked it */
+    sampler_params_default(&q->sampling);
+    q->sampling.temperature = m->temperature;
+    q->sampling.top_k = m->top_k;
+    q->sampling.top_p = m->top_p;
+    q->sampling.min_p = m->min_p;
+    q->sampling.repetition_penalty = m->repetition_penalty;
+    q->sampling.presence_penalty = m->presence_penalty;
+    q->sampling.frequency_penalty = m->frequency_penalty;
+    q->sampling.seed = m->seed;
+    q->sampling.n_bias = (int)m->n_logit_bias;
+    for (uint32_t i = 0; i < m->n_logit_bias; i++) {
+        q->sampling.bias_id[i] = m->logit_bias[i].id;
+        q->sampling.bias[i] = m->logit_bias[i].bias;
+    }
+    for (uint32_t i = 0; i < m->n_stop && i < ENGINE_MAX_STOPS; i++) {
+        if (!(j->stops[i] = strndup(m->stop[i].ptr, m->stop[i].len))) goto oom;
+        q->stops[i] = j->stops[i];
+        q->n_stops = (int)i + 1;
+    }
+    q->ignore_eos = m->ignore_eos;
+    q->allow_special = m->allow_special;
+    j->token_ms = calloc((size_t)q->max_tokens, sizeof(double));
+    j->piece_end = calloc((size_t)q->max_tokens, sizeof(size_t));
     if (!j->token_ms || !j->piece_end) goto oom;
     job_clear_results(j);
-    return 0;
+    rc = 0;
+    goto out;
 oom:
     snprintf(err, errlen, "out of memory");
-    return -1;
+out:
+    proto_json_submit_free(&sub);
+    return rc;
 }
 
 batchfile *batchfile_parse(const char *const *lines, int n, char *err, size_t errlen) {
@@ -135,19 +152,9 @@ batchfile *batchfile_parse(const char *const *lines, int n, char *err, size_t er
         return NULL;
     }
     for (int i = 0; i < n; i++) {
-        json_error_t je;
-        json_t *o = json_loads(lines[i], JSON_ALLOW_NUL, &je);
-        char e2[256];
+        char e2[384];
         bf->n = i + 1;
-        if (!json_is_object(o)) {
-            snprintf(err, errlen, "line %d: not a JSON object (%s)", i + 1, o ? "wrong type" : je.text);
-            json_decref(o);
-            batchfile_free(bf);
-            return NULL;
-        }
-        int rc = job_from_json(&bf->jobs[i], o, i, e2, sizeof e2);
-        json_decref(o);
-        if (rc != 0) {
+        if (job_from_json(&bf->jobs[i], lines[i], i, e2, sizeof e2) != 0) {
             snprintf(err, errlen, "line %d: %s", i + 1, e2);
             batchfile_free(bf);
             return NULL;

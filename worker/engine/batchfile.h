@@ -1,10 +1,13 @@
 /* batchfile.h — a JSONL file of requests run through the engine with continuous batching.
  *
- * Input lines (the fields of workload/emails.jsonl plus optional sampling fields):
- *   {"id": "...", "prompt": "...", "max_tokens": N, "temperature": T, "top_k": K, "top_p": P,
- *    "min_p": P, "repetition_penalty": R, "presence_penalty": P, "frequency_penalty": F,
- *    "seed": S, "stop": ["..."] or "...", "ignore_eos": bool}
- * and fields for tests and load shaping: "arrival_step" (submit at that engine step, default 0),
+ * Input lines are submit requests in JSON, mapped by the one strict mapper shared with gpt2c batch
+ * and the HTTP gateway (proto/proto_json.h: the protocol's fields, types and limits; an unknown key
+ * is an error naming the line and the key; "id" defaults to the line's index):
+ *   {"id": "...", "prompt": "..." or "prompt_ids": [...], "max_tokens": N, "temperature": T,
+ *    "top_k": K, "top_p": P, "min_p": P, "repetition_penalty": R, "presence_penalty": P,
+ *    "frequency_penalty": F, "seed": S, "logit_bias": [[id, bias]], "stop": ["..."] or "...",
+ *    "ignore_eos": bool, "allow_special": bool}
+ * plus integer fields for tests and load shaping: "arrival_step" (submit at that engine step, default 0),
  * "cancel_after" (cancel once that many tokens have streamed, 0 = right after submit; -1 = never)
  * and "cancel_at_step" (cancel at that engine step if still live; -1 = never).
  * Output lines: {"id", "text", "tokens", "finish_reason", "usage": {"prompt_tokens",
@@ -22,6 +25,7 @@
 typedef struct {
     char *id;
     char *prompt;
+    int *prompt_ids;
     engine_request req;           /* prompt, max_tokens, sampling and stops point into this job */
     char *stops[ENGINE_MAX_STOPS];
     int arrival_step;

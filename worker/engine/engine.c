@@ -259,6 +259,10 @@ static int request_prompt(engine *e, request *r, const engine_request *q, engine
     }
     if (n == 0) return refuse(why, ENGINE_E_EMPTY_PROMPT, field, "prompt is empty");
     r->user_prompt_tokens = n;
+    if (q->fit_ctx && (long)n + q->max_tokens > (long)e->n_ctx + 1) /* the last token needs no position */
+        return refuse(why, ENGINE_E_OVER_CONTEXT, "max_tokens",
+                      "prompt of %d tokens plus max_tokens %d exceed the context of %d positions (at most %d new "
+                      "tokens fit)", n, q->max_tokens, e->n_ctx, e->n_ctx + 1 - n);
     if (q->n_resume_ids < 0 || n + q->n_resume_ids > e->n_ctx)
         return refuse(why, ENGINE_E_PROMPT_TOO_LONG, "resume_ids",
                       "prompt plus %d resumed tokens exceed the context of %d", q->n_resume_ids, e->n_ctx);
@@ -363,7 +367,7 @@ oom:
 const char *engine_error_name(engine_error err) {
     static const char *const names[ENGINE_N_ERRORS] = {
         "ok", "bad_parameter", "empty_prompt", "prompt_too_long", "token_out_of_range", "bad_utf8",
-        "duplicate_id", "no_memory", "internal",
+        "duplicate_id", "no_memory", "internal", "max_tokens_over_context",
     };
     return err <= 0 && -err < ENGINE_N_ERRORS ? names[-err] : "unknown";
 }

@@ -61,8 +61,9 @@ typedef enum {
     ENGINE_E_DUPLICATE_ID = -6,   /* req_id is already live */
     ENGINE_E_NO_MEMORY = -7,
     ENGINE_E_INTERNAL = -8,       /* engine_step: the forward pass refused a batch (a bug) */
+    ENGINE_E_OVER_CONTEXT = -9,   /* fit_ctx: prompt + max_tokens do not fit the context (field max_tokens) */
 } engine_error;
-#define ENGINE_N_ERRORS 9
+#define ENGINE_N_ERRORS 10
 
 typedef struct {
     engine_error code;
@@ -101,6 +102,9 @@ typedef struct {
     int want_logprobs;
     int allow_special;       /* `<|endoftext|>` in prompt text is the special token */
     int priority;            /* ENGINE_PRIORITY_INTERACTIVE (0, default) or ENGINE_PRIORITY_BULK */
+    int fit_ctx;             /* 1: refuse at submit, with an error naming max_tokens, when the prompt
+                                plus max_tokens cannot fit the context (the service's rule); 0: stop
+                                with finish length where the context ends */
 } engine_request;
 
 #define ENGINE_PRIORITY_INTERACTIVE 0 /* admitted and prefilled ahead of ... */
