@@ -108,7 +108,7 @@ int main(int argc, char **argv) {
         const gpt2_config *c = runs[f].w ? gpt2_weights_config(runs[f].w) : NULL;
         if (c && ctx > c->n_ctx) ctx = c->n_ctx;
         runs[f].m = c ? gpt2_state_new(runs[f].w, max_prompt > GROUP ? max_prompt : GROUP, ctx, threads, err, sizeof err) : NULL;
-        runs[f].kv = runs[f].m ? kv_new(GROUP, c->n_layer, ctx, c->n_embd, c->n_head, err, sizeof err) : NULL;
+        runs[f].kv = runs[f].m ? kv_new_fixed(GROUP, c->n_layer, ctx, c->n_embd, c->n_head, err, sizeof err) : NULL;
         if (!runs[f].kv) {
             fprintf(stderr, "bench_accuracy: %s: %s\n", runs[f].name, err);
             return 1;
@@ -118,12 +118,12 @@ int main(int argc, char **argv) {
     float *ref = malloc(sizeof(float) * GROUP * V), *got = malloc(sizeof(float) * GROUP * V);
     int *pos = malloc(sizeof(int) * (max_prompt + GROUP)), *slot = malloc(sizeof(int) * (max_prompt + GROUP));
     int *out = malloc(sizeof(int) * (max_prompt + GROUP)), next[GROUP], step_tok[GROUP], len[GROUP];
-    int slots[MAX_FMT + 1][GROUP]; /* each format's arena hands out its own slot numbers */
+    int slots[MAX_FMT + 1][GROUP]; /* each format's arena: sequences 0..GROUP-1, open for the whole run */
     double t0 = bench_now();
     for (int g0 = 0; g0 < n; g0 += GROUP) {
         int gn = n - g0 < GROUP ? n - g0 : GROUP;
         for (int f = 0; f < nf; f++)
-            for (int s = 0; s < gn; s++) slots[f][s] = kv_alloc_slot(runs[f].kv);
+            for (int s = 0; s < gn; s++) slots[f][s] = s;
         /* prefill each prompt (truncated to leave room for G tokens), logits of its last token */
         for (int s = 0; s < gn; s++) {
             int P = n_ids[g0 + s] < ctx - G ? n_ids[g0 + s] : ctx - G;
@@ -150,8 +150,6 @@ int main(int argc, char **argv) {
             }
             for (int s = 0; s < gn; s++) next[s] = argmax(ref + (size_t)s * V, V);
         }
-        for (int f = 0; f < nf; f++)
-            for (int s = 0; s < gn; s++) kv_release_slot(runs[f].kv, slots[f][s]);
     }
     printf("accuracy vs fp32: %d email prompts, fp32's greedy path of %d tokens each (teacher-forced), "
            "%ld positions per format (%.0f s)\n", n, G, nf > 1 ? runs[1].positions : 0, bench_now() - t0);

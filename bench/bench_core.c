@@ -185,7 +185,7 @@ static double decode_median_s(gpt2_weights *w, int threads, int n) {
     char err[256];
     const gpt2_config *c = gpt2_weights_config(w);
     gpt2_state *m = gpt2_state_new(w, 128, 1024, threads, err, sizeof err);
-    kv_arena *kv = m ? kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err) : NULL;
+    kv_arena *kv = m ? kv_new_fixed(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err) : NULL;
     float *logits = malloc(sizeof(float) * c->n_vocab);
     double t[64], r = 0;
     if (kv && n <= 64) {
@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), P = 128, DEC = 64;
     gpt2_state *m = gpt2_state_new(wp, P, 1024, threads, err, sizeof err);
     const gpt2_config *c = gpt2_weights_config(wp);
-    kv_arena *kv = m ? kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err) : NULL;
+    kv_arena *kv = m ? kv_new_fixed(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err) : NULL;
     if (!kv) {
         fprintf(stderr, "bench_core: %s\n", err);
         return 1;
@@ -344,7 +344,7 @@ int main(int argc, char **argv) {
     {
         int B = 64, T0 = 256;
         gpt2_state *mb = gpt2_state_new(wp, B, T0 + 1, threads, err, sizeof err);
-        kv_arena *kvb = mb ? kv_new(B, c->n_layer, T0 + 1, c->n_embd, c->n_head, err, sizeof err) : NULL;
+        kv_arena *kvb = mb ? kv_new_fixed(B, c->n_layer, T0 + 1, c->n_embd, c->n_head, err, sizeof err) : NULL;
         float *lg = malloc(sizeof(float) * (size_t)B * c->n_vocab);
         int bt[64], bp[64], bs[64], bo[64];
         for (int i = 0; i < B; i++) bt[i] = (i * 31) % 50000, bp[i] = T0, bs[i] = i, bo[i] = i;
@@ -387,8 +387,8 @@ int main(int argc, char **argv) {
         double warm_s = bench_now() - t0;
         gpt2_state *msh = ws ? gpt2_state_new(ws, P, 1024, threads, err, sizeof err) : NULL;
         gpt2_state *mpr = gpt2_state_new(wp, P, 1024, threads, err, sizeof err);
-        kv_arena *kvs = kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err);
-        kv_arena *kvp = kv_new(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err);
+        kv_arena *kvs = kv_new_fixed(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err);
+        kv_arena *kvp = kv_new_fixed(1, c->n_layer, 1024, c->n_embd, c->n_head, err, sizeof err);
         if (!msh || !mpr || !kvs || !kvp) {
             printf("shared weights: %s\n", err);
         } else {

@@ -23,6 +23,9 @@ echo
 echo "== email workload, in-process engine (bench_batch)"
 "$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl ${GPT2D_BENCH_QUICK:+--quick}
 echo
+echo "== paged KV cache and prefix cache: a 300-token campaign preamble, memory per request (bench_prefix)"
+"$BUILD/bench/bench_prefix" "$MODEL" tests/data/emails.jsonl
+echo
 echo "== email workload, in-process engine, int8 weights (bench_batch --weights int8)"
 "$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl --quick --weights int8
 # The email workload through gpt2d once per weight format (GPT2D_BENCH_FORMATS, default fp32 and

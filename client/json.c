@@ -46,10 +46,11 @@ json_t *json_token_frame(const proto_msg *m) {
 json_t *json_result(json_t *id, const proto_msg *m) {
     json_t *toks = json_array();
     for (uint32_t i = 0; i < m->n_tokens; i++) json_array_append_new(toks, json_integer(m->tokens[i]));
-    json_t *o = json_pack("{s:o, s:o, s:o, s:s, s:{s:i, s:i}, s:{s:f, s:f, s:f}}", "id", id, "text",
+    json_t *o = json_pack("{s:o, s:o, s:o, s:s, s:{s:i, s:i, s:i}, s:{s:f, s:f, s:f}}", "id", id, "text",
                           json_text(m->text.ptr, m->text.len), "tokens", toks, "finish_reason",
                           proto_finish_name(m->finish), "usage", "prompt_tokens", m->prompt_tokens,
-                          "completion_tokens", m->completion_tokens, "timings", "queue_ms", m->queue_ms,
+                          "completion_tokens", m->completion_tokens, "cached_tokens", m->cached_tokens,
+                          "timings", "queue_ms", m->queue_ms,
                           "ttft_ms", m->ttft_ms, "total_ms", m->total_ms);
     if (o && (m->has & PROTO_HAS(PF_MESSAGE)))
         json_object_set_new(o, "error", json_text(m->message.ptr, m->message.len));

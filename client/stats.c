@@ -55,10 +55,14 @@ static void stats_json(const proto_msg *m) {
     json_t *ws = json_array();
     for (uint32_t i = 0; i < m->n_worker_list; i++) {
         const proto_worker_info *w = &m->worker_list[i];
-        json_array_append_new(ws, json_pack("{s:o, s:i, s:b, s:i, s:i, s:i, s:I}", "name",
-                                            json_text(w->name.ptr, w->name.len), "pid", w->pid, "local",
+        json_array_append_new(ws, json_pack("{s:o, s:i, s:b, s:i, s:i, s:i, s:I, s:{s:i, s:i, s:i, s:i, s:I, s:I}}",
+                                            "name", json_text(w->name.ptr, w->name.len), "pid", w->pid, "local",
                                             w->local, "slots", w->slots, "running", w->running, "credit",
-                                            w->credit, "tokens", (json_int_t)w->tokens));
+                                            w->credit, "tokens", (json_int_t)w->tokens, "kv", "pages",
+                                            w->kv.pages, "used", w->kv.used, "cached", w->kv.cached, "free",
+                                            w->kv.pages - w->kv.used - w->kv.cached, "prefix_lookup_tokens",
+                                            (json_int_t)w->kv.lookup_tokens, "prefix_hit_tokens",
+                                            (json_int_t)w->kv.hit_tokens));
     }
     json_t *o = json_pack("{s:f, s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:f, s:o, s:o, s:o}", "uptime_s", m->uptime_s,
                           "queue", m->queue, "max_queue", m->max_queue, "running", m->running, "requests_total",
@@ -79,6 +83,17 @@ static void stats_json(const proto_msg *m) {
         json_object_set_new(o, "total_hist_ms", stats_hist_json(&m->total_hist));
     }
     json_print_line(stdout, o);
+}
+
+/* Prefix-cache hits over every worker: "prefix cache: 1200 of 1500 prompt tokens (80.0%)". */
+static void stats_prefix_text(const proto_msg *m) {
+    uint64_t look = 0, hit = 0;
+    for (uint32_t i = 0; i < m->n_worker_list; i++) {
+        look += m->worker_list[i].kv.lookup_tokens;
+        hit += m->worker_list[i].kv.hit_tokens;
+    }
+    printf("prefix cache: %llu of %llu prompt tokens reused (%.1f%%)\n", (unsigned long long)hit,
+           (unsigned long long)look, look ? 100.0 * (double)hit / (double)look : 0.0);
 }
 
 static void stats_text(const proto_msg *m) {
@@ -110,11 +125,15 @@ static void stats_text(const proto_msg *m) {
         stats_hist_text("inter-token gaps, since start", &m->itl_hist);
         stats_hist_text("request latency (submit -> end), since start", &m->total_hist);
     }
-    printf("%-24s %8s %-6s %6s %8s %7s %10s\n", "worker", "pid", "where", "slots", "running", "credit", "tokens");
+    stats_prefix_text(m);
+    printf("%-24s %8s %-6s %6s %8s %7s %10s %24s\n", "worker", "pid", "where", "slots", "running", "credit", "tokens",
+           "KV pages used/cached/free");
     for (uint32_t i = 0; i < m->n_worker_list; i++) {
         const proto_worker_info *w = &m->worker_list[i];
-        printf("%-24.*s %8d %-6s %6d %8d %7d %10llu\n", (int)w->name.len, w->name.ptr ? w->name.ptr : "", w->pid,
-               w->local ? "local" : "remote", w->slots, w->running, w->credit, (unsigned long long)w->tokens);
+        char kv[64];
+        snprintf(kv, sizeof kv, "%d/%d/%d", w->kv.used, w->kv.cached, w->kv.pages - w->kv.used - w->kv.cached);
+        printf("%-24.*s %8d %-6s %6d %8d %7d %10llu %24s\n", (int)w->name.len, w->name.ptr ? w->name.ptr : "",
+               w->pid, w->local ? "local" : "remote", w->slots, w->running, w->credit, (unsigned long long)w->tokens, kv);
     }
 }
 

@@ -96,6 +96,7 @@ struct worker {
     char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* numerics fingerprint from ready ("" if none) */
     int running;                 /* requests given and not ended */
     uint64_t tokens;
+    proto_kv_info kv;            /* KV pages and prefix cache, from its last heartbeat */
     double expiry_ms, last_send_ms;
     request *reqs;
     worker *next;
@@ -949,7 +950,9 @@ static void on_worker_message(broker *b, proto_frame *f) {
     }
     w->expiry_ms = proto_clock_ms() + (double)PROTO_HEARTBEAT_MS * PROTO_LIVENESS;
     switch (m.type) {
-    case PROTO_T_HB: break;
+    case PROTO_T_HB:
+        if (m.has & PROTO_HAS(PF_KV)) w->kv = m.kv;
+        break;
     case PROTO_T_CREDIT:
         w->credit += m.credit;
         if (w->credit > w->slots - w->running) w->credit = w->slots - w->running > 0 ? w->slots - w->running : 0;
@@ -1129,6 +1132,7 @@ static void on_client_stats(broker *b, proto_frame *f) {
         wl[i].running = w->running;
         wl[i].local = (uint8_t)w->local;
         wl[i].tokens = w->tokens;
+        wl[i].kv = w->kv;
         i++;
     }
     s.name = (proto_str){"gpt2d", 5};

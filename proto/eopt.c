@@ -11,9 +11,12 @@
 #define F(f) offsetof(eopt_values, f)
 const eopt eopt_table[EOPT_COUNT] = {
 /*   name                  kind       field               default  min  max              arg     help */
-    {"slots",              EOPT_INT,  F(slots),           "0",     0,   PROTO_MAX_SLOTS, "N",    "concurrent requests per worker (0: the engine's default, 64)"},
-    {"kv-budget-mb",       EOPT_INT,  F(kv_budget_mb),    "0",     0,   1 << 24,         "N",    "with slots 0: as many KV-cache slots as fit in N MiB (0: off)"},
-    {"ctx",                EOPT_INT,  F(ctx),             "0",     0,   1 << 20,         "N",    "positions per slot (0: the model's n_ctx)"},
+    {"max-running",        EOPT_INT,  F(max_running),     "0",     0,   PROTO_MAX_SLOTS, "N",    "requests running at once per worker, within the KV budget (0: --slots, else 256)"},
+    {"kv-budget-mb",       EOPT_INT,  F(kv_budget_mb),    "0",     0,   1 << 24,         "N",    "KV cache per worker in MiB, in pages of 16 positions; a request waits until the pages it can reach are free (0: --slots, else 64, whole contexts)"},
+    {"prefix-cache",       EOPT_BOOL, F(prefix_cache),    "true",  0,   0,               "BOOL", "share the KV of cached prompt prefixes (exact: outputs are unchanged)"},
+    {"kv-dtype",           EOPT_STR,  F(kv_dtype),        "",      0,   0,               "fp32|fp16|bf16", "KV cache element type: fp32, or fp16 / bf16 (half the bytes; outputs differ from fp32 but stay invariant; default: fp32)"},
+    {"slots",              EOPT_INT,  F(slots),           "0",     0,   PROTO_MAX_SLOTS, "N",    "compatibility: --max-running N with a KV budget of N whole contexts (unless --kv-budget-mb)"},
+    {"ctx",                EOPT_INT,  F(ctx),             "0",     0,   1 << 20,         "N",    "positions a request may reach (0: the model's n_ctx)"},
     {"max-batch-tokens",   EOPT_INT,  F(max_batch_tokens), "0",    0,   1 << 20,         "N",    "tokens per engine step: the prefill chunk while nothing decodes (0: the engine's default, 512)"},
     {"prefill-min-tokens", EOPT_INT,  F(prefill_min_tokens), "64", 1,   1 << 20,         "N",    "prefill tokens a step still carries however many requests decode"},
     {"prefill-half",       EOPT_INT,  F(prefill_half),    "16",    0,   PROTO_MAX_SLOTS, "D",    "a step's prefill budget is max(prefill-min-tokens, max-batch-tokens * D / (D + decoding)): halved at D decoding requests; 0: a fixed budget (max-batch-tokens - decoding)"},

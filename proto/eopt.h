@@ -10,9 +10,12 @@
 #include <stdio.h>
 
 typedef struct {
-    int slots;              /* concurrent requests per worker (0: the engine's default) */
-    int kv_budget_mb;       /* with slots 0, as many slots as fit */
-    int ctx;                /* positions per slot (0: the model's) */
+    int slots;              /* compatibility: max_running N and, without kv_budget_mb, N whole contexts of KV */
+    int max_running;        /* requests running at once per worker (0: slots, else the engine's default) */
+    int kv_budget_mb;       /* KV cache MiB (0: slots, else 64, whole contexts) */
+    int prefix_cache;       /* share cached prompt prefixes (default on) */
+    const char *kv_dtype;   /* "fp32" (NULL: default), "fp16", "bf16" */
+    int ctx;                /* positions a request may reach (0: the model's) */
     int max_batch_tokens;   /* tokens per engine step (0: the engine's default, 512) */
     int prefill_min_tokens; /* the step's prefill budget while many decode (floor) */
     int prefill_half;       /* the prefill budget halves at this many decoding requests (0: fixed) */
@@ -36,7 +39,7 @@ typedef struct {
     const char *help;
 } eopt;
 
-#define EOPT_COUNT 12             /* entries of eopt_table */
+#define EOPT_COUNT 15             /* entries of eopt_table */
 extern const eopt eopt_table[EOPT_COUNT]; /* the engine settings, fields of eopt_values */
 
 /* Stores val (a string that outlives base) into o's field of base. "" unsets a string. Booleans take

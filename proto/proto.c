@@ -60,6 +60,15 @@ typedef struct pfield {
 static const pfield usage_fields[] = {
     {"prompt_tokens", K_I32, 0, M(prompt_tokens), 0, 0, I32MAX, NULL, 0, 0},
     {"completion_tokens", K_I32, 0, M(completion_tokens), 0, 0, I32MAX, NULL, 0, 0},
+    {"cached_tokens", K_I32, 0, M(cached_tokens), 0, 0, I32MAX, NULL, 0, 0},
+};
+#define KV(f) offsetof(proto_kv_info, f)
+static const pfield kv_fields[] = {
+    {"pages", K_I32, 0, KV(pages), 0, 0, I32MAX, NULL, 0, 0},
+    {"used", K_I32, 0, KV(used), 0, 0, I32MAX, NULL, 0, 0},
+    {"cached", K_I32, 0, KV(cached), 0, 0, I32MAX, NULL, 0, 0},
+    {"lookup_tokens", K_U64, 0, KV(lookup_tokens), 0, 0, 0, NULL, 0, 0},
+    {"hit_tokens", K_U64, 0, KV(hit_tokens), 0, 0, 0, NULL, 0, 0},
 };
 static const pfield timing_fields[] = {
     {"queue_ms", K_F64, 0, M(queue_ms), 0, 0, 1e12, NULL, 0, 0},
@@ -79,6 +88,11 @@ static const pfield worker_fields[] = {
     {"running", K_I32, 0, W(running), 0, 0, I32MAX, NULL, 0, 0},
     {"local", K_BOOL, 0, W(local), 0, 0, 0, NULL, 0, 0},
     {"tokens", K_U64, 0, W(tokens), 0, 0, 0, NULL, 0, 0},
+    {"kv_pages", K_I32, 0, W(kv.pages), 0, 0, I32MAX, NULL, 0, 0},
+    {"kv_used", K_I32, 0, W(kv.used), 0, 0, I32MAX, NULL, 0, 0},
+    {"kv_cached", K_I32, 0, W(kv.cached), 0, 0, I32MAX, NULL, 0, 0},
+    {"prefix_lookup_tokens", K_U64, 0, W(kv.lookup_tokens), 0, 0, 0, NULL, 0, 0},
+    {"prefix_hit_tokens", K_U64, 0, W(kv.hit_tokens), 0, 0, 0, NULL, 0, 0},
 };
 #define RC(f) offsetof(proto_recent, f)
 static const pfield recent_fields[] = {
@@ -165,6 +179,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
     [PF_PRIORITY] = {"priority", K_PRIORITY, 0, M(priority), 0, 0, 0, NULL, 0, 0},
     [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
+    [PF_KV] = {"kv", K_MAP, 0, M(kv), 0, 0, 0, kv_fields, NSUB(kv_fields), 0},
 };
 
 /* ============================================================================================== */
@@ -212,7 +227,7 @@ static const uint8_t t_done[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_FINISH
 static const uint8_t t_error[] = {FLD(O, PF_ID), FLD(O, PF_RID), FLD(R, PF_CODE), FLD(D, PF_MESSAGE),
                                   FLD(O, PF_REASON), FLD(O, PF_FIELD), FLD(O, PF_NAME)};
 static const uint8_t t_hb[] = {FLD(O, PF_RUNNING), FLD(O, PF_WAITING), FLD(O, PF_STEPS),
-                               FLD(O, PF_TOKENS_GENERATED)};
+                               FLD(O, PF_TOKENS_GENERATED), FLD(O, PF_KV)};
 static const uint8_t t_ready[] = {FLD(R, PF_SLOTS), FLD(D, PF_NAME), FLD(D, PF_PID), FLD(D, PF_N_CTX),
                                   FLD(O, PF_FINGERPRINT), FLD(O, PF_SECRET)};
 static const uint8_t t_credit[] = {FLD(R, PF_CREDIT)};
@@ -1031,7 +1046,7 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
 static int dec_sub(dec_ctx *c, const pfield *sub, int n, char *base, const msgpack_object *o,
                    const char *key) {
     if (o->type != MSGPACK_OBJECT_MAP) return wrong_type(c, key, "a map");
-    uint64_t seen = 0;
+    proto_fields seen = 0;
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
         int j = 0;
@@ -1118,8 +1133,8 @@ static int dec_header(dec_ctx *c, const msgpack_object *top) {
 static int dec_fields(dec_ctx *c, const msgpack_object *top) {
     proto_msg *m = c->m;
     const ptype *t = &types[m->type];
-    uint64_t header_ids = m->has;
-    uint64_t seen = 0;
+    proto_fields header_ids = m->has;
+    proto_fields seen = 0;
     m->fail = PROTO_R_NONE; /* pass 1's quiet id decoding may have set it */
     m->fail_field = NULL;
     for (uint32_t i = 0; i < top->via.map.size; i++) {

@@ -197,10 +197,14 @@ typedef enum {
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
     PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_SECRET,
     PF_PRIORITY,
-    PF_RECENT,
+    PF_RECENT, PF_KV,
     PF_COUNT
 } proto_field_id;
-#define PROTO_HAS(f) (UINT64_C(1) << (f))
+/* One bit per field in proto_msg.has. There are more than 64 fields, so the set is 128 bits wide (a
+ * GCC/Clang extension, on every target we build for). */
+__extension__ typedef unsigned __int128 proto_fields;
+#define PROTO_HAS(f) ((proto_fields)1 << (f))
+_Static_assert(PF_COUNT <= 128, "proto_msg.has holds at most 128 field bits");
 
 typedef struct {
     const char *ptr; /* not NUL-terminated; NULL only when len == 0 */
@@ -239,6 +243,13 @@ typedef struct {
     uint64_t requests, tokens, errors;
 } proto_recent;
 
+/* A worker's KV cache (hb "kv", stats_reply worker entries): pages of 16 positions, and the prefix
+ * cache's prompt tokens looked up / found since the worker started. */
+typedef struct {
+    int32_t pages, used, cached;  /* total; held by running requests; kept for reuse (evictable) */
+    uint64_t lookup_tokens, hit_tokens;
+} proto_kv_info;
+
 typedef struct {
     proto_str name;
     int32_t pid;       /* 0 if unknown */
@@ -247,12 +258,13 @@ typedef struct {
     int32_t running;   /* requests the broker has given it and not seen end */
     uint8_t local;     /* spawned and supervised by this broker */
     uint64_t tokens;   /* tokens it generated since it connected */
+    proto_kv_info kv;  /* from its last heartbeat (zeros before the first) */
 } proto_worker_info;
 
 typedef struct {
     proto_type type;
     uint32_t v;          /* protocol version (PROTO_VERSION once decoded) */
-    uint64_t has;        /* PROTO_HAS() bits of the fields present */
+    proto_fields has;    /* PROTO_HAS() bits of the fields present */
 
     proto_cid id;        /* the client's request id (client link) */
     uint64_t rid;        /* the broker's request id (worker link) */
@@ -291,6 +303,7 @@ typedef struct {
     const int32_t *tokens;         /* done: generated ids */
     uint32_t n_tokens;
     int32_t prompt_tokens, completion_tokens;      /* done: "usage" */
+    int32_t cached_tokens;                         /* done: "usage": prompt tokens from the prefix cache */
     double queue_ms, ttft_ms, total_ms;            /* done: "timings" */
 
     /* error */
@@ -316,6 +329,7 @@ typedef struct {
     int32_t credit;                /* credit: newly free slots (>= 1) */
     int32_t running, waiting;      /* hb (worker): engine load */
     uint64_t steps, tokens_generated;
+    proto_kv_info kv;              /* hb (worker): KV pages and prefix cache */
 
     /* welcome / stats_reply */
     int32_t workers;               /* welcome: workers ready; stats: entries below */

@@ -109,5 +109,14 @@ int main(void) {
     i = 1;
     check(eopt_parse_arg(&v, 3, w2, &i, err, sizeof err) == 0 && i == 1, "a non-engine flag is left to the caller");
     check(round_trip(&v), "defaults round-trip (no words at all)");
+    char *w3[] = {"w", "--kv-dtype", "fp8"}, *w4[] = {"w", "--kv-dtype=bf16", "--max-running", "300", "--prefix-cache=off"};
+    i = 1;
+    check(eopt_parse_arg(&v, 3, w3, &i, err, sizeof err) == -1 && strstr(err, "fp32|fp16|bf16"),
+          "kv-dtype outside its choices refused: %s", err);
+    int ok = 1;
+    for (i = 1; i < 5; i++) ok &= eopt_parse_arg(&v, 5, w4, &i, err, sizeof err) == 1;
+    check(ok && v.kv_dtype && strcmp(v.kv_dtype, "bf16") == 0 && v.max_running == 300 && v.prefix_cache == 0 &&
+              round_trip(&v),
+          "kv-dtype, max-running and prefix-cache parse and round-trip");
     return check_done("test_config");
 }

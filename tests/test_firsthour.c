@@ -6,7 +6,7 @@
  * between two ticks; Ctrl-C (SIGINT to the daemon's whole process group, as a terminal sends it)
  * does not reach the workers, and a second signal ends the drain at once with shutting_down; a
  * final frame that cannot be encoded ends with internal; the broker bounds a stream by max_tokens;
- * a worker refuses requests beyond the credit it announced; kv_release_slot catches a double
+ * a worker refuses requests beyond the credit it announced; kv_seq_close catches a double
  * release; the CPU check names F16C. A fake worker / fake broker is a DEALER / ROUTER in this
  * process. Env: BUILD, GPT2D_TMP. */
 #include "check.h"
@@ -491,15 +491,18 @@ static void test_worker_credit(void) {
 
 static void test_units(void) {
     char err[256];
-    kv_arena *a = kv_new(2, 1, 8, 8, 2, err, sizeof(err));
+    kv_config kc = {.n_layer = 1, .n_ctx = 8, .n_embd = 8, .n_head = 2, .n_pages = 2, .max_seqs = 2};
+    kv_arena *a = kv_new(&kc, err, sizeof(err));
     check(a != NULL, "kv arena");
     if (a) {
-        int s0 = kv_alloc_slot(a);
-        check(kv_release_slot(a, s0) == 0, "a taken slot is released");
-        check(kv_release_slot(a, s0) == -1, "releasing it again is caught");
-        check(kv_slots_used(a) == 0 && kv_alloc_slot(a) >= 0 && kv_alloc_slot(a) >= 0 && kv_alloc_slot(a) == -1,
-              "and the free list was not corrupted: exactly 2 slots to hand out");
-        check(kv_release_slot(a, 7) == -1 && kv_release_slot(a, -1) == -1, "slots out of range are refused");
+        int ids[8] = {0}, cached;
+        int s0 = kv_seq_open(a, ids, 8, 8, &cached);
+        check(kv_seq_prepare(a, s0, 8) == 0 && kv_seq_close(a, s0) == 0, "an open sequence is closed");
+        check(kv_seq_close(a, s0) == -1, "closing it again is caught");
+        check(kv_check(a, err, sizeof(err)) == 0 && kv_seq_open(a, ids, 8, 8, &cached) >= 0 &&
+                  kv_seq_open(a, ids, 8, 8, &cached) >= 0 && kv_seq_open(a, ids, 8, 8, &cached) < 0,
+              "and the pages were not freed twice: exactly 2 sequences' worth to hand out");
+        check(kv_seq_close(a, 7) == -1 && kv_seq_close(a, -1) == -1, "sequences out of range are refused");
         kv_free(a);
     }
     cpu_features all = {1, 1, 1, 1}, no_f16c = {1, 1, 0, 1}, old = {0, 0, 0, 1};

@@ -170,6 +170,7 @@ static void test_stream_roundtrip(void) {
     m.n_tokens = 3;
     m.prompt_tokens = 9;
     m.completion_tokens = 3;
+    m.cached_tokens = 2;
     m.queue_ms = 0.25;
     m.ttft_ms = 12.5;
     m.total_ms = 40;
@@ -180,6 +181,7 @@ static void test_stream_roundtrip(void) {
               memcmp(d.text.ptr, bad_utf8, 3) == 0,
           "done: raw text survives (sent as bin)");
     check(d.n_tokens == 3 && d.tokens[2] == 50256 && d.prompt_tokens == 9 && d.completion_tokens == 3 &&
+              d.cached_tokens == 2 &&
               d.queue_ms == 0.25 && d.ttft_ms == 12.5 && d.total_ms == 40 && str_eq(d.name, "w1"),
           "done fields");
     proto_msg_destroy(&d);
@@ -237,10 +239,18 @@ static void test_worker_and_stats_roundtrip(void) {
     check(enc(&m, &sb) == 0 && dec(&d, sb.data, sb.size, err, sizeof(err)) == 0 && d.type == PROTO_T_HB,
           "hb round trip");
     proto_msg_destroy(&d);
+    proto_msg_init(&m, PROTO_T_HB);
+    m.kv = (proto_kv_info){1000, 40, 25, 5000, 3100};
+    m.has = PROTO_HAS(PF_KV);
+    check(enc(&m, &sb) == 0 && dec(&d, sb.data, sb.size, err, sizeof(err)) == 0 && (d.has & PROTO_HAS(PF_KV)) &&
+              d.kv.pages == 1000 && d.kv.used == 40 && d.kv.cached == 25 && d.kv.lookup_tokens == 5000 &&
+              d.kv.hit_tokens == 3100,
+          "hb carries the worker's KV pages and prefix-cache counters");
+    proto_msg_destroy(&d);
 
     static const proto_worker_info wl[2] = {
-        {{"a", 1}, 10, 64, 60, 4, 1, 1000},
-        {{"b", 1}, 0, 8, 8, 0, 0, 0},
+        {{"a", 1}, 10, 64, 60, 4, 1, 1000, {4096, 300, 120, 9000, 6000}},
+        {{"b", 1}, 0, 8, 8, 0, 0, 0, {0, 0, 0, 0, 0}},
     };
     proto_msg_init(&m, PROTO_T_STATS_REPLY);
     m.name = S("gpt2d");
@@ -262,6 +272,10 @@ static void test_worker_and_stats_roundtrip(void) {
               d.worker_list[0].credit == 60 && d.worker_list[0].local == 1 && d.worker_list[0].tokens == 1000 &&
               d.worker_list[1].pid == 0,
           "stats_reply workers");
+    check(d.worker_list[0].kv.pages == 4096 && d.worker_list[0].kv.used == 300 && d.worker_list[0].kv.cached == 120 &&
+              d.worker_list[0].kv.lookup_tokens == 9000 && d.worker_list[0].kv.hit_tokens == 6000 &&
+              d.worker_list[1].kv.pages == 0,
+          "stats_reply workers: KV pages and prefix-cache counters");
     proto_msg_destroy(&d);
 
     for (int t = PROTO_T_NONE + 1; t < PROTO_T_COUNT; t++)
@@ -679,7 +693,7 @@ static void test_mutations(void) {
     m.tokens = toks;
     m.n_tokens = 2;
     enc(&m, &seeds[2]);
-    static const proto_worker_info wl[1] = {{{"w", 1}, 1, 2, 3, 4, 1, 5}};
+    static const proto_worker_info wl[1] = {{{"w", 1}, 1, 2, 3, 4, 1, 5, {6, 2, 1, 9, 3}}};
     proto_msg_init(&m, PROTO_T_STATS_REPLY);
     m.worker_list = wl;
     m.n_worker_list = 1;

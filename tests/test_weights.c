@@ -29,7 +29,7 @@ static int logits(const gpt2_weights *w, float *out) {
     char err[256];
     const gpt2_config *c = gpt2_weights_config(w);
     gpt2_state *m = gpt2_state_new(w, 8, 16, 2, err, sizeof err);
-    kv_arena *kv = m ? kv_new(1, c->n_layer, 16, c->n_embd, c->n_head, err, sizeof err) : NULL;
+    kv_arena *kv = m ? kv_new_fixed(1, c->n_layer, 16, c->n_embd, c->n_head, err, sizeof err) : NULL;
     int tok[5] = {464, 2068, 7586, 21831, 18045}, pos[5] = {0, 1, 2, 3, 4}, slot[5] = {0}, o[5] = {-1, -1, -1, -1, 0};
     gpt2_batch b = {5, tok, pos, slot, o};
     int rc = kv ? gpt2_forward(m, kv, &b, out) : -1;

@@ -10,8 +10,8 @@
  * Sampling flags: --temperature T --top-k K --top-p P --min-p P --repetition-penalty R
  *   --presence-penalty P --frequency-penalty F --seed S --stop STR (repeatable) --ignore-eos
  *   --logit-bias ID:VALUE (repeatable). Engine flags: proto/eopt.h's table (the same as gpt2d's and
- *   gpt2d-worker's: --slots --ctx --kv-budget-mb --max-batch-tokens --threads --blas --weights-cache
- *   --isa ...). Exit status: 0 success, 1 runtime failure, 2 bad usage. */
+ *   gpt2d-worker's: --max-running --kv-budget-mb --prefix-cache --kv-dtype --slots --ctx
+ *   --max-batch-tokens --threads --blas --weights-cache --isa ...). Exit status: 0 success, 1 runtime failure, 2 bad usage. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -391,7 +391,7 @@ static int last_logits(const char *dir, const gpt2_weights_opts *wo, const int *
     }
     *V = c->n_vocab;
     m = gpt2_state_new(w, n, n, 0, err, errlen);
-    kv = m ? kv_new(1, c->n_layer, n, c->n_embd, c->n_head, err, errlen) : NULL;
+    kv = m ? kv_new_fixed(1, c->n_layer, n, c->n_embd, c->n_head, err, errlen) : NULL;
     if (!kv) goto done;
     pos = malloc(sizeof(int) * n);
     slot = calloc(n, sizeof(int));
@@ -488,7 +488,7 @@ static int cmd_generate(const args *a) {
     engine_request q = {0};
     if (!dir || !prompt || flag_int(a, "-n", &n) || parse_engine(a, &ec, &wo) || parse_sampling(a, &q))
         return 2;
-    if (ec.n_slots <= 0) ec.n_slots = 1;
+    if (ec.n_slots <= 0 && ec.max_running <= 0) ec.n_slots = 1;
     q.prompt = prompt;
     q.prompt_len = strlen(prompt);
     q.max_tokens = (int)n;
@@ -529,7 +529,7 @@ static int cmd_batch(const args *a) {
     engine_config ec;
     gpt2_weights_opts wo;
     if (!dir || !in || !out || flag_int(a, "--concurrency", &conc) || parse_engine(a, &ec, &wo)) return 2;
-    if (ec.n_slots <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
+    if (ec.n_slots <= 0 && ec.max_running <= 0 && !ec.kv_budget_mb) ec.n_slots = (int)(conc > 0 ? conc : 1);
     struct stat si, so;
     if (strcmp(in, out) == 0 ||
         (stat(in, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)) {

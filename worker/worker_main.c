@@ -160,6 +160,7 @@ typedef struct {
     int n_vocab;          /* the model's vocabulary (engine_n_vocab) */
     char fingerprint[PROTO_MAX_FINGERPRINT_BYTES + 1]; /* numerics fingerprint, announced in ready */
     double broker_expiry_ms, last_send_ms;
+    double last_hb_ms;    /* last hb sent */
 } worker;
 
 static wk_live *wk_live_find(worker *w, uint64_t rid) {
@@ -250,6 +251,7 @@ static void wk_on_done(void *user, uint64_t rid, const engine_result *r) {
     m.n_tokens = r->completion_tokens > 0 ? (uint32_t)r->completion_tokens : 0;
     m.prompt_tokens = r->prompt_tokens;
     m.completion_tokens = r->completion_tokens;
+    m.cached_tokens = r->cached_tokens;
     m.queue_ms = r->queue_ms;
     m.ttft_ms = r->ttft_ms;
     m.total_ms = r->total_ms;
@@ -304,7 +306,10 @@ static void wk_send_hb(worker *w) {
     m.waiting = st.n_waiting;
     m.steps = st.steps;
     m.tokens_generated = st.tokens_generated;
-    m.has = PROTO_HAS(PF_RUNNING) | PROTO_HAS(PF_WAITING) | PROTO_HAS(PF_STEPS) | PROTO_HAS(PF_TOKENS_GENERATED);
+    m.kv = (proto_kv_info){st.kv.pages_total, st.kv.pages_used, st.kv.pages_cached, st.kv.lookup_tokens,
+                           st.kv.hit_tokens};
+    m.has = PROTO_HAS(PF_RUNNING) | PROTO_HAS(PF_WAITING) | PROTO_HAS(PF_STEPS) | PROTO_HAS(PF_TOKENS_GENERATED) |
+            PROTO_HAS(PF_KV);
     wk_send(w, &m);
 }
 
@@ -572,7 +577,12 @@ static int wk_run(worker *w) {
         }
         wk_send_credit(w);
         now = proto_clock_ms();
-        if (now - w->last_send_ms >= PROTO_HEARTBEAT_MS) wk_send_hb(w);
+        /* an hb after a second of silence, and while busy one a second anyway: it carries the load and
+         * KV figures the broker's stats show */
+        if (now - w->last_send_ms >= PROTO_HEARTBEAT_MS || (busy && now - w->last_hb_ms >= PROTO_HEARTBEAT_MS)) {
+            wk_send_hb(w);
+            w->last_hb_ms = now;
+        }
         if (now > w->broker_expiry_ms && wk_reconnect(w, "the broker is silent") < 0) return 1;
     }
     proto_log(&w->log, PROTO_LOG_INFO, "stopping");

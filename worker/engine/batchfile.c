@@ -23,7 +23,7 @@ static void job_clear_results(batch_job *j) {
     j->error = j->text = j->streamed = NULL;
     j->tokens = NULL;
     j->text_len = j->streamed_len = j->streamed_cap = 0;
-    j->n_tokens = j->prompt_tokens = 0;
+    j->n_tokens = j->prompt_tokens = j->cached_tokens = 0;
     j->submitted = j->finished = 0;
     j->logits_hash = 1469598103934665603ull;
     j->n_logits = 0;
@@ -254,6 +254,7 @@ static void on_done(void *user, uint64_t id, const engine_result *r) {
         j->n_tokens = r->completion_tokens;
     }
     j->prompt_tokens = r->prompt_tokens;
+    j->cached_tokens = r->cached_tokens;
     j->queue_ms = r->queue_ms;
     j->ttft_ms = r->ttft_ms;
     j->total_ms = r->total_ms;
@@ -325,10 +326,11 @@ int batchfile_run(batchfile *bf, const gpt2_weights *w, bpe_tokenizer *tok, cons
 static json_t *job_json(const batch_job *j) {
     json_t *toks = json_array();
     for (int i = 0; i < j->n_tokens; i++) json_array_append_new(toks, json_integer(j->tokens[i]));
-    json_t *o = json_pack("{s:s, s:s%, s:o, s:s, s:{s:i, s:i}, s:{s:f, s:f, s:f}}", "id", j->id,
+    json_t *o = json_pack("{s:s, s:s%, s:o, s:s, s:{s:i, s:i, s:i}, s:{s:f, s:f, s:f}}", "id", j->id,
                           "text", j->text ? j->text : "", j->text ? j->text_len : 0, "tokens", toks,
                           "finish_reason", engine_finish_name(j->finish), "usage", "prompt_tokens",
-                          j->prompt_tokens, "completion_tokens", j->n_tokens, "timings", "queue_ms",
+                          j->prompt_tokens, "completion_tokens", j->n_tokens, "cached_tokens", j->cached_tokens,
+                          "timings", "queue_ms",
                           j->queue_ms, "ttft_ms", j->ttft_ms, "total_ms", j->total_ms);
     if (o && j->error) json_object_set_new(o, "error", json_string(j->error));
     return o;
@@ -361,8 +363,9 @@ void batchfile_summary(const batchfile *bf, FILE *f) {
             toks, bf->wall_ms / 1e3, toks / (bf->wall_ms / 1e3 + 1e-9), bf->peak_running);
     const engine_stats *s = &bf->engine_stats;
     if (s->n_slots)
-        fprintf(f, "KV arena: %d slots, %.0f MB mapped (resident as used); %llu steps, %llu tokens "
-                "prefilled, %llu generated\n", s->n_slots, s->kv_bytes / 1048576.0,
-                (unsigned long long)s->steps, (unsigned long long)s->tokens_prefilled,
-                (unsigned long long)s->tokens_generated);
+        fprintf(f, "KV cache: %d pages of %d positions (%.0f MB mapped, resident as used), up to %d running; "
+                "%llu steps, %llu tokens prefilled, %llu generated; prefix cache %llu of %llu prompt tokens\n",
+                s->kv.pages_total, KV_PAGE, s->kv_bytes / 1048576.0, s->n_slots, (unsigned long long)s->steps,
+                (unsigned long long)s->tokens_prefilled, (unsigned long long)s->tokens_generated,
+                (unsigned long long)s->kv.hit_tokens, (unsigned long long)s->kv.lookup_tokens);
 }

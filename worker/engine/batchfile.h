@@ -11,7 +11,7 @@
  * "cancel_after" (cancel once that many tokens have streamed, 0 = right after submit; -1 = never)
  * and "cancel_at_step" (cancel at that engine step if still live; -1 = never).
  * Output lines: {"id", "text", "tokens", "finish_reason", "usage": {"prompt_tokens",
- * "completion_tokens"}, "timings": {"queue_ms", "ttft_ms", "total_ms"}} in input order.
+ * "completion_tokens", "cached_tokens"}, "timings": {"queue_ms", "ttft_ms", "total_ms"}} in input order.
  * With concurrency N at most N requests are live at once; a request's output never depends on N.
  * Each job also records a 64-bit hash of every logits row it was sampled from (bitwise checks). */
 #ifndef GPT2D_BATCHFILE_H
@@ -42,6 +42,7 @@ typedef struct {
     int *tokens;
     int n_tokens;
     int prompt_tokens;
+    int cached_tokens;            /* of the prompt, from the prefix cache */
     double queue_ms, ttft_ms, total_ms;
     double *token_ms;             /* (max_tokens) arrival time of each token, ms since run start */
     size_t *piece_end;            /* (max_tokens) streamed_len after each token's piece */

@@ -19,12 +19,13 @@ typedef enum { REQ_WAITING, REQ_PREFILL, REQ_DECODE } req_state;
 typedef struct request {
     uint64_t id;
     req_state state;
-    int slot;                   /* KV slot, -1 while waiting */
+    int slot;                   /* KV sequence, -1 while waiting */
     int cancelled;
     int *ids;                   /* (n_ctx + 1) prompt (+ resumed) ids, then generated ids */
     int n_prompt;               /* ids fed as prompt (prompt + resumed) */
     int n_ids;                  /* ids known: prompt + generated */
-    int n_past;                 /* ids whose K/V are in the slot */
+    int n_past;                 /* ids whose K/V are in its KV pages (cached ones included) */
+    int n_cached;               /* of those, taken from the prefix cache */
     int n_resume;               /* generated index of the first new token */
     int priority;               /* ENGINE_PRIORITY_*: waiting and prefill order */
     uint64_t admit_seq;         /* admission order (prefill order within a priority) */
@@ -52,20 +53,22 @@ struct engine {
     bpe_tokenizer *tok;         /* borrowed */
     kv_arena *kv;
     int n_vocab, n_ctx, max_batch;
+    int n_run;                  /* max_running: KV sequences */
+    int n_running;              /* requests holding one */
     size_t max_token_bytes;     /* longest token in bytes (text buffer sizing) */
-    request **running;          /* (n_slots) by slot; NULL when free */
+    request **running;          /* (n_run) by KV sequence; NULL when free */
     request *wait_head, *wait_tail;
     int n_waiting;
     uint64_t admitted;          /* requests admitted so far (admit_seq) */
     /* step scratch, sized at start-up */
     int *b_token, *b_pos, *b_slot, *b_out;   /* (max_batch) */
     request **b_req;                          /* (max_batch) request of each logits row */
-    request **prefill;                        /* (n_slots) prefilling requests, admission order */
-    float *logits;                            /* (n_slots, V) */
+    request **prefill;                        /* (n_run) prefilling requests, admission order */
+    float *logits;                            /* (n_run, V) */
     char *sampler_scratch;                    /* (threads, scratch_size): one per compute thread */
     size_t scratch_size;
-    int *s_token;                             /* (n_slots) sampled token of each logits row */
-    float *s_logprob;                         /* (n_slots) */
+    int *s_token;                             /* (n_run) sampled token of each logits row */
+    float *s_logprob;                         /* (n_run) */
     engine_stats stats;
 };
 
@@ -89,6 +92,26 @@ static void request_free(request *r) {
 /* ---------------------------------------------------------------------------------------------
  * Construction. */
 
+/* The KV cache's pages: kv_budget_mb's worth, else n_slots (or 64) whole contexts. 0, or -1 with err
+ * when the budget does not hold one whole context (a request that fits the context must fit). */
+static int engine_kv_pages(const engine *e, const gpt2_config *mc, int *n_pages, char *err, size_t errlen) {
+    size_t page_bytes = (size_t)mc->n_layer * 2 * KV_PAGE * mc->n_embd * kv_dtype_size((kv_dtype)e->cfg.kv_dtype);
+    int ctx_pages = kv_pages_for(e->n_ctx);
+    if (e->cfg.kv_budget_mb == 0) {
+        *n_pages = (e->cfg.n_slots > 0 ? e->cfg.n_slots : 64) * ctx_pages;
+        return 0;
+    }
+    size_t n = (e->cfg.kv_budget_mb << 20) / page_bytes;
+    if (n < (size_t)ctx_pages) {
+        snprintf(err, errlen, "engine: a KV budget of %zu MB holds %zu pages of %d positions; one context of %d "
+                 "positions needs %d (%.1f MB)", e->cfg.kv_budget_mb, n, KV_PAGE, e->n_ctx, ctx_pages,
+                 (double)ctx_pages * page_bytes / (1 << 20));
+        return -1;
+    }
+    *n_pages = n > (1u << 30) ? 1 << 30 : (int)n;
+    return 0;
+}
+
 engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_config *cfg,
                    const engine_callbacks *cb, char *err, size_t errlen) {
     const gpt2_config *mc = gpt2_weights_config(w);
@@ -106,22 +129,21 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
     if (e->cfg.prefill_half == 0) e->cfg.prefill_half = ENGINE_DEFAULT_PREFILL_HALF;
     e->n_vocab = mc->n_vocab;
     e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : mc->n_ctx;
-    if (e->cfg.n_slots <= 0 && e->cfg.kv_budget_mb > 0) {
-        size_t slot_bytes = (size_t)mc->n_layer * 2 * e->n_ctx * mc->n_embd * sizeof(float);
-        e->cfg.n_slots = (int)((e->cfg.kv_budget_mb << 20) / slot_bytes);
-        if (e->cfg.n_slots < 1) {
-            snprintf(err, errlen, "engine: a KV budget of %zu MB holds no slot of %d positions (%zu MB each)",
-                     e->cfg.kv_budget_mb, e->n_ctx, slot_bytes >> 20);
-            goto fail;
-        }
-    }
-    if (e->cfg.n_slots <= 0) e->cfg.n_slots = 64;
     if (e->n_ctx > mc->n_ctx) {
         snprintf(err, errlen, "engine: --ctx %d exceeds the model's context of %d", e->n_ctx, mc->n_ctx);
         goto fail;
     }
-    /* every running request contributes one decode token, so a step must hold at least n_slots */
-    e->max_batch = e->cfg.max_batch_tokens > e->cfg.n_slots ? e->cfg.max_batch_tokens : e->cfg.n_slots;
+    if (cfg->kv_dtype < KV_F32 || cfg->kv_dtype > KV_BF16) {
+        snprintf(err, errlen, "engine: --kv-dtype must be fp32, fp16 or bf16");
+        goto fail;
+    }
+    e->n_run = cfg->max_running > 0 ? cfg->max_running : cfg->n_slots > 0 ? cfg->n_slots : 256;
+    kv_config kc = {.n_layer = mc->n_layer, .n_ctx = e->n_ctx, .n_embd = mc->n_embd, .n_head = mc->n_head,
+                    .max_seqs = e->n_run, .prefix_cache = !cfg->prefix_cache_off, .hash = cfg->prefix_hash,
+                    .dtype = (kv_dtype)cfg->kv_dtype};
+    if (engine_kv_pages(e, mc, &kc.n_pages, err, errlen) != 0) goto fail;
+    /* every running request contributes one decode token, so a step must hold at least n_run */
+    e->max_batch = e->cfg.max_batch_tokens > e->n_run ? e->cfg.max_batch_tokens : e->n_run;
     if (bpe_vocab_size(e->tok) > e->n_vocab) {
         snprintf(err, errlen, "engine: the tokenizer has %d tokens but the model only %d",
                  bpe_vocab_size(e->tok), e->n_vocab);
@@ -133,14 +155,14 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
         snprintf(err, errlen, "engine: OpenBLAS mode needs the weights loaded with their checkpoint kept");
         goto fail;
     }
-    e->kv = kv_new(e->cfg.n_slots, mc->n_layer, e->n_ctx, mc->n_embd, mc->n_head, err, errlen);
+    e->kv = kv_new(&kc, err, errlen);
     if (!e->kv) goto fail;
     for (int id = 0; id < bpe_vocab_size(e->tok); id++) {
         size_t len = 0;
         bpe_token_bytes(e->tok, id, &len);
         if (len > e->max_token_bytes) e->max_token_bytes = len;
     }
-    int S = e->cfg.n_slots, B = e->max_batch;
+    int S = e->n_run, B = e->max_batch;
     e->running = calloc(S, sizeof *e->running);
     e->b_token = malloc(sizeof(int) * B);
     e->b_pos = malloc(sizeof(int) * B);
@@ -173,7 +195,7 @@ void engine_free(engine *e) {
         request_free(r);
     }
     if (e->running)
-        for (int s = 0; s < e->cfg.n_slots; s++) request_free(e->running[s]);
+        for (int s = 0; s < e->n_run; s++) request_free(e->running[s]);
     free(e->running);
     kv_free(e->kv);
     gpt2_state_free(e->model);
@@ -216,7 +238,7 @@ static request *find_request(engine *e, uint64_t id, request **prev_out) {
             if (prev_out) *prev_out = prev;
             return r;
         }
-    for (int s = 0; s < e->cfg.n_slots; s++)
+    for (int s = 0; s < e->n_run; s++)
         if (e->running[s] && e->running[s]->id == id) return e->running[s];
     return NULL;
 }
@@ -374,19 +396,25 @@ const char *engine_error_name(engine_error err) {
 
 const char *engine_fingerprint(const engine *e, char *buf, size_t cap) {
     const char *fp = gpt2_weights_fingerprint(e->w);
-    if (!e->cfg.use_blas) {
+    char mods[32];
+    snprintf(mods, sizeof mods, "%s%s%s", e->cfg.use_blas ? "+blas" : "", e->cfg.kv_dtype ? "+kv" : "",
+             e->cfg.kv_dtype ? kv_dtype_name((kv_dtype)e->cfg.kv_dtype) : "");
+    if (!*mods) {
         snprintf(buf, cap, "%s", fp);
         return buf;
     }
     const char *slash = strchr(fp, '/'), *second = slash ? strchr(slash + 1, '/') : NULL;
-    if (second) snprintf(buf, cap, "%.*s+blas%s", (int)(second - fp), fp, second);
-    else snprintf(buf, cap, "%s+blas", fp);
+    if (second) snprintf(buf, cap, "%.*s%s%s", (int)(second - fp), fp, mods, second);
+    else snprintf(buf, cap, "%s%s", fp, mods);
     return buf;
 }
 
 void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_opts *wo) {
     memset(c, 0, sizeof *c);
     c->n_slots = v->slots;
+    c->max_running = v->max_running;
+    c->prefix_cache_off = !v->prefix_cache;
+    c->kv_dtype = kv_dtype_parse(v->kv_dtype);
     c->kv_budget_mb = v->kv_budget_mb > 0 ? (size_t)v->kv_budget_mb : 0;
     c->n_ctx = v->ctx;
     c->max_batch_tokens = v->max_batch_tokens;
@@ -413,6 +441,7 @@ static void request_finish(engine *e, request *r, engine_finish f, const char *e
         .error = error,
         .prompt_tokens = r->user_prompt_tokens,
         .completion_tokens = r->n_gen,
+        .cached_tokens = r->n_cached,
         .queue_ms = (r->t_admit > 0 ? r->t_admit : t) - r->t_submit,
         .ttft_ms = r->t_first > 0 ? r->t_first - r->t_submit : 0,
         .total_ms = t - r->t_submit,
@@ -422,7 +451,8 @@ static void request_finish(engine *e, request *r, engine_finish f, const char *e
     };
     if (r->slot >= 0) {
         e->running[r->slot] = NULL;
-        kv_release_slot(e->kv, r->slot);
+        kv_seq_close(e->kv, r->slot);
+        e->n_running--;
     }
     e->cb.on_done(e->cb.user, r->id, &res);
     request_free(r);
@@ -447,15 +477,17 @@ int engine_cancel(engine *e, uint64_t req_id) {
 }
 
 int engine_has_work(const engine *e) {
-    return e->n_waiting > 0 || kv_slots_used(e->kv) > 0;
+    return e->n_waiting > 0 || e->n_running > 0;
 }
 
 void engine_get_stats(const engine *e, engine_stats *s) {
     *s = e->stats;
-    s->slots_used = kv_slots_used(e->kv);
+    s->slots_used = s->n_running = e->n_running;
     s->n_waiting = e->n_waiting;
-    s->n_running = kv_slots_used(e->kv);
+    kv_get_stats(e->kv, &s->kv);
 }
+
+int engine_kv_check(const engine *e, char *err, size_t errlen) { return kv_check(e->kv, err, errlen); }
 
 /* ---------------------------------------------------------------------------------------------
  * Stop strings: text that might begin a stop string is held back; a match ends the request and
@@ -490,27 +522,40 @@ static long stop_find(const request *r, size_t from) {
 /* ---------------------------------------------------------------------------------------------
  * The step. */
 
-/* Moves waiting requests into free slots in queue order (priority, then arrival). */
+/* The positions r can write: its prompt, then every generated token but the last, within the context. */
+static int request_reach(const engine *e, const request *r) {
+    int n = r->n_prompt + (r->max_gen - r->n_resume) - 1;
+    return n < e->n_ctx ? n : e->n_ctx;
+}
+
+/* Admits waiting requests in queue order (interactive, then bulk; first come first served within
+ * each) while a KV sequence and the pages they can reach
+ * are available (kv.h); the head waits otherwise, and everything behind it. The head also waits
+ * while a running request is computing the next page of the prefix it shares (a campaign's common
+ * preamble): it is admitted a few steps later with those pages cached instead of computing them too. */
 static void admit_waiting(engine *e) {
     while (e->wait_head) {
-        int slot = kv_alloc_slot(e->kv);
-        if (slot < 0) return;
         request *r = e->wait_head;
+        if (kv_prefix_pending(e->kv, r->ids, r->n_prompt)) return;
+        int cached = 0, seq = kv_seq_open(e->kv, r->ids, r->n_prompt, request_reach(e, r), &cached);
+        if (seq < 0) return;
         e->wait_head = r->next;
         if (!e->wait_head) e->wait_tail = NULL;
         r->next = NULL;
         e->n_waiting--;
-        r->slot = slot;
+        r->slot = seq;
+        r->n_past = r->n_cached = cached;
         r->state = REQ_PREFILL;
         r->t_admit = now_ms();
         r->admit_seq = e->admitted++;
-        e->running[slot] = r;
+        e->running[seq] = r;
+        e->n_running++;
     }
 }
 
 /* Ends the running requests that were cancelled. */
 static void reap_cancelled(engine *e) {
-    for (int s = 0; s < e->cfg.n_slots; s++) {
+    for (int s = 0; s < e->n_run; s++) {
         request *r = e->running[s];
         if (r && r->cancelled) request_finish(e, r, ENGINE_FINISH_CANCELLED, NULL);
     }
@@ -533,7 +578,7 @@ static int prefill_before(const request *a, const request *b) {
 /* Prefilling requests in prefill order (prefill_before). */
 static int prefill_order(engine *e, request **order) {
     int n = 0;
-    for (int s = 0; s < e->cfg.n_slots; s++)
+    for (int s = 0; s < e->n_run; s++)
         if (e->running[s] && e->running[s]->state == REQ_PREFILL) order[n++] = e->running[s];
     for (int i = 1; i < n; i++) /* insertion sort: few prefill at once */
         for (int j = i; j > 0 && prefill_before(order[j], order[j - 1]); j--) {
@@ -555,14 +600,16 @@ int engine_prefill_budget(const engine_config *cfg, int d) {
 }
 
 /* Fills the batch: every decoding request's next token, then prefill chunks within the budget
- * (engine_prefill_budget), capped by the step's room. */
+ * (engine_prefill_budget, capped by the step's room), with the KV pages they write. The number of
+ * rows, or -1 if a page could not be had (a bug: admission reserved them). */
 static int build_batch(engine *e, int *n_out) {
     int n = 0;
     *n_out = 0;
-    for (int s = 0; s < e->cfg.n_slots; s++) {
+    for (int s = 0; s < e->n_run; s++) {
         request *r = e->running[s];
-        if (r && r->state == REQ_DECODE)
-            batch_add(e, &n, n_out, r, r->ids[r->n_past], r->n_past, 1);
+        if (!r || r->state != REQ_DECODE) continue;
+        if (kv_seq_prepare(e->kv, r->slot, r->n_past + 1) != 0) return -1;
+        batch_add(e, &n, n_out, r, r->ids[r->n_past], r->n_past, 1);
     }
     int n_decode = n;
     int limit = n + engine_prefill_budget(&e->cfg, n_decode);
@@ -575,6 +622,7 @@ static int build_batch(engine *e, int *n_out) {
                                                        short step, its first token sooner */
         int chunk = r->n_prompt - r->n_past;
         if (chunk > limit - n) chunk = limit - n;
+        if (kv_seq_prepare(e->kv, r->slot, r->n_past + chunk) != 0) return -1;
         for (int c = 0; c < chunk; c++) {
             int pos = r->n_past + c;
             batch_add(e, &n, n_out, r, r->ids[pos], pos, pos == r->n_prompt - 1);
@@ -638,24 +686,35 @@ static void sample_task(void *ctx, int begin, int end, int tid) {
     }
 }
 
+/* Ends every running request with an internal error. */
+static void fail_running(engine *e, const char *why) {
+    for (int s = 0; s < e->n_run; s++)
+        if (e->running[s]) request_finish(e, e->running[s], ENGINE_FINISH_ERROR, why);
+}
+
 int engine_step(engine *e) {
     reap_cancelled(e);
     admit_waiting(e);
     int n_out = 0, n = build_batch(e, &n_out);
+    if (n < 0) {
+        fail_running(e, "internal error: a KV page was not reserved");
+        return ENGINE_E_INTERNAL;
+    }
     if (n == 0) return 0;
     gpt2_batch b = {n, e->b_token, e->b_pos, e->b_slot, e->b_out};
     if (gpt2_forward(e->model, e->kv, &b, e->logits) != 0) {
-        for (int s = 0; s < e->cfg.n_slots; s++)
-            if (e->running[s]) request_finish(e, e->running[s], ENGINE_FINISH_ERROR, "internal error: invalid batch");
+        fail_running(e, "internal error: invalid batch");
         return ENGINE_E_INTERNAL;
     }
     e->stats.steps++;
-    /* advance KV positions for every row */
+    /* advance KV positions for every row; full prompt pages go to the prefix cache */
     for (int i = 0; i < n; i++) {
         request *r = e->running[e->b_slot[i]];
-        if (r->state == REQ_PREFILL) e->stats.tokens_prefilled++;
         r->n_past++;
-        if (r->state == REQ_PREFILL && r->n_past == r->n_prompt) r->state = REQ_DECODE;
+        if (r->state != REQ_PREFILL) continue;
+        e->stats.tokens_prefilled++;
+        if (r->n_past % KV_PAGE == 0 || r->n_past == r->n_prompt) kv_seq_publish(e->kv, r->slot, r->ids, r->n_past);
+        if (r->n_past == r->n_prompt) r->state = REQ_DECODE;
     }
     if (e->cb.on_logits)
         for (int o = 0; o < n_out; o++)

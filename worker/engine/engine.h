@@ -2,10 +2,17 @@
  *
  * No I/O and no threads of its own beyond the model's compute pool. One engine borrows the weights
  * and the tokenizer (both immutable: several engines may share them, and they must outlive it) and
- * owns a forward-pass state, a KV-cache arena of n_slots slots of n_ctx positions, and a FIFO of
- * waiting requests.
+ * owns a forward-pass state, a paged KV cache with a prefix cache (kv.h), and a queue of waiting
+ * requests.
+ * Admission (interactive before bulk, first come first served within each): the head of the queue runs once a KV sequence is free
+ * (max_running) and the cache can reserve every page the request can reach (prompt + max_tokens,
+ * capped at the context), less the pages of its longest cached prompt prefix, which it shares and
+ * does not compute again (result.cached_tokens). Otherwise it waits until a running request ends:
+ * a running request never fails or stalls for memory. It also waits (a few steps) while a running
+ * request computes the next page of the prefix it shares, to share that page rather than compute it. Output is bit-identical with or without
+ * prefix-cache hits (the kernels are batch-invariant, so cached K/V are what a prefill computes).
  * engine_step() builds ONE forward batch: one decode token for every running request plus prefill
- * chunks of waiting/prefilling requests, then samples, stops, and reports through the callbacks.
+ * chunks of waiting/prefilling requests (admitted as above), then samples, stops, and reports through the callbacks.
  * Order: interactive requests before bulk ones (engine_request.priority), first come first served
  * within a priority, both for the free slots and for the prefill chunks; a step that prefills an
  * interactive request carries no bulk prefill (it stays short). The step's prefill budget
@@ -29,6 +36,7 @@
 
 #include "bpe.h"
 #include "eopt.h"
+#include "kv.h"
 #include "sampler.h"
 #include "weights.h"
 
@@ -36,9 +44,12 @@
 #define ENGINE_MAX_STOP_LEN 64  /* bytes per stop string */
 
 typedef struct {
-    int n_slots;           /* concurrent requests (KV slots); 0: from kv_budget_mb, else 64 */
-    size_t kv_budget_mb;   /* with n_slots == 0: as many slots of n_ctx positions as fit in this */
-    int n_ctx;             /* positions per slot; 0 = the model's n_ctx */
+    int max_running;       /* requests running at once (KV sequences); 0: n_slots if set, else 256 */
+    int n_slots;           /* compatibility (--slots N): max_running N and, without kv_budget_mb, a KV
+                              cache of N whole contexts (today's slot arena's memory) */
+    size_t kv_budget_mb;   /* KV cache size; 0: n_slots (else 64) whole contexts of n_ctx positions.
+                              Must hold at least one whole context */
+    int n_ctx;             /* positions a request may reach; 0 = the model's n_ctx */
     int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 512: the prefill
                               chunk while nothing decodes */
     int prefill_min_tokens;/* the prefill budget's floor while many decode; default 64 */
@@ -48,6 +59,11 @@ typedef struct {
     int use_blas;          /* 0 (default): batch-invariant kernels; 1: OpenBLAS sgemm for multi-row
                               matmuls, not batch-invariant (the baseline invariance is measured against);
                               needs weights loaded with keep_checkpoint */
+    int prefix_cache_off;  /* 1: no prefix cache (--prefix-cache off); it is on by default */
+    kv_hash_fn prefix_hash;/* tests only: the prefix cache's page hash (NULL: kv_hash_default) */
+    int kv_dtype;          /* kv_dtype (kv.h): KV_F32 (0, the default), KV_F16, KV_BF16: half the KV bytes,
+                              different numerics (in the fingerprint), invariant within the dtype;
+                              -1: an unknown name (engine_new refuses it) */
 } engine_config;
 
 /* Why engine_submit refused a request, or engine_step failed (0 = none). */
@@ -124,7 +140,8 @@ typedef struct {
     const char *error;        /* message when finish == ENGINE_FINISH_ERROR */
     int prompt_tokens;
     int completion_tokens;
-    double queue_ms;          /* submit -> admitted (slot given) */
+    int cached_tokens;        /* prompt (+ resumed) tokens whose K/V came from the prefix cache */
+    double queue_ms;          /* submit -> admitted (KV reserved) */
     double ttft_ms;           /* submit -> first token */
     double total_ms;          /* submit -> done */
     const char *text;         /* the whole generated text (stop string excluded) */
@@ -142,9 +159,11 @@ typedef struct {
 } engine_callbacks;
 
 typedef struct {
-    int n_slots, slots_used, n_waiting, n_running;
-    size_t kv_bytes;          /* arena size */
-    uint64_t steps, tokens_generated, tokens_prefilled;
+    int n_slots, slots_used;  /* max_running, and requests running (the worker's "slots") */
+    int n_waiting, n_running;
+    size_t kv_bytes;          /* the KV mapping (resident as pages are written) */
+    kv_stats kv;              /* pages used / free / cached / reserved, prefix-cache lookups and hits */
+    uint64_t steps, tokens_generated, tokens_prefilled; /* tokens_prefilled: computed, not cached */
     int last_decode, last_prefill; /* the last step's decode rows and prefill tokens */
 } engine_stats;
 
@@ -174,7 +193,7 @@ int engine_step(engine *e);
 
 int engine_has_work(const engine *e);
 /* The numerics fingerprint: the weights' (weights.h), with "+blas" after the kernel family in
- * OpenBLAS mode (whose bits depend on batching). Into buf (GPT2_FINGERPRINT_MAX bytes suffice). */
+ * OpenBLAS mode (whose bits depend on batching) and "+kvfp16" / "+kvbf16" for a half-precision KV cache. Into buf (GPT2_FINGERPRINT_MAX bytes suffice). */
 const char *engine_fingerprint(const engine *e, char *buf, size_t cap);
 
 /* The engine and weight settings named by option-table values (proto/eopt.h: gpt2d, gpt2d-worker and
@@ -182,9 +201,11 @@ const char *engine_fingerprint(const engine *e, char *buf, size_t cap);
 void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_opts *wo);
 
 int engine_n_vocab(const engine *e);   /* the model's vocabulary size */
-int engine_n_ctx(const engine *e);     /* positions per slot (the context a request must fit) */
+int engine_n_ctx(const engine *e);     /* the context a request must fit */
 const gpt2_weights *engine_weights(const engine *e);
 void engine_get_stats(const engine *e, engine_stats *s);
+/* Tests: kv_check on the engine's KV cache (its page ownership rules). 0, or -1 with err. */
+int engine_kv_check(const engine *e, char *err, size_t errlen);
 const char *engine_finish_name(engine_finish f); /* "length", "stop", "eos", "cancelled", "error" */
 
 #endif

@@ -37,6 +37,7 @@ struct gpt2_state {
     float *tmp;                     /* (B, C) projection output before the residual add */
     float *fc;                      /* (B, 4C) MLP hidden */
     float *scores;                  /* (threads, max_ctx) attention scores per thread */
+    float *kvrows;                  /* (threads, KV_PAGE * head_dim) a half-precision KV run widened */
     void *mm_scratch;               /* the matmuls' scratch (matmul.h: int8 activations), or NULL */
 };
 
@@ -71,9 +72,10 @@ gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, i
     m->tmp = malloc(B * C * sizeof(float));
     m->fc = malloc(B * 4 * C * sizeof(float));
     m->scores = malloc((size_t)pool_threads(m->pool) * max_ctx * sizeof(float));
+    m->kvrows = malloc((size_t)pool_threads(m->pool) * KV_PAGE * (C / c->n_head) * sizeof(float));
     if (gpt2_weights_dtype(w) == MM_I8)
         m->mm_scratch = aligned_alloc(64, mm_scratch_bytes(max_tokens, 4 * c->n_embd));
-    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores ||
+    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->kvrows ||
         (gpt2_weights_dtype(w) == MM_I8 && !m->mm_scratch))
         goto oom;
     return m;
@@ -93,6 +95,7 @@ void gpt2_state_free(gpt2_state *m) {
     free(m->tmp);
     free(m->fc);
     free(m->scores);
+    free(m->kvrows);
     free(m->mm_scratch);
     free(m);
 }
@@ -178,7 +181,7 @@ static void gelu_forward(gpt2_state *m, float *a, int n, int n_cols) {
     pool_run(m->pool, gelu_task, &j, n, 8);
 }
 
-/* Writes every token's K and V (from qkv) into its slot at its position. */
+/* Writes every token's K and V (from qkv) into its sequence's page at its position. */
 static void kv_store_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int layer) {
     int C = m->cfg.n_embd;
     for (int i = 0; i < b->n; i++) {
@@ -194,19 +197,28 @@ typedef struct {
     int layer;
 } attn_job;
 
+/* One run of K or V rows as floats: the arena's own (fp32), else widened into rows (KV_PAGE * hd). */
+static const float *run_rows(kv_dtype t, const void *src, size_t *stride, int n, int hd, float *rows) {
+    if (t == KV_F32) return src;
+    kv_widen(t, src, *stride, n, hd, rows);
+    *stride = (size_t)hd;
+    return rows;
+}
+
 /* One (token, head): causal attention over positions 0..pos of the token's sequence.
- * scores (pos + 1) is this thread's scratch. The order of every sum is fixed by pos alone. */
-static void attention_head(const attn_job *j, int i, int h, float *scores) {
+ * scores (pos + 1) and rows are this thread's scratch. The order of every sum is fixed by pos alone. */
+static void attention_head(const attn_job *j, int i, int h, float *scores, float *rows) {
     const gpt2_config *c = &j->m->cfg;
     int C = c->n_embd, hd = C / c->n_head, T = j->b->pos[i] + 1, slot = j->b->slot[i];
+    kv_dtype dt = kv_dtype_of(j->kv);
     const float *q = j->m->qkv + (size_t)i * 3 * C + h * hd;
     float *out = j->m->att + (size_t)i * C + h * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    const float *k, *v;
+    const void *k, *v;
     size_t stride;
     for (int t = 0; t < T;) {
         int n = kv_run(j->kv, slot, j->layer, h, t, T - t, &k, &v, &stride);
-        const float *kh = k;
+        const float *kh = run_rows(dt, k, &stride, n, hd, rows);
         int u = 0;
         for (; u + 4 <= n; u += 4) {
             float d[4];
@@ -228,9 +240,10 @@ static void attention_head(const attn_job *j, int i, int h, float *scores) {
     for (int d = 0; d < hd; d++) out[d] = 0.0f;
     for (int t0 = 0; t0 < T;) {
         int n = kv_run(j->kv, slot, j->layer, h, t0, T - t0, &k, &v, &stride);
+        const float *vh = run_rows(dt, v, &stride, n, hd, rows);
         for (int u = 0; u < n; u++) {
             float p = scores[t0 + u] * inv;
-            const float *vr = v + u * stride;
+            const float *vr = vh + u * stride;
             int d = 0;
             __m256 pv = _mm256_set1_ps(p);
             for (; d + 8 <= hd; d += 8)
@@ -245,7 +258,8 @@ static void attention_task(void *ctx, int begin, int end, int tid) {
     const attn_job *j = ctx;
     int H = j->m->cfg.n_head;
     float *scores = j->m->scores + (size_t)tid * j->m->max_ctx;
-    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores);
+    float *rows = j->m->kvrows + (size_t)tid * KV_PAGE * (j->m->cfg.n_embd / H);
+    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores, rows);
 }
 
 /* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence. */
@@ -307,8 +321,7 @@ static int batch_valid(const gpt2_state *m, kv_arena *kv, const gpt2_batch *b) {
     if (b->n < 1 || b->n > m->max_tokens) return 0;
     for (int i = 0; i < b->n; i++) {
         if (b->token[i] < 0 || b->token[i] >= m->cfg.n_vocab) return 0;
-        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || b->pos[i] >= kv_ctx(kv)) return 0;
-        if (b->slot[i] < 0 || b->slot[i] >= kv_slots(kv)) return 0;
+        if (b->pos[i] < 0 || b->pos[i] >= m->max_ctx || !kv_seq_has(kv, b->slot[i], b->pos[i])) return 0;
         if (b->out[i] >= b->n) return 0;
     }
     return 1;

@@ -20,7 +20,7 @@ typedef struct {
     int n;             /* tokens in the batch */
     const int *token;  /* (n) token ids */
     const int *pos;    /* (n) position of each token in its sequence */
-    const int *slot;   /* (n) KV slot of each token's sequence */
+    const int *slot;   /* (n) KV sequence of each token (kv.h), its pages prepared up to pos */
     const int *out;    /* (n) row of logits to write, or -1 for none */
 } gpt2_batch;
 
@@ -45,8 +45,8 @@ const gpt2_weights *gpt2_weights_of(const gpt2_state *m);
 struct pool *gpt2_pool(gpt2_state *m); /* the compute threads, for work between forwards */
 int gpt2_max_tokens(const gpt2_state *m);
 
-/* Runs the batch: 0 on success, -1 if the batch is invalid (too many tokens, a token id, slot or
- * position out of range), with nothing computed. logits: (number of distinct out rows, V). */
+/* Runs the batch: 0 on success, -1 if the batch is invalid (too many tokens, a token id or position
+ * out of range, a sequence not open or a position without its page), with nothing computed. logits: (number of distinct out rows, V). */
 int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits);
 
 #endif
