@@ -37,6 +37,9 @@ for f in $FORMATS; do
     echo "== email workload through gpt2d, $f weights (bench/e2e.sh $f)"
     BUILD="$BUILD" sh bench/e2e.sh "$MODEL" "$f" | tee "$out.$f"
 done
+echo
+echo "== scheduling and the service path through gpt2d (bench/sched.sh)"
+BUILD="$BUILD" sh bench/sched.sh "$MODEL" fp32
 base=$(awk '/gpt2d \(broker\+worker\)/ {print $3}' "$out.fp32" 2>/dev/null || true)
 echo
 for f in $FORMATS; do

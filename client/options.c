@@ -14,7 +14,7 @@
 #include "gpt2c.h"
 #include "proto_suggest.h"
 
-typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_OFF, O_STOP, O_BIAS } opt_kind;
+typedef enum { O_INT, O_FLOAT, O_U64, O_STR, O_FLAG, O_ON, O_OFF, O_STOP, O_BIAS, O_PRIORITY } opt_kind;
 
 typedef struct {
     const char *name; /* long name, without the dashes */
@@ -43,6 +43,7 @@ static const opt opts[] = {
     {"logit-bias", 0, O_BIAS, 0, "ID:V  add V to token ID's logit (repeatable; -inf bans)"},
     {"ignore-eos", 0, O_FLAG, R(ignore_eos), " keep generating after <|endoftext|>"},
     {"allow-special", 0, O_FLAG, R(allow_special), " '<|endoftext|>' in the prompt is the special token"},
+    {"priority", 0, O_PRIORITY, R(priority), "P  interactive (default: admitted first) or bulk (batch jobs)"},
     {"logprobs", 0, O_FLAG, R(logprobs), " print each token's log-probability (in --json: a \"logprob\" field)"},
     {"json", 0, O_ON, G(json), " machine-readable output: one JSON object per frame"},
     {"concurrency", 'c', O_INT, G(concurrency), "N  batch: requests in flight (default 64)"},
@@ -162,6 +163,12 @@ static int opt_value(gpt2c_options *o, const opt *p, const char *v) {
         return 0;
     }
     case O_STR: *(const char **)base = v; return 0;
+    case O_PRIORITY: {
+        int pr = proto_priority_parse(v, strlen(v));
+        if (pr < 0) break;
+        *(proto_priority *)base = (proto_priority)pr;
+        return 0;
+    }
     case O_STOP: {
         proto_msg *q = &o->req;
         if (q->n_stop >= PROTO_MAX_STOPS || strlen(v) > 4 * PROTO_MAX_STOP_BYTES) break;

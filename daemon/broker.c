@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "proto.h"
 #include "proto_sock.h"
+#include "squeue.h"
 #include "supervisor.h"
 #include "table.h"
 
@@ -47,6 +48,8 @@ typedef struct request {
     uint8_t stream;              /* forward token frames */
     uint8_t running;             /* 0: in the queue; 1: on worker w */
     uint8_t cancelling;          /* a cancel went to the worker */
+    uint8_t priority;            /* proto_priority of the submit */
+    sq_item sq;               /* its place in the dispatch order while in the queue */
     int32_t max_tokens;          /* what the worker was asked for: it may not send more */
     worker *w;
     unsigned char *wire;         /* the encoded "request" frame as first sent (kept for replays) */
@@ -73,6 +76,7 @@ struct client {
     request *reqs;               /* live requests */
     int n_reqs;
     int n_waiting;               /* of those, in the queue (its fair share is checked on this) */
+    sq_flow flow;             /* its waiting requests in the dispatch order (round robin) */
     double last_send_ms, last_recv_ms;
     /* what it may have queued in its pipe: the sizes of the last PROTO_CLIENT_SNDHWM frames */
     uint32_t *sent_sizes;        /* ring, allocated at the first send */
@@ -112,8 +116,9 @@ struct broker {
     table *by_rid;               /* rid -> request */
     table *by_cid;               /* (ident, client id) -> request */
     client *client_list;
-    request *q_head, *q_tail;    /* waiting requests, FIFO */
+    request *q_head, *q_tail;    /* waiting requests, FIFO (deadlines, eviction, shutdown) */
     int q_len;
+    squeue sq;                     /* the same requests in dispatch order (squeue.h) */
     worker *workers;
     int n_workers, n_local_ready;
     uint64_t next_rid;
@@ -170,7 +175,14 @@ static size_t cid_key(const unsigned char *ident, size_t ident_len, const proto_
 }
 #define CID_KEY_MAX (2 + PROTO_MAX_IDENT + PROTO_MAX_ID_BYTES + 8)
 
+/* The dispatch class of a waiting request: a replay goes first, then by priority. */
+static int q_class(const request *r) {
+    if (r->n_replays > 0) return SQ_REPLAY;
+    return r->priority == PROTO_PRIORITY_BULK ? SQ_BULK : SQ_INTERACTIVE;
+}
+
 static void q_unlink(broker *b, request *r) {
+    sq_remove(&b->sq, &r->sq);
     if (r->prev) r->prev->next = r->next;
     else b->q_head = r->next;
     if (r->next) r->next->prev = r->prev;
@@ -195,6 +207,7 @@ static void q_push(broker *b, request *r, int front) {
     }
     b->q_len++;
     if (r->cl->n_waiting++ == 0) b->n_clients_waiting++;
+    sq_push(&b->sq, &r->cl->flow, &r->sq, q_class(r), front);
 }
 
 static void w_link(worker *w, request *r) {
@@ -285,12 +298,20 @@ static worker *worker_find(broker *b, const unsigned char *ident, size_t len) {
 /* A request that streamed tokens must continue on a worker computing the same bits. */
 static int request_pinned(const request *r) { return r->n_streamed > 0; }
 
+/* The free slots a bulk request must leave on w: the interactive reserve, but never all its slots. */
+static int worker_reserve(const broker *b, const worker *w) {
+    int r = b->cfg->interactive_reserve;
+    return r < w->slots ? r : w->slots - 1;
+}
+
 /* The worker with the most free credit that may run r (any worker, or for a pinned replay one with
- * r's fingerprint), or NULL if none. */
+ * r's fingerprint; for a bulk request one with more free slots than its interactive reserve), or
+ * NULL if none. */
 static worker *worker_pick(broker *b, const request *r) {
     worker *best = NULL;
     for (worker *w = b->workers; w; w = w->next)
-        if (w->credit > 0 && (!best || w->credit > best->credit) &&
+        if (w->credit > (r->priority == PROTO_PRIORITY_BULK ? worker_reserve(b, w) : 0) &&
+            (!best || w->credit > best->credit) &&
             (!request_pinned(r) || strcmp(w->fingerprint, r->fingerprint) == 0))
             best = w;
     return best;
@@ -471,39 +492,57 @@ static int request_fail(broker *b, request *r, proto_reason code, const char *me
     return rc < 0;
 }
 
-/* Gives waiting requests to workers with credit, oldest request first. */
 static void worker_lost(broker *b, worker *w, const char *why);
 
+#define REQ_OF(it) ((request *)((char *)(it) - offsetof(request, sq)))
+
+/* Hands r (just taken from the dispatch order) to w. 0, or -1 if w could not be reached: r is back
+ * at the front of the queue and w is lost (the queue changed). */
+static int dispatch_to(broker *b, request *r, worker *w) {
+    q_unlink(b, r);
+    const unsigned char *wire = r->replay ? r->replay : r->wire;
+    size_t wire_len = r->replay ? r->replay_len : r->wire_len;
+    if (proto_sock_send_raw(b->back, w->ident, w->ident_len, wire, wire_len, ZMQ_DONTWAIT) < 0) {
+        q_push(b, r, 1);
+        worker_lost(b, w, errno == EHOSTUNREACH ? "unreachable" : "not reading");
+        return -1;
+    }
+    w->last_send_ms = proto_clock_ms();
+    if (r->t_dispatch == 0) {
+        r->t_dispatch = w->last_send_ms;
+        metrics_queue(&b->met, r->t_dispatch - r->t_submit);
+    }
+    if (!request_pinned(r)) memcpy(r->fingerprint, w->fingerprint, sizeof r->fingerprint);
+    w->credit--;
+    w_link(w, r);
+    proto_log(b->log, PROTO_LOG_DEBUG, "rid %llu -> worker %s (credit %d)", (unsigned long long)r->rid, w->name,
+              w->credit);
+    return 0;
+}
+
+/* Gives waiting requests to workers with credit in the order of squeue.h: replays first (oldest
+ * first; one pinned to a fingerprint no worker with credit has waits, the others pass it), then
+ * interactive requests, then bulk ones (which leave each worker its interactive reserve), clients
+ * taking turns within a priority. */
 static void dispatch(broker *b) {
-    request *r = b->q_head;
-    while (r) {
-        request *next = r->next;
+again:
+    for (sq_item *it = b->sq.replay.head[SQ_REPLAY], *next; it; it = next) {
+        next = it->next;
+        request *r = REQ_OF(it);
         worker *w = worker_pick(b, r);
-        if (!w) {
-            if (!request_pinned(r)) return; /* no credit anywhere */
-            r = next;                       /* a replay waits for its fingerprint; others may pass */
-            continue;
+        if (!w) continue;
+        sq_take(&b->sq, it);
+        if (dispatch_to(b, r, w) < 0) goto again;
+    }
+    for (int cls = SQ_INTERACTIVE; cls < SQ_CLASSES; cls++) {
+        sq_item *it;
+        while ((it = sq_next(&b->sq, cls))) {
+            request *r = REQ_OF(it);
+            worker *w = worker_pick(b, r); /* not pinned: any request of the class would get the same answer */
+            if (!w) break;
+            sq_take(&b->sq, it);
+            if (dispatch_to(b, r, w) < 0) goto again;
         }
-        q_unlink(b, r);
-        const unsigned char *wire = r->replay ? r->replay : r->wire;
-        size_t wire_len = r->replay ? r->replay_len : r->wire_len;
-        if (proto_sock_send_raw(b->back, w->ident, w->ident_len, wire, wire_len, ZMQ_DONTWAIT) < 0) {
-            q_push(b, r, 1);
-            worker_lost(b, w, errno == EHOSTUNREACH ? "unreachable" : "not reading");
-            r = b->q_head; /* the queue changed: start over */
-            continue;
-        }
-        w->last_send_ms = proto_clock_ms();
-        if (r->t_dispatch == 0) {
-            r->t_dispatch = w->last_send_ms;
-            metrics_queue(&b->met, r->t_dispatch - r->t_submit);
-        }
-        if (!request_pinned(r)) memcpy(r->fingerprint, w->fingerprint, sizeof r->fingerprint);
-        w->credit--;
-        w_link(w, r);
-        proto_log(b->log, PROTO_LOG_DEBUG, "rid %llu -> worker %s (credit %d)", (unsigned long long)r->rid,
-                  w->name, w->credit);
-        r = next;
     }
 }
 
@@ -1028,6 +1067,7 @@ static void on_client_submit(broker *b, proto_frame *f, const proto_msg *m) {
     }
     r->stream = m->stream;
     r->max_tokens = m->max_tokens;
+    r->priority = (uint8_t)m->priority;
     r->t_submit = r->t_last = proto_clock_ms();
     if (table_put(b->by_rid, &r->rid, sizeof(r->rid), r) < 0 || table_put(b->by_cid, key, klen, r) < 0) {
         table_del(b->by_rid, &r->rid, sizeof(r->rid));

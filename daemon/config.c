@@ -45,6 +45,7 @@ static const option options[] = {
     {"queue-timeout-ms",     OPT_INT,  C(queue_timeout_ms),   "60000", 1,   86400000,        "MS",   "a request still waiting for a slot after MS fails with 'timeout' (504, queue_timeout)"},
     {"request-timeout-ms",   OPT_INT,  C(request_timeout_ms), "600000", 1,  86400000,        "MS",   "a request not done MS after its submit is cancelled and fails with 'timeout' (504, request_timeout)"},
     {"max-client-requests",  OPT_INT,  C(max_client_requests), "1024", 1,   1000000,         "N",    "requests one client connection may have in flight; beyond that 'overloaded' (429, client_limit)"},
+    {"interactive-reserve",  OPT_INT,  C(interactive_reserve), "1",    0,   PROTO_MAX_SLOTS, "N",    "slots of each worker that requests of priority 'bulk' leave free for 'interactive' ones (a worker keeps at least one slot for bulk), so a person is not queued behind a batch job"},
     {"restart-max-ms",       OPT_INT,  C(restart_max_ms),     "30000", 1,   3600000,         "MS",   "cap of the restart delay of a crashing local worker (it starts at 250 ms and doubles)"},
     {"curve-secret",         OPT_STR,  C(curve_secret),       "",      0,   0,               "FILE", "the broker's CURVE key pair (gpt2c keygen): encrypt and authenticate both endpoints"},
     {"curve-clients",        OPT_STR,  C(curve_clients),      "",      0,   0,               "FILE", "with curve-secret: public keys of the clients allowed in, one Z85 key per line"},

@@ -29,6 +29,7 @@ typedef struct {
     int queue_timeout_ms;     /* a request waiting longer for a slot fails with timeout */
     int request_timeout_ms;   /* a request not done this long after submit fails with timeout */
     int max_client_requests;  /* requests in flight per client connection */
+    int interactive_reserve;  /* slots of each worker that bulk requests leave to interactive ones */
     int restart_max_ms;       /* cap of a crashing local worker's restart delay */
     const char *curve_secret; /* file with the broker's CURVE key pair: CURVE on both links */
     const char *curve_clients;/* file of client public keys allowed in (with curve_secret) */

@@ -16,7 +16,9 @@ typedef struct {
     int prefix_cache;       /* share cached prompt prefixes (default on) */
     const char *kv_dtype;   /* "fp32" (NULL: default), "fp16", "bf16" */
     int ctx;                /* positions a request may reach (0: the model's) */
-    int max_batch_tokens;   /* tokens per engine step (0: the engine's default) */
+    int max_batch_tokens;   /* tokens per engine step (0: the engine's default, 512) */
+    int prefill_min_tokens; /* the step's prefill budget while many decode (floor) */
+    int prefill_half;       /* the prefill budget halves at this many decoding requests (0: fixed) */
     int threads;            /* compute threads (0: all cores; gpt2d: cores / workers) */
     int blas;               /* OpenBLAS kernels, faster prefill, not batch-invariant */
     const char *weights_cache; /* packed weight image directory, "off", or NULL (default) */
@@ -37,7 +39,7 @@ typedef struct {
     const char *help;
 } eopt;
 
-#define EOPT_COUNT 13             /* entries of eopt_table */
+#define EOPT_COUNT 15             /* entries of eopt_table */
 extern const eopt eopt_table[EOPT_COUNT]; /* the engine settings, fields of eopt_values */
 
 /* Stores val (a string that outlives base) into o's field of base. "" unsets a string. Booleans take

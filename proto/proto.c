@@ -33,6 +33,7 @@ typedef enum {
     K_STOPS,    /* proto_str[PROTO_MAX_STOPS] at off, count at off2 */
     K_BIAS,     /* const proto_bias * at off, count at off2: [[id, bias], ...] */
     K_FINISH,   /* proto_finish as its name */
+    K_PRIORITY, /* proto_priority as its name */
     K_CODE,     /* int32_t error code: any known proto_code */
     K_MAP,      /* nested map: sub-fields relative to base + off */
     K_MAPARRAY, /* array of maps: elements of sub_size bytes, pointer at off, count at off2 */
@@ -217,6 +218,7 @@ static const pfield fields[PF_COUNT] = {
     [PF_RECENT] = {"recent", K_MAP, 0, M(recent), 0, 0, 0, recent_fields, NSUB(recent_fields), 0},
     [PF_FINGERPRINT] = {"fingerprint", K_STR, 0, M(fingerprint), 0, 0, PROTO_MAX_FINGERPRINT_BYTES, NULL, 0, 0},
     [PF_SECRET] = {"secret", K_STR, 0, M(secret), 0, 0, PROTO_SECRET_HEX, NULL, 0, 0},
+    [PF_PRIORITY] = {"priority", K_PRIORITY, 0, M(priority), 0, 0, 0, NULL, 0, 0},
     [PF_KV] = {"kv", K_MAP, 0, M(kv), 0, 0, 0, kv_fields, NSUB(kv_fields), 0},
 };
 
@@ -241,7 +243,7 @@ typedef struct {
     FLD(D, PF_MAX_TOKENS), FLD(D, PF_TEMPERATURE), FLD(D, PF_TOP_K), FLD(D, PF_TOP_P),           \
         FLD(D, PF_MIN_P), FLD(D, PF_REPETITION_PENALTY), FLD(D, PF_PRESENCE_PENALTY),            \
         FLD(D, PF_FREQUENCY_PENALTY), FLD(D, PF_SEED), FLD(D, PF_LOGIT_BIAS), FLD(D, PF_STOP),   \
-        FLD(D, PF_LOGPROBS), FLD(D, PF_IGNORE_EOS), FLD(D, PF_ALLOW_SPECIAL)
+        FLD(D, PF_LOGPROBS), FLD(D, PF_IGNORE_EOS), FLD(D, PF_ALLOW_SPECIAL), FLD(D, PF_PRIORITY)
 
 static const uint8_t t_hello[] = {FLD(O, PF_NAME)};
 static const uint8_t t_welcome[] = {FLD(D, PF_NAME), FLD(D, PF_WORKERS), FLD(D, PF_MAX_QUEUE)};
@@ -297,6 +299,7 @@ static const ptype types[PROTO_T_COUNT] = {
 
 static const char *const finish_names[PROTO_FINISH_COUNT] = {"length", "stop", "eos", "cancelled",
                                                              "error"};
+static const char *const priority_names[PROTO_PRIORITY_COUNT] = {"interactive", "bulk"};
 
 static const struct {
     int code;
@@ -376,6 +379,16 @@ const char *proto_type_name(proto_type t) {
 
 const char *proto_finish_name(proto_finish f) {
     return ((unsigned)f < PROTO_FINISH_COUNT) ? finish_names[f] : "?";
+}
+
+const char *proto_priority_name(proto_priority p) {
+    return ((unsigned)p < PROTO_PRIORITY_COUNT) ? priority_names[p] : "?";
+}
+
+int proto_priority_parse(const char *s, size_t len) {
+    for (int i = 0; i < PROTO_PRIORITY_COUNT; i++)
+        if (s && len == strlen(priority_names[i]) && memcmp(s, priority_names[i], len) == 0) return i;
+    return -1;
 }
 
 const char *proto_code_name(int code) {
@@ -662,6 +675,12 @@ static int check_field(const pfield *f, const char *base, char *err, size_t errl
             return -PROTO_R_OUT_OF_RANGE;
         }
         return 0;
+    case K_PRIORITY:
+        if ((unsigned)*(const proto_priority *)p >= PROTO_PRIORITY_COUNT) {
+            seterr(err, errlen, "field '%s': unknown priority", f->key);
+            return -PROTO_R_OUT_OF_RANGE;
+        }
+        return 0;
     case K_CODE: return check_code(f, *(const int32_t *)p, err, errlen);
     case K_TOP: return check_top(f, *(const proto_top *const *)p, *(const uint32_t *)(base + f->off2), err, errlen);
     case K_MAP: return check_sub(f->sub, f->n_sub, p, err, errlen);
@@ -798,6 +817,11 @@ static void pack_value(msgpack_packer *pk, const pfield *f, const char *base) {
             msgpack_pack_float(pk, t[i].logprob);
             pack_strv(pk, &t[i].bytes, true);
         }
+        break;
+    }
+    case K_PRIORITY: {
+        const char *s = proto_priority_name(*(const proto_priority *)p);
+        pack_strv(pk, &(proto_str){s, (uint32_t)strlen(s)}, false);
         break;
     }
     case K_MAP: pack_sub(pk, f->sub, f->n_sub, p); break;
@@ -1081,6 +1105,17 @@ static int dec_value(dec_ctx *c, const pfield *f, char *base, const msgpack_obje
         }
         *(const proto_top **)p = t;
         *(uint32_t *)(base + f->off2) = n;
+        return 0;
+    }
+    case K_PRIORITY: {
+        proto_str s;
+        if (obj_str(o, &s, false) < 0) return wrong_type(c, f->key, "\"interactive\" or \"bulk\"");
+        int pr = proto_priority_parse(s.ptr, s.len);
+        if (pr < 0) {
+            seterr(c->err, c->errlen, "field '%s': unknown priority (\"interactive\" or \"bulk\")", f->key);
+            return dec_fail(c, PROTO_R_OUT_OF_RANGE, f->key);
+        }
+        *(proto_priority *)p = (proto_priority)pr;
         return 0;
     }
     case K_MAP: return dec_sub(c, f->sub, f->n_sub, p, o, f->key);

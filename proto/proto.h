@@ -173,6 +173,13 @@ typedef struct {
     uint64_t n[PROTO_R_COUNT];
 } proto_reason_counts;
 
+/* ---- priorities of a submit (PROTOCOL.md, "Priorities") --------------------------------------- */
+typedef enum {
+    PROTO_PRIORITY_INTERACTIVE = 0, /* the default: a person waits for it; admitted and prefilled first */
+    PROTO_PRIORITY_BULK,            /* a batch job: runs in what interactive requests leave */
+    PROTO_PRIORITY_COUNT
+} proto_priority;
+
 /* ---- decode status (negative) -------------------------------------------------------------------- */
 typedef enum {
     PROTO_OK = 0,
@@ -196,6 +203,7 @@ typedef enum {
     PF_ERRORS_TOTAL, PF_OVERLOADED_TOTAL, PF_TOKENS_PER_S, PF_TTFT_MS, PF_ITL_MS, PF_UPTIME_S,
     PF_WORKER_LIST, PF_REASON, PF_FIELD, PF_TTFT_HIST, PF_ITL_HIST, PF_TOTAL_HIST, PF_FINGERPRINT, PF_SECRET,
     PF_RECENT, PF_KV, PF_TOP_LOGPROBS, PF_TOP, PF_TOTALS, PF_ERROR_REASONS, PF_QUEUE_HIST,
+    PF_PRIORITY,
     PF_COUNT
 } proto_field_id;
 /* One bit per field in proto_msg.has. There are more than 64 fields, so the set is 128 bits wide (a
@@ -310,6 +318,7 @@ typedef struct {
     uint8_t allow_special;         /* "<|endoftext|>" in the prompt is the special token */
     int32_t top_logprobs;          /* optional (PF_TOP_LOGPROBS): token frames carry "top" with the
                                       sampled token and this many (0..5) most likely ones */
+    proto_priority priority;       /* "interactive" (default) or "bulk" */
 
     /* token / done */
     int32_t index;                 /* generated token index, from 0 */
@@ -388,6 +397,9 @@ int proto_encode(const proto_msg *m, msgpack_sbuffer *sb, char *err, size_t errl
 const char *proto_type_name(proto_type t);
 const char *proto_code_name(int code);
 const char *proto_finish_name(proto_finish f);
+/* "interactive", "bulk" ("?" otherwise); proto_priority_parse: the priority named by s[0..len), or -1. */
+const char *proto_priority_name(proto_priority p);
+int proto_priority_parse(const char *s, size_t len);
 const char *proto_status_name(int status);
 /* The wire error code for a decode status (PROTO_CODE_BAD_REQUEST, _TOO_LARGE, _UNSUPPORTED_VERSION). */
 int proto_status_code(int status);

@@ -8,7 +8,7 @@
  *   (array of integers), "max_tokens", "temperature", "top_k", "top_p", "min_p",
  *   "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "logit_bias"
  *   ([[id, bias], ...]), "stop" (an array of strings; a single string is accepted as a one-element
- *   array), "stream", "logprobs", "ignore_eos", "allow_special".
+ *   array), "stream", "logprobs", "ignore_eos", "allow_special", "priority" ("interactive" or "bulk").
  * - How: the object is converted to its msgpack form (integers stay integers, never through a
  *   double, so a seed >= 2^53 is exact; JSON reals become float64) and decoded by proto_decode(),
  *   so every type and range check, limit and reason is the protocol's own: max_tokens is bounded

@@ -498,6 +498,7 @@ static void wk_on_request(worker *w, const proto_msg *m) {
     q.want_top = (m->has & PROTO_HAS(PF_TOP_LOGPROBS)) != 0;
     q.top_n = m->top_logprobs;
     q.allow_special = m->allow_special;
+    q.priority = m->priority == PROTO_PRIORITY_BULK ? ENGINE_PRIORITY_BULK : ENGINE_PRIORITY_INTERACTIVE;
     q.fit_ctx = 1; /* the service refuses what cannot fit rather than cut it short */
     engine_refusal no;
     int rc = wk_live_add(w, m->rid, m->logprobs);

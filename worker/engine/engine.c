@@ -27,6 +27,8 @@ typedef struct request {
     int n_past;                 /* ids whose K/V are in its KV pages (cached ones included) */
     int n_cached;               /* of those, taken from the prefix cache */
     int n_resume;               /* generated index of the first new token */
+    int priority;               /* ENGINE_PRIORITY_*: waiting and prefill order */
+    uint64_t admit_seq;         /* admission order (prefill order within a priority) */
     int n_gen;                  /* generated tokens (resumed included) */
     int max_gen;                /* stop at this n_gen */
     int user_prompt_tokens;     /* prompt tokens as the user gave them (usage) */
@@ -41,7 +43,7 @@ typedef struct request {
     size_t text_len, text_cap;
     size_t emitted;             /* bytes of text already passed to on_token */
     double t_submit, t_admit, t_first;
-    struct request *next;       /* waiting FIFO link */
+    struct request *next;       /* waiting queue link (priority, then arrival) */
 } request;
 
 struct engine {
@@ -59,6 +61,7 @@ struct engine {
     request **running;          /* (n_run) by KV sequence; NULL when free */
     request *wait_head, *wait_tail;
     int n_waiting;
+    uint64_t admitted;          /* requests admitted so far (admit_seq) */
     /* step scratch, sized at start-up */
     int *b_token, *b_pos, *b_slot, *b_out;   /* (max_batch) */
     request **b_req;                          /* (max_batch) request of each logits row */
@@ -73,6 +76,10 @@ struct engine {
     int *s_top_n;                             /* (n_run) entries in those rows */
     engine_stats stats;
 };
+
+#define ENGINE_DEFAULT_BATCH_TOKENS 512
+#define ENGINE_DEFAULT_PREFILL_MIN 64
+#define ENGINE_DEFAULT_PREFILL_HALF 16
 
 static double now_ms(void) {
     struct timespec t;
@@ -122,7 +129,9 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
     e->cb = *cb;
     e->w = w;
     e->tok = tok;
-    if (e->cfg.max_batch_tokens <= 0) e->cfg.max_batch_tokens = 128;
+    if (e->cfg.max_batch_tokens <= 0) e->cfg.max_batch_tokens = ENGINE_DEFAULT_BATCH_TOKENS;
+    if (e->cfg.prefill_min_tokens <= 0) e->cfg.prefill_min_tokens = ENGINE_DEFAULT_PREFILL_MIN;
+    if (e->cfg.prefill_half == 0) e->cfg.prefill_half = ENGINE_DEFAULT_PREFILL_HALF;
     e->n_vocab = mc->n_vocab;
     e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : mc->n_ctx;
     if (e->n_ctx > mc->n_ctx) {
@@ -328,6 +337,21 @@ static void request_replay(engine *e, request *r) {
     }
 }
 
+/* Queues r behind every waiting request of its priority or a higher one (bulk after interactive,
+ * first come first served within each). */
+static void wait_insert(engine *e, request *r) {
+    request *prev = NULL;
+    if (e->wait_tail && e->wait_tail->priority > r->priority)
+        for (request *p = e->wait_head; p && p->priority <= r->priority; p = p->next) prev = p;
+    else
+        prev = e->wait_tail;
+    r->next = prev ? prev->next : e->wait_head;
+    if (prev) prev->next = r;
+    else e->wait_head = r;
+    if (!r->next) e->wait_tail = r;
+    e->n_waiting++;
+}
+
 int engine_submit(engine *e, uint64_t req_id, const engine_request *q, engine_refusal *why) {
     if (why) memset(why, 0, sizeof *why);
     if (find_request(e, req_id, NULL))
@@ -368,12 +392,8 @@ int engine_submit(engine *e, uint64_t req_id, const engine_request *q, engine_re
     request_replay(e, r);
     r->t_submit = now_ms();
     r->state = REQ_WAITING;
-    if (e->wait_tail)
-        e->wait_tail->next = r;
-    else
-        e->wait_head = r;
-    e->wait_tail = r;
-    e->n_waiting++;
+    r->priority = q->priority == ENGINE_PRIORITY_BULK ? ENGINE_PRIORITY_BULK : ENGINE_PRIORITY_INTERACTIVE;
+    wait_insert(e, r);
     return 0;
 oom:
     request_free(r);
@@ -412,6 +432,8 @@ void engine_options_apply(const eopt_values *v, engine_config *c, gpt2_weights_o
     c->kv_budget_mb = v->kv_budget_mb > 0 ? (size_t)v->kv_budget_mb : 0;
     c->n_ctx = v->ctx;
     c->max_batch_tokens = v->max_batch_tokens;
+    c->prefill_min_tokens = v->prefill_min_tokens;
+    c->prefill_half = v->prefill_half > 0 ? v->prefill_half : -1; /* 0 in the table: off */
     c->n_threads = v->threads;
     c->use_blas = v->blas;
     memset(wo, 0, sizeof *wo);
@@ -520,7 +542,8 @@ static int request_reach(const engine *e, const request *r) {
     return n < e->n_ctx ? n : e->n_ctx;
 }
 
-/* Admits waiting requests first come first served while a KV sequence and the pages they can reach
+/* Admits waiting requests in queue order (interactive, then bulk; first come first served within
+ * each) while a KV sequence and the pages they can reach
  * are available (kv.h); the head waits otherwise, and everything behind it. The head also waits
  * while a running request is computing the next page of the prefix it shares (a campaign's common
  * preamble): it is admitted a few steps later with those pages cached instead of computing them too. */
@@ -538,6 +561,7 @@ static void admit_waiting(engine *e) {
         r->n_past = r->n_cached = cached;
         r->state = REQ_PREFILL;
         r->t_admit = now_ms();
+        r->admit_seq = e->admitted++;
         e->running[seq] = r;
         e->n_running++;
     }
@@ -560,13 +584,18 @@ static void batch_add(engine *e, int *n, int *n_out, request *r, int token, int 
     (*n)++;
 }
 
-/* Prefilling requests in admission order. */
+/* 1 if a prefills before b: interactive before bulk, then in admission order. */
+static int prefill_before(const request *a, const request *b) {
+    return a->priority != b->priority ? a->priority < b->priority : a->admit_seq < b->admit_seq;
+}
+
+/* Prefilling requests in prefill order (prefill_before). */
 static int prefill_order(engine *e, request **order) {
     int n = 0;
     for (int s = 0; s < e->n_run; s++)
         if (e->running[s] && e->running[s]->state == REQ_PREFILL) order[n++] = e->running[s];
-    for (int i = 1; i < n; i++) /* insertion sort by admission time, then id */
-        for (int j = i; j > 0 && (order[j]->t_admit < order[j - 1]->t_admit); j--) {
+    for (int i = 1; i < n; i++) /* insertion sort: few prefill at once */
+        for (int j = i; j > 0 && prefill_before(order[j], order[j - 1]); j--) {
             request *t = order[j];
             order[j] = order[j - 1];
             order[j - 1] = t;
@@ -574,9 +603,19 @@ static int prefill_order(engine *e, request **order) {
     return n;
 }
 
-/* Fills the batch: every decoding request's next token, then prefill chunks within the budget, with
- * the KV pages they write. The number of rows, or -1 if a page could not be had (a bug: admission
- * reserved them). */
+int engine_prefill_budget(const engine_config *cfg, int d) {
+    int t = cfg->max_batch_tokens > 0 ? cfg->max_batch_tokens : ENGINE_DEFAULT_BATCH_TOKENS;
+    int lo = cfg->prefill_min_tokens > 0 ? cfg->prefill_min_tokens : ENGINE_DEFAULT_PREFILL_MIN;
+    int h = cfg->prefill_half == 0 ? ENGINE_DEFAULT_PREFILL_HALF : cfg->prefill_half;
+    if (d < 0) d = 0;
+    if (h < 0) return t > d ? t - d : 0;
+    long p = (long)t * h / (h + d);
+    return p > lo ? (int)p : lo;
+}
+
+/* Fills the batch: every decoding request's next token, then prefill chunks within the budget
+ * (engine_prefill_budget, capped by the step's room), with the KV pages they write. The number of
+ * rows, or -1 if a page could not be had (a bug: admission reserved them). */
 static int build_batch(engine *e, int *n_out) {
     int n = 0;
     *n_out = 0;
@@ -586,18 +625,25 @@ static int build_batch(engine *e, int *n_out) {
         if (kv_seq_prepare(e->kv, r->slot, r->n_past + 1) != 0) return -1;
         batch_add(e, &n, n_out, r, r->ids[r->n_past], r->n_past, 1);
     }
+    int n_decode = n;
+    int limit = n + engine_prefill_budget(&e->cfg, n_decode);
+    if (limit > e->max_batch) limit = e->max_batch;
     request **pre = e->prefill;
     int n_pre = prefill_order(e, pre);
-    for (int i = 0; i < n_pre && n < e->max_batch; i++) {
+    for (int i = 0; i < n_pre && n < limit; i++) {
         request *r = pre[i];
+        if (r->priority != pre[0]->priority) break; /* no bulk prefill beside an interactive one: a
+                                                       short step, its first token sooner */
         int chunk = r->n_prompt - r->n_past;
-        if (chunk > e->max_batch - n) chunk = e->max_batch - n;
+        if (chunk > limit - n) chunk = limit - n;
         if (kv_seq_prepare(e->kv, r->slot, r->n_past + chunk) != 0) return -1;
         for (int c = 0; c < chunk; c++) {
             int pos = r->n_past + c;
             batch_add(e, &n, n_out, r, r->ids[pos], pos, pos == r->n_prompt - 1);
         }
     }
+    e->stats.last_decode = n_decode;
+    e->stats.last_prefill = n - n_decode;
     return n;
 }
 

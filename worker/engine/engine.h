@@ -2,9 +2,9 @@
  *
  * No I/O and no threads of its own beyond the model's compute pool. One engine borrows the weights
  * and the tokenizer (both immutable: several engines may share them, and they must outlive it) and
- * owns a forward-pass state, a paged KV cache with a prefix cache (kv.h), and a FIFO of waiting
+ * owns a forward-pass state, a paged KV cache with a prefix cache (kv.h), and a queue of waiting
  * requests.
- * Admission (first come, first served): the head of the FIFO runs once a KV sequence is free
+ * Admission (interactive before bulk, first come first served within each): the head of the queue runs once a KV sequence is free
  * (max_running) and the cache can reserve every page the request can reach (prompt + max_tokens,
  * capped at the context), less the pages of its longest cached prompt prefix, which it shares and
  * does not compute again (result.cached_tokens). Otherwise it waits until a running request ends:
@@ -12,8 +12,12 @@
  * request computes the next page of the prefix it shares, to share that page rather than compute it. Output is bit-identical with or without
  * prefix-cache hits (the kernels are batch-invariant, so cached K/V are what a prefill computes).
  * engine_step() builds ONE forward batch: one decode token for every running request plus prefill
- * chunks of waiting/prefilling requests (admitted as above), up to
- * max_batch_tokens tokens; it then samples, stops, and reports through the callbacks:
+ * chunks of waiting/prefilling requests (admitted as above), then samples, stops, and reports through the callbacks.
+ * Order: interactive requests before bulk ones (engine_request.priority), first come first served
+ * within a priority, both for the free slots and for the prefill chunks; a step that prefills an
+ * interactive request carries no bulk prefill (it stays short). The step's prefill budget
+ * adapts to how many requests decode (D): engine_prefill_budget() below; chunking never changes
+ * a request's output (the kernels are batch-invariant). The callbacks:
  *   on_token(user, req_id, index, token, piece, piece_len, logprob)  for every generated token
  *     (piece: the newly complete UTF-8 text; stop-string candidates are held back);
  *   on_done(user, req_id, result)                                    exactly once per accepted request.
@@ -47,8 +51,11 @@ typedef struct {
     size_t kv_budget_mb;   /* KV cache size; 0: n_slots (else 64) whole contexts of n_ctx positions.
                               Must hold at least one whole context */
     int n_ctx;             /* positions a request may reach; 0 = the model's n_ctx */
-    int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 128. Lower keeps
-                              inter-token latency flat while prompts prefill; higher fills faster */
+    int max_batch_tokens;  /* tokens per step (decode + prefill chunks); default 512: the prefill
+                              chunk while nothing decodes */
+    int prefill_min_tokens;/* the prefill budget's floor while many decode; default 64 */
+    int prefill_half;      /* the prefill budget halves at this many decoding requests; default 16;
+                              < 0: off (every step filled up to max_batch_tokens) */
     int n_threads;         /* compute threads; 0 = all cores */
     int use_blas;          /* 0 (default): batch-invariant kernels; 1: OpenBLAS sgemm for multi-row
                               matmuls, not batch-invariant (the baseline invariance is measured against);
@@ -114,10 +121,23 @@ typedef struct {
                                 and the top_n (0..ENGINE_MAX_TOP) most likely tokens */
     int top_n;
     int allow_special;       /* `<|endoftext|>` in prompt text is the special token */
+    int priority;            /* ENGINE_PRIORITY_INTERACTIVE (0, default) or ENGINE_PRIORITY_BULK */
     int fit_ctx;             /* 1: refuse at submit, with an error naming max_tokens, when the prompt
                                 plus max_tokens cannot fit the context (the service's rule); 0: stop
                                 with finish length where the context ends */
 } engine_request;
+
+#define ENGINE_PRIORITY_INTERACTIVE 0 /* admitted and prefilled ahead of ... */
+#define ENGINE_PRIORITY_BULK 1        /* ... these */
+#define ENGINE_N_PRIORITIES 2
+
+/* The prefill tokens a step may carry beside d decoding requests under cfg (defaults applied as
+ * engine_new does), before the step's room (max(max_batch_tokens, n_slots) - d) caps it:
+ *   max(prefill_min_tokens, max_batch_tokens * H / (H + d)),  H = prefill_half
+ * so the whole step goes to prefill while nothing decodes (time to first token near the prefill
+ * bound), half of it at H decoders, and at least prefill_min_tokens while many decode (their
+ * inter-token latency bounded). With prefill_half < 0: max_batch_tokens - d (a fixed step). */
+int engine_prefill_budget(const engine_config *cfg, int d);
 
 typedef struct {
     engine_finish finish;
@@ -148,6 +168,7 @@ typedef struct {
     size_t kv_bytes;          /* the KV mapping (resident as pages are written) */
     kv_stats kv;              /* pages used / free / cached / reserved, prefix-cache lookups and hits */
     uint64_t steps, tokens_generated, tokens_prefilled; /* tokens_prefilled: computed, not cached */
+    int last_decode, last_prefill; /* the last step's decode rows and prefill tokens */
 } engine_stats;
 
 typedef struct engine engine;

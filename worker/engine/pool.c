@@ -1,4 +1,7 @@
-/* pool.c — see pool.h. Generation counter + futex wake-ups, bounded spinning. */
+/* pool.c — see pool.h. Generation counter + futex wake-ups, bounded spinning. A futex wake is a
+ * system call (costly in a paravirtualized guest, and made twice per job, ~200 times per decoded
+ * token): it is made only when a thread actually sleeps (sleepers), which is rare while jobs come
+ * back to back. */
 #include "pool.h"
 
 #include <immintrin.h>
@@ -25,6 +28,7 @@ struct pool {
     _Atomic int next;         /* next task to hand out */
     _Atomic int pending;      /* workers still inside the current job */
     _Atomic int stop;
+    _Atomic int sleepers;     /* threads inside futex_wait (on generation or pending) */
     pool_fn fn;
     void *ctx;
     int n_tasks, grain;
@@ -38,13 +42,22 @@ static void futex_wake_all(_Atomic int *addr) {
     syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 
-/* Waits until *addr != val: spins a bounded time, then sleeps on the futex. */
-static void wait_change(_Atomic int *addr, int val) {
+/* Waits until *addr != val: spins a bounded time, then sleeps on the futex. The sleeper is
+ * counted before the last check (both sequentially consistent), so a waker that changed *addr
+ * either sees it counted or the sleeper sees the change: no lost wake-up. */
+static void wait_change(pool *p, _Atomic int *addr, int val) {
     for (int i = 0; i < POOL_SPIN; i++) {
         if (atomic_load_explicit(addr, memory_order_acquire) != val) return;
         _mm_pause();
     }
-    while (atomic_load_explicit(addr, memory_order_acquire) == val) futex_wait(addr, val);
+    atomic_fetch_add(&p->sleepers, 1);
+    while (atomic_load(addr) == val) futex_wait(addr, val);
+    atomic_fetch_sub(&p->sleepers, 1);
+}
+
+/* After changing *addr (sequentially consistent): wakes its sleepers, if any thread sleeps. */
+static void wake(pool *p, _Atomic int *addr) {
+    if (atomic_load(&p->sleepers) > 0) futex_wake_all(addr);
 }
 
 /* Takes chunks of the current job until none is left. */
@@ -62,12 +75,11 @@ static void *pool_worker(void *arg) {
     int tid = ((pool_arg *)arg)->tid;
     int seen = 0;
     for (;;) {
-        wait_change(&p->generation, seen);
+        wait_change(p, &p->generation, seen);
         seen = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (atomic_load(&p->stop)) return NULL;
         pool_work(p, tid);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1)
-            futex_wake_all(&p->pending);
+        if (atomic_fetch_sub(&p->pending, 1) == 1) wake(p, &p->pending);
     }
 }
 
@@ -109,12 +121,12 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks, int grain) {
     p->grain = grain;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->n_threads - 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    futex_wake_all(&p->generation);
+    atomic_fetch_add(&p->generation, 1);
+    wake(p, &p->generation);
     pool_work(p, 0);
     for (;;) {
         int left = atomic_load_explicit(&p->pending, memory_order_acquire);
         if (left == 0) break;
-        wait_change(&p->pending, left);
+        wait_change(p, &p->pending, left);
     }
 }
