@@ -32,22 +32,6 @@ static void report(const char *name, double tps, double *ttft, int n, double *it
            bench_quantile(itl, n_itl, 0.99), toks, wall);
 }
 
-/* Sends hello until a welcome with at least one worker arrives (the worker has loaded). */
-static int wait_ready(proto_client *c) {
-    for (int attempt = 0; attempt < 600; attempt++) {
-        proto_msg m;
-        proto_msg_init(&m, PROTO_T_HELLO);
-        if (proto_client_send(c, &m) < 0) return -1;
-        proto_msg r;
-        if (proto_client_recv(c, &r, 500, PROTO_CLIENT_SKIP_HB) == 1) {
-            int ok = r.type == PROTO_T_WELCOME && r.workers >= 1;
-            proto_msg_destroy(&r);
-            if (ok) return 0;
-        }
-    }
-    return -1;
-}
-
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: bench_e2e MODEL_DIR EMAILS.jsonl ENDPOINT\n");
@@ -93,7 +77,7 @@ int main(int argc, char **argv) {
 
     /* through the daemon */
     proto_client cl;
-    if (proto_client_open(&cl, argv[3], NULL, NULL) != PROTO_CLIENT_OK || wait_ready(&cl) != 0) {
+    if (proto_client_open(&cl, argv[3], NULL, NULL) != PROTO_CLIENT_OK || bench_wait_ready(&cl) != 0) {
         fprintf(stderr, "bench_e2e: no ready gpt2d at %s\n", argv[3]);
         return 1;
     }

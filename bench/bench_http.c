@@ -82,26 +82,6 @@ static void print_round(const char *name, const round_result *r) {
 
 /* ---- ZeroMQ: every request submitted at once on one DEALER, as bench_e2e ------------------------ */
 
-/* Sends hello until a welcome with at least one worker arrives (the worker has loaded), up to 120 s.
- * A welcome with 0 workers comes back at once: pause before asking again. */
-static int wait_ready(proto_client *c) {
-    double deadline = bench_now() + 120;
-    while (bench_now() < deadline) {
-        proto_msg m;
-        proto_msg_init(&m, PROTO_T_HELLO);
-        if (proto_client_send(c, &m) < 0) return -1;
-        proto_msg r;
-        if (proto_client_recv(c, &r, 500, PROTO_CLIENT_SKIP_HB) == 1) {
-            int ok = r.type == PROTO_T_WELCOME && r.workers >= 1;
-            proto_msg_destroy(&r);
-            if (ok) return 0;
-            struct timespec ts = {0, 50 * 1000000L};
-            nanosleep(&ts, NULL);
-        }
-    }
-    snprintf(c->err, sizeof c->err, "no worker within 120 s");
-    return -1;
-}
 
 static round_result zmq_round(proto_client *cl, batchfile *bf, req_times *rt, uint64_t base) {
     int n = bf->n, done = 0;
@@ -289,7 +269,7 @@ int main(int argc, char **argv) {
         rt[i].gaps = malloc(sizeof(double) * (size_t)rt[i].gap_cap);
     }
     proto_client cl;
-    if (proto_client_open(&cl, argv[2], NULL, NULL) != PROTO_CLIENT_OK || wait_ready(&cl) != 0) {
+    if (proto_client_open(&cl, argv[2], NULL, NULL) != PROTO_CLIENT_OK || bench_wait_ready(&cl) != 0) {
         fprintf(stderr, "bench_http: no ready gpt2d at %s: %s\n", argv[2], cl.err);
         return 1;
     }

@@ -86,21 +86,6 @@ static void submit(proto_client *c, uint64_t id, const char *prompt, int max_tok
     if (proto_client_send(c, &m) != 0) fprintf(stderr, "bench_sched: %s\n", c->err);
 }
 
-static int wait_ready(proto_client *c) {
-    for (int attempt = 0; attempt < 600; attempt++) {
-        proto_msg m;
-        proto_msg_init(&m, PROTO_T_HELLO);
-        if (proto_client_send(c, &m) < 0) return -1;
-        proto_msg r;
-        if (proto_client_recv(c, &r, 500, PROTO_CLIENT_SKIP_HB) == 1) {
-            int ok = r.type == PROTO_T_WELCOME && r.workers >= 1;
-            proto_msg_destroy(&r);
-            if (ok) return 0;
-        }
-    }
-    return -1;
-}
-
 /* Decode tokens/s of one streamed request through gpt2d. */
 static double service_single(proto_client *c, const batchfile *bf) {
     static uint64_t id = 1;
@@ -257,7 +242,7 @@ int main(int argc, char **argv) {
     bpe_tokenizer *tok = w ? bpe_load(argv[1], err, sizeof err) : NULL;
     engine *e = tok ? engine_new(w, tok, &cfg, &cb, err, sizeof err) : NULL;
     proto_client cl, bulk;
-    if (!e || proto_client_open(&cl, argv[3], NULL, NULL) != PROTO_CLIENT_OK || wait_ready(&cl) != 0 ||
+    if (!e || proto_client_open(&cl, argv[3], NULL, NULL) != PROTO_CLIENT_OK || bench_wait_ready(&cl) != 0 ||
         proto_client_open(&bulk, argv[3], NULL, NULL) != PROTO_CLIENT_OK) {
         fprintf(stderr, "bench_sched: %s\n", e ? "no ready gpt2d" : err);
         return 1;

@@ -263,16 +263,7 @@ typedef struct {
     tu_client c;
 } fake_worker;
 
-static int fw_ready(fake_worker *w, const char *ep, int slots) {
-    if (tu_client_open(&w->c, ep) < 0) return -1;
-    proto_msg r;
-    proto_msg_init(&r, PROTO_T_READY);
-    r.slots = slots;
-    r.name = (proto_str){"fake", 4};
-    r.pid = 1;
-    r.n_ctx = 256;
-    return tu_send(&w->c, &r);
-}
+static int fw_ready(fake_worker *w, const char *ep, int slots) { return tu_fake_worker_ready(&w->c, ep, slots); }
 
 /* The next request within ms: its rid and prompt (into p). 1 or 0. */
 static int fw_request(fake_worker *w, uint64_t *rid, char *p, size_t cap, int ms) {

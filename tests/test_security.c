@@ -138,24 +138,8 @@ static pid_t start_gpt2d(char **argv, const char *log, int nofile) {
     static char bin[600];
     snprintf(bin, sizeof(bin), "%s/gpt2d", tu.build);
     argv[0] = bin;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        if (nofile > 0) {
-            struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
-            setrlimit(RLIMIT_NOFILE, &rl);
-        }
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    if (tu.n_pids < TU_MAX_PIDS) tu.pids[tu.n_pids++] = pid;
-    return pid;
+    tu_spawn_how how = {.nofile = nofile};
+    return tu_spawn_opts(argv, log, &how);
 }
 
 static int alive(pid_t pid) {

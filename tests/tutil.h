@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -54,11 +55,22 @@ static inline void tu_on_fatal_signal(int sig) {
     raise(sig);
 }
 
-/* Starts argv with stdout+stderr appended to log. The pid, or -1. */
-static inline pid_t tu_spawn(char *const argv[], const char *log) {
+/* How tu_spawn_opts() starts a child. */
+typedef struct {
+    int own_group; /* in a process group of its own (a signal to the group reaches it alone) */
+    int nofile;    /* RLIMIT_NOFILE for the child; 0: inherited */
+} tu_spawn_how;
+
+/* Starts argv with stdout+stderr appended to log, as `how` says (NULL: plainly). The pid, or -1. */
+static inline pid_t tu_spawn_opts(char *const argv[], const char *log, const tu_spawn_how *how) {
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
+        if (how && how->own_group) setpgid(0, 0);
+        if (how && how->nofile > 0) {
+            struct rlimit rl = {(rlim_t)how->nofile, (rlim_t)how->nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -68,9 +80,13 @@ static inline pid_t tu_spawn(char *const argv[], const char *log) {
         execv(argv[0], argv);
         _exit(127);
     }
+    if (how && how->own_group) setpgid(pid, pid); /* also here: no race with a signal to the group */
     if (tu.n_pids < TU_MAX_PIDS) tu.pids[tu.n_pids++] = pid;
     return pid;
 }
+
+/* Starts argv with stdout+stderr appended to log. The pid, or -1. */
+static inline pid_t tu_spawn(char *const argv[], const char *log) { return tu_spawn_opts(argv, log, NULL); }
 
 /* Waits for pid up to ms, then SIGKILL. The wait status. */
 static inline int tu_reap(pid_t pid, int ms) {
@@ -205,6 +221,19 @@ static inline int tu_recv(tu_client *c, proto_msg *m, int ms) {
 static inline int tu_cancel(tu_client *c, uint64_t id) {
     proto_cid cid = {0, id, {0}};
     return proto_client_cancel(c, &cid);
+}
+
+/* A fake worker for broker tests: a DEALER on the worker endpoint that announces `slots` slots
+ * (name "fake", no secret: allowed on ipc). 0, or -1. */
+static inline int tu_fake_worker_ready(tu_client *c, const char *worker_ep, int slots) {
+    if (tu_client_open(c, worker_ep) < 0) return -1;
+    proto_msg r;
+    proto_msg_init(&r, PROTO_T_READY);
+    r.slots = slots;
+    r.name = (proto_str){"fake", 4};
+    r.pid = 1;
+    r.n_ctx = 256;
+    return tu_send(c, &r);
 }
 
 /* ============================================================================================== */
