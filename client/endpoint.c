@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "gpt2c.h"
@@ -17,12 +19,22 @@ static const char *ipc_path(const char *ep) {
     return strncmp(ep, IPC, strlen(IPC)) == 0 ? ep + strlen(IPC) : NULL;
 }
 
-/* 0 if the socket file exists; else errno. Abstract sockets (ipc://@name) are not files. */
+/* 0 if a process listens on the socket file; else errno: ENOENT (no file), EACCES, or ECONNREFUSED
+ * (a file left behind by a broker that is gone: connecting to it would only wait). Abstract sockets
+ * (ipc://@name) are not files and are not probed. */
 static int socket_state(const char *ep) {
     const char *p = ipc_path(ep);
     struct stat st;
     if (!p || p[0] == '@') return 0;
-    return stat(p, &st) == 0 ? 0 : errno;
+    if (stat(p, &st) != 0) return errno;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (!S_ISSOCK(st.st_mode) || strlen(p) >= sizeof(a.sun_path)) return 0; /* let ZeroMQ say what is wrong */
+    memcpy(a.sun_path, p, strlen(p) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 ? 0 : errno;
+    close(fd);
+    return rc == ECONNREFUSED || rc == EACCES ? rc : 0;
 }
 
 static int no_socket(const char *tried, int err) {
@@ -33,10 +45,13 @@ static int no_socket(const char *tried, int err) {
                 "      then log in again\n", tried);
         return GPT2C_UNREACHABLE;
     }
+    if (err == ECONNREFUSED)
+        fprintf(stderr, "gpt2c: no gpt2d is listening on %s (a socket file left by one that stopped)\n", tried);
+    else
+        fprintf(stderr, "gpt2c: no gpt2d is listening: no socket at %s\n", tried);
     fprintf(stderr,
-            "gpt2c: no gpt2d is listening: no socket at %s\n"
             "hint: start one with `make run` (in the source tree) or `sudo systemctl start gpt2d`\n"
-            "      (installed service), or point gpt2c at one with --connect EP or $GPT2D_ENDPOINT\n", tried);
+            "      (installed service), or point gpt2c at one with --connect EP or $GPT2D_ENDPOINT\n");
     return GPT2C_UNREACHABLE;
 }
 
@@ -92,7 +107,8 @@ int endpoint_resolve(gpt2c_options *o) {
         }
         denied |= err == EACCES;
         size_t len = strlen(tried);
-        snprintf(tried + len, sizeof(tried) - len, "%s%s", i ? ", " : "", ipc_path(cand[i]));
+        snprintf(tried + len, sizeof(tried) - len, "%s%s%s", i ? ", " : "", ipc_path(cand[i]),
+                 err == ECONNREFUSED ? " (a socket file left by a gpt2d that stopped)" : "");
     }
     return no_socket(tried, denied ? EACCES : ENOENT);
 }

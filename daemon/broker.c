@@ -132,6 +132,7 @@ struct broker {
     char load_error[512];        /* why the last worker that could not start said so ("": none) */
     int fatal;                   /* no worker can ever start: broker_run returns -1 (see broker_failure) */
     int lock_fd[2];              /* flock()ed <socket>.lock of each ipc:// endpoint (-1: none) */
+    char ipc_file[2][600];       /* the socket file behind lock_fd[i], removed at a clean exit */
     int queue_timeout_ms, request_timeout_ms, max_client_requests; /* cfg, defaults applied */
     int notified_ready;
     int draining;                /* SIGTERM seen: submits refused, running requests may finish */
@@ -1535,7 +1536,10 @@ static void *broker_bind(broker *b, const char *endpoint, int front, char *err, 
     if (broker_ipc_dir(endpoint, err, errlen) < 0) return NULL;
     int lock = broker_ipc_lock(endpoint, err, errlen);
     if (lock < 0) return NULL;
-    if (lock > 0) b->lock_fd[front] = lock;
+    if (lock > 0) {
+        b->lock_fd[front] = lock;
+        snprintf(b->ipc_file[front], sizeof(b->ipc_file[front]), "%s", endpoint + strlen("ipc://"));
+    }
     void *s = proto_sock_new(b->ctx, ZMQ_ROUTER, err, errlen);
     if (!s) return NULL;
     if (front && broker_front_options(s) < 0) {
@@ -1788,7 +1792,13 @@ void broker_free(broker *b) {
     table_free(b->by_rid);
     table_free(b->by_cid);
     msgpack_sbuffer_destroy(&b->sb);
-    for (int i = 0; i < 2; i++) /* after zmq_ctx_term: the sockets are unbound */
-        if (b->lock_fd[i] >= 0) close(b->lock_fd[i]);
+    /* after zmq_ctx_term the sockets are closed; the socket files would stay behind and make a
+     * client wait for a broker that is gone. Removed while the lock is still ours, so a newer broker's
+     * file is never touched. */
+    for (int i = 0; i < 2; i++)
+        if (b->lock_fd[i] >= 0) {
+            if (b->ipc_file[i][0]) unlink(b->ipc_file[i]);
+            close(b->lock_fd[i]);
+        }
     free(b);
 }

@@ -27,22 +27,8 @@ static pid_t start_gpt2d(const char *log, char *const *args) {
     int n = 1;
     for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        setpgid(0, 0);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    setpgid(pid, pid);
-    if (tu.n_pids < TU_MAX_PIDS) tu.pids[tu.n_pids++] = pid;
-    return pid;
+    static const tu_spawn_how own_group = {.own_group = 1};
+    return tu_spawn_opts(argv, log, &own_group);
 }
 
 static void eps(const char *name, char *client, char *worker, size_t cap) {
@@ -106,16 +92,7 @@ typedef struct {
     tu_client c;
 } fake_worker;
 
-static int fw_ready(fake_worker *w, const char *ep, int slots) {
-    if (tu_client_open(&w->c, ep) < 0) return -1;
-    proto_msg r;
-    proto_msg_init(&r, PROTO_T_READY);
-    r.slots = slots;
-    r.name = (proto_str){"fake", 4};
-    r.pid = 1;
-    r.n_ctx = 256;
-    return tu_send(&w->c, &r);
-}
+static int fw_ready(fake_worker *w, const char *ep, int slots) { return tu_fake_worker_ready(&w->c, ep, slots); }
 
 /* The next request's rid and max_tokens, within ms. 1 or 0. */
 static int fw_request(fake_worker *w, uint64_t *rid, int *max_tokens, int ms) {
@@ -173,6 +150,9 @@ static void test_ipc_lock(void) {
     check(answers_hello(cep, 5000), "after a crash (SIGKILL) a new gpt2d takes the stale socket over");
     kill(c, SIGTERM);
     check(wait_exit(c, 5000) == 0, "and stops cleanly");
+    struct stat st;
+    check(stat(cep + strlen("ipc://"), &st) != 0 && errno == ENOENT,
+          "a clean exit removes the socket file (a client then fails at once instead of waiting)");
 }
 
 /* ============================================================================================== */
