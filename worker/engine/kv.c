@@ -153,6 +153,7 @@ void kv_free(kv_arena *a) {
 
 size_t kv_page_bytes(const kv_arena *a) { return a->page_elts * a->elt; }
 kv_dtype kv_dtype_of(const kv_arena *a) { return a->cfg.dtype; }
+int kv_head_dim(const kv_arena *a) { return (int)a->head_dim; }
 size_t kv_bytes(const kv_arena *a) { return a->bytes; }
 int kv_ctx(const kv_arena *a) { return a->cfg.n_ctx; }
 int kv_max_seqs(const kv_arena *a) { return a->cfg.max_seqs; }
