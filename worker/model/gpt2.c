@@ -208,10 +208,13 @@ static void attention_task(void *ctx, int begin, int end, int tid) {
     }
 }
 
-/* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence. */
+/* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence.
+ * Tasks go out up to 4 at a time, fewer when there are few (one token's 12 heads: one at a time,
+ * so two threads get 6 each rather than 8 and 4). */
 static void attention_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int layer) {
     attn_job j = {m, kv, b, layer};
-    pool_run(m->pool, attention_task, &j, b->n * m->cfg.n_head, 4);
+    int n_tasks = b->n * m->cfg.n_head, grain = n_tasks / (8 * pool_threads(m->pool));
+    pool_run(m->pool, attention_task, &j, n_tasks, grain < 1 ? 1 : grain > 4 ? 4 : grain);
 }
 
 /* out (n, ldo) = x (n, ldx) W + b through the panel kernels, or OpenBLAS in BLAS mode (n > 1):
