@@ -142,7 +142,12 @@ static void layernorm_row(float *out, const float *x, const float *w, const floa
     for (; k < C; k++) var += (x[k] - mean) * (x[k] - mean);
     var /= C;
     float rstd = 1.0f / sqrtf(var + eps);
-    for (k = 0; k < C; k++) out[k] = (x[k] - mean) * rstd * w[k] + b[k];
+    __m256 rv = _mm256_set1_ps(rstd);
+    for (k = 0; k + 8 <= C; k += 8) {
+        __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k), mv), rv);
+        _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_mul_ps(d, _mm256_loadu_ps(w + k)), _mm256_loadu_ps(b + k)));
+    }
+    for (; k < C; k++) out[k] = (x[k] - mean) * rstd * w[k] + b[k];
 }
 
 /* out (n, C) = LN(x (n, C)). */
