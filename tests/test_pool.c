@@ -1,11 +1,13 @@
 /* test_pool.c — the compute thread pool: every task of a job runs exactly once, on a thread id in
  * range, whatever the grain and thread count; jobs run back to back without a lost wake-up (a
  * deadlock would hit the run.sh timeout); one thread runs everything on the caller; a thread stuck
- * in one task does not hold up the rest of the job (the others take its share). */
+ * in one task does not hold up the rest of the job (the others take its share); idle workers stop
+ * spinning and sleep (the process uses next to no CPU between jobs). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "check.h"
@@ -51,6 +53,12 @@ static void stuck_task(void *ctx, int begin, int end, int tid) {
     }
 }
 
+static double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 int main(void) {
     static job j;
     for (int threads = 1; threads <= 4; threads++) {
@@ -85,6 +93,14 @@ int main(void) {
         }
         check(total == 2000 * 16, "2000 jobs back to back complete (%d tasks)", total);
         if (threads > 1) {
+            /* idle: after a job, 300 ms of sleep in the caller cost the process under 30 ms of CPU
+             * (workers spinning all along would cost 300 ms each) */
+            struct timespec settle = {0, 20000000}, idle = {0, 300000000};
+            nanosleep(&settle, NULL);
+            double c0 = cpu_seconds();
+            nanosleep(&idle, NULL);
+            double used = cpu_seconds() - c0;
+            check(used < 0.03, "%d threads: idle workers sleep (%.1f ms of CPU in 300 ms idle)", threads, used * 1e3);
             stuck_job sj = {.n = 64};
             pool_run(p, stuck_task, &sj, sj.n, 1);
             check(atomic_load(&sj.others_done), "%d threads: the other 63 tasks ran while task 0 was stuck", threads);

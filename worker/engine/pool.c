@@ -17,10 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #define POOL_MAX_THREADS 64
-#define POOL_SPIN 4000 /* pause iterations before sleeping (~50 us) */
+#define POOL_SPIN_NS 50000 /* spinning before sleeping: a pause lasts 1 to 140 cycles by CPU, so time it */
 #define POOL_LINE 64   /* bytes in a cache line */
 
 typedef struct {
@@ -57,13 +58,25 @@ static void futex_wake_all(_Atomic int *addr) {
     syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 
-/* Waits until *addr != val: spins a bounded time, then sleeps on the futex. The sleeper is
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Waits until *addr != val: spins POOL_SPIN_NS, then sleeps on the futex. The sleeper is
  * counted before the last check (both sequentially consistent), so a waker that changed *addr
  * either sees it counted or the sleeper sees the change: no lost wake-up. */
 static void wait_change(pool *p, _Atomic int *addr, int val) {
-    for (int i = 0; i < POOL_SPIN; i++) {
+    long long until = 0;
+    for (int i = 1;; i++) {
         if (atomic_load_explicit(addr, memory_order_acquire) != val) return;
         _mm_pause();
+        if (i % 64 == 0) { /* the clock every ~64 pauses: cheap beside them */
+            long long t = now_ns();
+            if (!until) until = t + POOL_SPIN_NS;
+            else if (t >= until) break;
+        }
     }
     atomic_fetch_add(&p->sleepers, 1);
     while (atomic_load(addr) == val) futex_wait(addr, val);

@@ -6,7 +6,7 @@
  * others have not started (work stealing): both cores stay busy even when one vCPU is slowed by a
  * neighbour, and the threads touch shared cache lines only at a job's start, end and tail. Which
  * thread runs a task never changes its result.
- * Idle workers spin for a bounded time (~50 us) and then sleep on a futex: never an unbounded spin,
+ * Idle workers spin for a bounded time (50 us, timed) and then sleep on a futex: never an unbounded spin,
  * so two threads sharing one physical core do not collapse. One thread drives a pool. */
 #ifndef GPT2D_POOL_H
 #define GPT2D_POOL_H
