@@ -36,9 +36,11 @@ INLINE float load1(kv_dtype t, const void *row, int i) {
     return ((const float *)row)[i];
 }
 
+INLINE size_t elt_bytes(kv_dtype t) { return t == KV_F32 ? 4 : 2; }
+
 /* Row r of a run whose rows are stride elements apart. */
 INLINE const void *row_at(kv_dtype t, const void *run, size_t stride, int r) {
-    return (const unsigned char *)run + (size_t)r * stride * (t == KV_F32 ? 4 : 2);
+    return (const unsigned char *)run + (size_t)r * stride * elt_bytes(t);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -50,14 +52,15 @@ INLINE const void *row_at(kv_dtype t, const void *run, size_t stride, int r) {
 #define ATTN_PREFETCH_RUNS 2
 #endif
 
-/* Every cache line of the rows of the run starting at position t (K if which = 0, else V). */
+/* Every cache line of the run starting at position pos (K if which = 0, else V), row by row
+ * (measured: a row's lines at a time beat one burst for the whole run). */
 INLINE void prefetch_run(kv_dtype t, const kv_arena *kv, int seq, int layer, int head, int pos, int T, int hd,
                          int which) {
     if (pos >= T) return;
     const void *k, *v;
     size_t stride;
     int n = kv_run(kv, seq, layer, head, pos, T - pos, &k, &v, &stride);
-    size_t row_bytes = (size_t)hd * (t == KV_F32 ? 4 : 2);
+    size_t row_bytes = (size_t)hd * elt_bytes(t);
     for (int r = 0; r < n; r++) {
         const char *p = row_at(t, which ? v : k, stride, r);
         for (size_t o = 0; o < row_bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
@@ -92,39 +95,49 @@ INLINE __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m25
                          _mm256_shuffle_ps(w01, w23, _MM_SHUFFLE(3, 2, 3, 2)));
 }
 
-/* s[0, n) = dot(q, row) * scale for the n rows of one run, 8 at a time (a short group repeats its
- * last row and keeps n); *mx = running maximum per lane, as `s > mx ? s : mx` in position order,
- * started at the first score when first is set (the scalar scan's start). */
+/* The dot products of q with 8 rows rb bytes apart from base, each exactly vm_dot(q, row, hd);
+ * rows past `last` repeat row `last` (a run's short last group). */
+INLINE __m256 dot8(kv_dtype t, const float *q, int hd, const char *base, size_t rb, int last) {
+    const void *r[8];
+    for (int w = 0; w < 8; w++) r[w] = base + (size_t)(w < last ? w : last) * rb;
+    int nv = hd / 8;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int i = 0; i < 8 * nv; i += 8) {
+        __m256 qv = _mm256_loadu_ps(q + i);
+        a0 = _mm256_fmadd_ps(qv, load8(t, r[0], i), a0);
+        a1 = _mm256_fmadd_ps(qv, load8(t, r[1], i), a1);
+        a2 = _mm256_fmadd_ps(qv, load8(t, r[2], i), a2);
+        a3 = _mm256_fmadd_ps(qv, load8(t, r[3], i), a3);
+        a4 = _mm256_fmadd_ps(qv, load8(t, r[4], i), a4);
+        a5 = _mm256_fmadd_ps(qv, load8(t, r[5], i), a5);
+        a6 = _mm256_fmadd_ps(qv, load8(t, r[6], i), a6);
+        a7 = _mm256_fmadd_ps(qv, load8(t, r[7], i), a7);
+    }
+    __m256 d = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
+    if (hd % 8) { /* the tail elements, in index order after the lane sum (vm_dot) */
+        float x[8];
+        _mm256_storeu_ps(x, d);
+        for (int w = 0; w < 8; w++)
+            for (int i = 8 * nv; i < hd; i++) x[w] = fmaf(q[i], load1(t, r[w], i), x[w]);
+        d = _mm256_loadu_ps(x);
+    }
+    return d;
+}
+
+/* s[0, n) = dot(q, row) * scale for the n rows of one run, 8 at a time; *mx = running maximum per
+ * lane, as `s > mx ? s : mx` in position order, started at the first score when first is set (the
+ * scalar scan's start; a short group's repeated row changes no maximum). */
 INLINE void scores_run(kv_dtype t, const float *q, int hd, const void *k, size_t stride, int n, float scale,
                        float *s, __m256 *mx, int first) {
-    int nv = hd / 8;
+    size_t rb = stride * elt_bytes(t);
     for (int u = 0; u < n; u += 8) {
-        const void *r[8];
-        for (int w = 0; w < 8; w++) r[w] = row_at(t, k, stride, u + w < n ? u + w : n - 1);
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int i = 0; i < 8 * nv; i += 8) {
-            __m256 qv = _mm256_loadu_ps(q + i);
-            a0 = _mm256_fmadd_ps(qv, load8(t, r[0], i), a0);
-            a1 = _mm256_fmadd_ps(qv, load8(t, r[1], i), a1);
-            a2 = _mm256_fmadd_ps(qv, load8(t, r[2], i), a2);
-            a3 = _mm256_fmadd_ps(qv, load8(t, r[3], i), a3);
-            a4 = _mm256_fmadd_ps(qv, load8(t, r[4], i), a4);
-            a5 = _mm256_fmadd_ps(qv, load8(t, r[5], i), a5);
-            a6 = _mm256_fmadd_ps(qv, load8(t, r[6], i), a6);
-            a7 = _mm256_fmadd_ps(qv, load8(t, r[7], i), a7);
-        }
-        __m256 d = hsum8(a0, a1, a2, a3, a4, a5, a6, a7);
-        if (hd % 8) { /* the tail elements, in index order after the lane sum (vm_dot) */
-            float x[8];
-            _mm256_storeu_ps(x, d);
-            for (int w = 0; w < 8; w++)
-                for (int i = 8 * nv; i < hd; i++) x[w] = fmaf(q[i], load1(t, r[w], i), x[w]);
-            d = _mm256_loadu_ps(x);
-        }
+        const char *base = row_at(t, k, stride, u);
+        int full = u + 8 <= n;
+        __m256 d = full ? dot8(t, q, hd, base, rb, 7) : dot8(t, q, hd, base, rb, n - u - 1);
         d = _mm256_mul_ps(d, _mm256_set1_ps(scale));
         if (first && u == 0) *mx = _mm256_broadcastss_ps(_mm256_castps256_ps128(d));
         *mx = _mm256_blendv_ps(*mx, d, _mm256_cmp_ps(d, *mx, _CMP_GT_OQ));
-        if (u + 8 <= n) {
+        if (full) {
             _mm256_storeu_ps(s + u, d);
         } else {
             float x[8];
