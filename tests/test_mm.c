@@ -151,14 +151,14 @@ static void test_fp16(void) {
 
 /* The fp32 and bf16 kernels on the model's shapes and every edge of the SIMD families' blocking:
  * M = 1 (decode), 2..8 and 13 (every remainder of a 6-row micro-kernel), 64, 65, 97 (past a 96-row
- * task block), 512; K = 1, 31, 768, 3072; N = 40, 100, 145 (groups of 3, 4 + 3 and 4 + 4 + 2 panels,
- * each ending in a partial panel). Strided rows, every mode, with and without bias, alone and on the
+ * task block), 512; K = 1, 31, 768, 3072; N = 40, 90, 110, 145 (3, 6, 7 and 10 panels: partial
+ * groups of 4 and of 8 panels, each ending in a partial panel). Strided rows, every mode, with and without bias, alone and on the
  * pool. The definition's chains are formed once per shape (acc), then finished per mode and bias. The
  * SIMD families only: the scalar family is the definition written out (checked on main's grid) and
  * would take seconds here. */
 static void test_model_shapes(const mm_kernels *const *fams, int n_fams, pool *p) {
     static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 13, 64, 65, 97, 512}, Ks[] = {1, 31, 768, 3072},
-                     Ns[] = {40, 100, 145};
+                     Ns[] = {40, 90, 110, 145};
     unsigned seed = 11;
     int runs = 0, bad = 0, shapes = 0;
     for (int dt = MM_F32; dt <= MM_BF16; dt++)

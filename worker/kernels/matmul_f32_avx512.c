@@ -11,7 +11,8 @@
  *
  * Shapes: the batched forward (M >= 2) runs 6 rows x 4 panels (24 accumulators, 4 weight rows and
  * one broadcast x per k: 10 loads per 24 FMAs), with smaller R and P at the edges; a single row
- * (decode: memory-bound) runs 1 row x 4 panels, four independent streams and chains. */
+ * (decode: memory-bound) runs 1 row x 4 panels (fp32) or 8 (bf16: half the bytes per output, so more
+ * streams in flight to keep the memory busy), as many independent chains. */
 #include "matmul.h"
 
 #include <immintrin.h>
@@ -85,19 +86,19 @@ AI void kernel(int R, int P, int dt, const char *pan, size_t ps, int K, const fl
 #pragma GCC unroll 24
     for (int i = 0; i < R * P; i++) c[i] = _mm512_setzero_ps();
     for (int k = 0; k < K; k++) {
-        __m512 b[4];
-#pragma GCC unroll 4
+        __m512 b[8];
+#pragma GCC unroll 8
         for (int p = 0; p < P; p++) b[p] = load_row(pan + p * ps, k, dt);
 #pragma GCC unroll 6
         for (int r = 0; r < R; r++) {
             __m512 a = _mm512_set1_ps(x[(size_t)r * ldx + k]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int p = 0; p < P; p++) c[r * P + p] = _mm512_fmadd_ps(a, b[p], c[r * P + p]);
         }
     }
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int p = 0; p < P; p++)
             store_row(out + (size_t)r * ldo, n0 + p * MM_PANEL, N, bias, mode, c[r * P + p]);
 }
@@ -122,25 +123,45 @@ AI void kernel_rp(int R, int P, int dt, const char *pan, size_t ps, int K, const
     }
 }
 
+/* One row x P panels (1..8): the single-row (decode) kernel, P independent streams and chains. */
+AI void kernel_1p(int P, int dt, const char *pan, size_t ps, int K, const float *x, float *out, int n0, int N,
+                  const float *bias, int mode) {
+    switch (P) {
+    case 8: kernel(1, 8, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    case 7: kernel(1, 7, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    case 6: kernel(1, 6, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    case 5: kernel(1, 5, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    case 4: kernel(1, 4, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    case 3: kernel(1, 3, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    case 2: kernel(1, 2, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    default: kernel(1, 1, dt, pan, ps, K, x, 0, out, 0, n0, N, bias, mode); break;
+    }
+}
+
 typedef struct {
     const mm_weight *w;
     const float *x;
     float *out;
     int ldx, ldo, M;
     int m_block;   /* rows per task */
-    int n_pgroups; /* groups of 4 panels */
+    int group;     /* panels per task: 4; 8 for a single bf16 row (more streams in flight) */
+    int n_pgroups; /* groups of `group` panels */
     int mode;
 } job;
 
-/* Task t = (row block, group of 4 panels): the block's rows 6 at a time against the group's panels. */
+/* Task t = (row block, group of panels): the block's rows 6 at a time against the group's panels. */
 AI void task(int dt, const job *j, int begin, int end) {
     const mm_weight *w = j->w;
     size_t ps = panel_bytes(w->K, dt);
     for (int t = begin; t < end; t++) {
         int mb = t / j->n_pgroups, pg = t % j->n_pgroups;
         int m0 = mb * j->m_block, m1 = m0 + j->m_block < j->M ? m0 + j->m_block : j->M;
-        int p0 = pg * 4, P = w->n_panels - p0 < 4 ? w->n_panels - p0 : 4;
+        int p0 = pg * j->group, P = w->n_panels - p0 < j->group ? w->n_panels - p0 : j->group;
         const char *pan = (const char *)w->panels + (size_t)p0 * ps;
+        if (j->group > 4) { /* M == 1 */
+            kernel_1p(P, dt, pan, ps, w->K, j->x, j->out, p0 * MM_PANEL, w->N, w->bias, j->mode);
+            continue;
+        }
         for (int m = m0; m < m1; m += 6) {
             int R = m1 - m < 6 ? m1 - m : 6;
             kernel_rp(R, P, dt, pan, ps, w->K, j->x + (size_t)m * j->ldx, j->ldx, j->out + (size_t)m * j->ldo,
@@ -159,11 +180,12 @@ static void task_bf16(void *ctx, int begin, int end, int tid) {
     task(MM_BF16, ctx, begin, end);
 }
 
-static void forward(pool_fn fn, pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
-                    int mode) {
+static void forward(pool_fn fn, int dt, pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo,
+                    int M, int mode) {
     job j = {.w = w, .x = x, .out = out, .ldx = ldx, .ldo = ldo, .M = M, .mode = mode};
     j.m_block = M <= 96 ? M : 96;
-    j.n_pgroups = (w->n_panels + 3) / 4;
+    j.group = M == 1 && dt == MM_BF16 ? 8 : 4;
+    j.n_pgroups = (w->n_panels + j.group - 1) / j.group;
     int n_tasks = ((M + j.m_block - 1) / j.m_block) * j.n_pgroups;
     if (p)
         pool_run(p, fn, &j, n_tasks, 1);
@@ -174,11 +196,11 @@ static void forward(pool_fn fn, pool *p, const mm_weight *w, const float *x, int
 void mm_avx512_forward_f32(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
                            int mode, void *scratch) {
     (void)scratch;
-    forward(task_f32, p, w, x, ldx, out, ldo, M, mode);
+    forward(task_f32, MM_F32, p, w, x, ldx, out, ldo, M, mode);
 }
 
 void mm_avx512_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
                             int mode, void *scratch) {
     (void)scratch;
-    forward(task_bf16, p, w, x, ldx, out, ldo, M, mode);
+    forward(task_bf16, MM_BF16, p, w, x, ldx, out, ldo, M, mode);
 }
