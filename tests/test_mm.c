@@ -152,10 +152,10 @@ static void test_fp16(void) {
 /* The fp32 and bf16 kernels on the model's shapes and every edge of the SIMD families' blocking:
  * M = 1 (decode), 2..8 and 13 (every remainder of a 6-row micro-kernel), 64, 65, 97 (past a 96-row
  * task block), 512; K = 1, 31, 768, 3072; N = 40, 90, 110, 145 (3, 6, 7 and 10 panels: partial
- * groups of 4 and of 8 panels, each ending in a partial panel). Strided rows, every mode, with and without bias, alone and on the
- * pool. The definition's chains are formed once per shape (acc), then finished per mode and bias. The
- * SIMD families only: the scalar family is the definition written out (checked on main's grid) and
- * would take seconds here. */
+ * groups of 4 and of 8 panels, each ending in a partial panel). Strided rows, every mode, with and
+ * without bias, alone and on the pool (the big shapes on the pool only). The definition's chains
+ * are formed once per shape (acc), then finished per mode and bias. The SIMD families only: the
+ * scalar family is the definition written out (checked on main's grid) and would take seconds here. */
 static void test_model_shapes(const mm_kernels *const *fams, int n_fams, pool *p) {
     static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 13, 64, 65, 97, 512}, Ks[] = {1, 31, 768, 3072},
                      Ns[] = {40, 90, 110, 145};
@@ -200,7 +200,8 @@ static void test_model_shapes(const mm_kernels *const *fams, int n_fams, pool *p
                                 }
                             for (int f = 0; f < n_fams; f++) {
                                 if (fams[f] == &mm_kernels_scalar) continue;
-                                for (int pooled = 0; pooled < 2; pooled++) {
+                                /* big shapes on the pool only (the split never changes a result; seconds) */
+                                for (int pooled = (double)M * K * N > 4e6; pooled < 2; pooled++) {
                                     memcpy(got, init, sizeof(float) * M * ldo);
                                     mm_forward(fams[f], pooled ? p : NULL, &w, x, ldx, got, ldo, M, mode, NULL);
                                     runs++;
