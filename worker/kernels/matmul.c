@@ -34,7 +34,7 @@ size_t mm_packed_bytes(int K, int N, mm_dtype t) {
 }
 
 size_t mm_scratch_bytes(int M, int K) {
-    return ((size_t)M * n_blocks(K) * (2 * MM_QK + sizeof(float)) + 63) / 64 * 64;
+    return ((size_t)M * MM_I8_ROW_BYTES(n_blocks(K)) + 63) / 64 * 64;
 }
 
 void mm_bind(mm_weight *w, const void *panels, int K, int N, const float *bias, mm_dtype t) {

@@ -9,9 +9,6 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define MM_I8_DOT(acc, xa, ws) \
-    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((xa), (ws)), _mm256_set1_epi16(1)))
-#define MM_I8_FN(name) avx2_i8_##name
 #include "matmul_simd.h"
 
 /* Row k of a panel (16 weights) as two fp32 vectors; dt is a constant at every call site. */
@@ -166,4 +163,4 @@ void mm_avx2_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, 
 }
 
 const mm_kernels mm_kernels_avx2 = {
-    "avx2", {[MM_F32] = mm_avx2_forward_f32, [MM_BF16] = mm_avx2_forward_bf16, [MM_I8] = avx2_i8_forward}};
+    "avx2", {[MM_F32] = mm_avx2_forward_f32, [MM_BF16] = mm_avx2_forward_bf16, [MM_I8] = mm_avx2_forward_i8}};

@@ -9,10 +9,7 @@
 
 #include <immintrin.h>
 
-#define MM_I8_DOT(acc, xa, ws) _mm256_dpbusd_epi32((acc), (xa), (ws))
-#define MM_I8_BIASED 1
-#define MM_I8_FN(name) avx512_i8_##name
 #include "matmul_simd.h"
 
 const mm_kernels mm_kernels_avx512 = {
-    "avx512", {[MM_F32] = mm_avx2_forward_f32, [MM_BF16] = mm_avx2_forward_bf16, [MM_I8] = avx512_i8_forward}};
+    "avx512", {[MM_F32] = mm_avx2_forward_f32, [MM_BF16] = mm_avx2_forward_bf16, [MM_I8] = mm_avx512_forward_i8}};
