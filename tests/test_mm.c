@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include "check.h"
+#include "cpu.h"
 #include "matmul.h"
 #include "vmath.h"
 
@@ -370,6 +371,17 @@ int main(void) {
         free(W), free(p8), free(p32), free(scr);
     }
     check(mm_kernels_select("scalar", err, sizeof err) == &mm_kernels_scalar, "scalar can be forced");
+    {
+        cpu_features all = {1, 1, 1, 1, 1, 1, 1, 1, 1}, f; /* every field: AVX2 baseline + AVX-512 + OS state */
+        int ok = cpu_avx512_ok(&all);
+        f = all, f.os_zmm = 0, ok &= !cpu_avx512_ok(&f);      /* an OS that does not save ZMM state */
+        f = all, f.avx512vnni = 0, ok &= !cpu_avx512_ok(&f);  /* AVX-512 without VNNI */
+        f = all, f.avx512bw = 0, ok &= !cpu_avx512_ok(&f);
+        f = all, f.f16c = 0, ok &= !cpu_avx512_ok(&f);        /* the AVX2 baseline too */
+        cpu_detect(&f);
+        check(ok && cpu_avx512_ok(&f) == (n_fams == 3),
+              "the avx512 family needs AVX-512 F/BW/VL + VNNI and the OS ZMM state; chosen exactly when cpu.c says so");
+    }
     const mm_kernels *best = n_fams == 3 ? &mm_kernels_avx512 : &mm_kernels_avx2;
     check(mm_kernels_select(NULL, err, sizeof err) == best && mm_kernels_select("auto", err, sizeof err) == best,
           "auto picks %s on this CPU", best->name);
