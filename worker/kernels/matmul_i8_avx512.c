@@ -15,8 +15,8 @@
  * Kernels: R rows x P panels over all K blocks (R <= 6, P <= 2: 12 int32 + 12 fp32 accumulators in
  * zmm registers, 12 independent vpdpbusd chains) for batches; a 1-row kernel over runs of 4 panels
  * for decode (each block's 8 activation dwords broadcast once for all panels; two chains per block),
- * bound by the weight stream. The store is masked (no tail copies). GELU is vmath.h's vm_gelu on the
- * two 256-bit halves (the same code, so the same bits). The quantizer writes exactly the bytes of
+ * bound by the weight stream. The store is masked (no tail copies); GELU is vmath.h's vm512_gelu
+ * (vm_gelu's operations on 16 lanes: the same bits). The quantizer writes exactly the bytes of
  * mm_quantize_rows (amax of |x| in any order is exact; then the same scalar id / dx and the same
  * vector multiply, round, clamp). */
 #include "matmul.h"
@@ -81,9 +81,7 @@ AI void store16z(float *out, int n0, int N, const float *bias, int mode, __m512 
     __mmask16 k = N - n0 >= 16 ? 0xffff : (__mmask16)((1u << (N - n0)) - 1);
     if (bias) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(k, bias + n0));
     if (mode == MM_GELU) {
-        __m256 g0 = vm_gelu(_mm512_castps512_ps256(a));
-        __m256 g1 = vm_gelu(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
-        a = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(g0)), _mm256_castps_pd(g1), 1));
+        a = vm512_gelu(a);
     } else if (mode == MM_ADD) {
         a = _mm512_add_ps(_mm512_maskz_loadu_ps(k, out + n0), a);
     }
@@ -164,8 +162,13 @@ AI void kernel_rp(int R, int P, const mm_i8_block *blk0, int nb, const void *xq,
     store_tile(out + (size_t)m0 * ldo, ldo, n0, N, bias, mode, R, P, fs);
 }
 
+/* How far ahead the decode kernel prefetches each panel's stream: two blocks (measured on Zen 5 with
+ * one thread: ~25% more read bandwidth than the hardware prefetcher alone on these 4 streams). */
+#define PREFETCH_BYTES (2 * sizeof(mm_i8_block))
+
 /* One row x P panels (P <= 4): per block the 8 activation dwords are broadcast once for all panels,
- * and each block sum is two chains of 4 vpdpbusd (even and odd groups, added: exact). */
+ * and each block sum is two chains of 4 vpdpbusd (even and odd groups, added: exact). Bound by the
+ * weight stream: each panel's blocks are prefetched PREFETCH_BYTES ahead. */
 AI void kernel_1p(int P, const mm_i8_block *blk0, int nb, arow a, float *out, int n0, int N, const float *bias,
                   int mode) {
     __m512 f[4];
@@ -180,6 +183,8 @@ AI void kernel_1p(int P, const mm_i8_block *blk0, int nb, arow a, float *out, in
 #pragma GCC unroll 4
         for (int p = 0; p < P; p++) {
             const mm_i8_block *blk = blk0 + (size_t)p * nb + b;
+#pragma GCC unroll 9
+            for (size_t l = 0; l < sizeof *blk; l += 64) _mm_prefetch((const char *)blk + PREFETCH_BYTES + l, _MM_HINT_T0);
             __m512i s0 = c, s1 = _mm512_setzero_si512();
 #pragma GCC unroll 4
             for (int g = 0; g < 8; g += 2) {
