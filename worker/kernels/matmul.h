@@ -21,8 +21,11 @@
  *
  * Then, for every format, the mode: MM_STORE out = r, MM_GELU out = gelu(r) (vmath.h), MM_ADD
  * out += r. matmul_scalar.c is this definition in plain C (the baseline every other family is tested
- * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for every format;
- * matmul_avx512.c reuses them for fp32/bf16 and has AVX512-VNNI (vpdpbusd) int8 kernels.
+ * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for fp32/bf16 and
+ * matmul_i8_avx2.c for int8 (maddubs + madd); matmul_avx512.c reuses the AVX2 fp32/bf16 kernels, and
+ * matmul_i8_avx512.c has 512-bit AVX512-VNNI int8 kernels (one vpdpbusd per 16 outputs x 4 k, the
+ * weights made unsigned, the activations' sums from the quantizer correcting for it). Each SIMD family
+ * also has its own vectorized quantizer, writing mm_quantize_rows' bytes.
  * Bit-identical across families: every format, since none changes the order above (integer block
  * sums are exact whatever instruction forms them). The fingerprint (weights.h) still names the family.
  * mm_kernels_select() picks a family once: the best the CPU has, or the one named (GPT2D_ISA /

@@ -1,9 +1,7 @@
 /* matmul_avx2.c — the "avx2" kernel family of matmul.h: AVX2 + FMA micro-kernels of R rows x 16
  * columns (R = 1..6) and a 1 x 64 kernel for single-row (decode) calls, for fp32 and bf16 panels
- * (bf16 widened to fp32 in registers: a shift), and the MM_I8 kernels of matmul_simd.h with the
- * block dot as maddubs (|x| x sign-moved w, pairs into int16: at most 2 x 127 x 127, no saturation)
- * then madd by ones (into int32); all of them compute each element in the same order as
- * matmul_scalar.c's definition. */
+ * (bf16 widened to fp32 in registers: a shift); MM_I8 runs matmul_i8_avx2.c's kernels (maddubs +
+ * madd). All of them compute each element in the same order as matmul_scalar.c's definition. */
 #include "matmul.h"
 
 #include <immintrin.h>

@@ -1,9 +1,9 @@
 /* matmul_avx512.c — the "avx512" kernel family of matmul.h, for CPUs with AVX-512 F/BW/VL and
- * AVX512-VNNI (compiled with those flags, this file only): the MM_I8 kernels of matmul_simd.h with
- * the block dot as one vpdpbusd per 4 k and row: (x + 128) unsigned x w signed, 4 products per
- * int32 lane, no saturation, less 128 * sum(w) per block (MM_I8_BIASED), where AVX2 needs abs,
- * sign, maddubs, madd and add. fp32 and bf16 run the AVX2 family's
- * kernels: a wider register would not change their bits, and their decode is bound by memory.
+ * AVX512-VNNI and the OS state for them (cpu.c; compiled with those flags, the *_avx512.c files
+ * only). MM_I8 runs matmul_i8_avx512.c's kernels: 512-bit vpdpbusd, one instruction per 16 outputs
+ * x 4 k and row (w + 128 unsigned x x signed, 4 products per int32 lane, no saturation, corrected by
+ * the quantizer's -128 * sum(x) per row block), where AVX2 needs abs, sign, maddubs, madd and add.
+ * fp32 and bf16 run the AVX2 family's kernels: a wider register would not change their bits.
  * AVX512-BF16's vdpbf16ps is not used (matmul.h says why). Bit-identical to every other family. */
 #include "matmul.h"
 
