@@ -14,6 +14,9 @@ echo
 echo "== single sequence vs machine limits (bench_core)"
 "$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl "${GPT2D_BENCH_CACHE:-build/bench-cache}"
 echo
+echo "== the matmul kernels shape by shape vs machine limits (bench_mm)"
+"$BUILD/bench/bench_mm" --quick
+echo
 echo "== weight formats against fp32: accuracy on the email prompts (bench_accuracy)"
 "$BUILD/bench/bench_accuracy" "$MODEL" tests/data/emails.jsonl --tokens "${GPT2D_BENCH_ACC_TOKENS:-48}"
 echo

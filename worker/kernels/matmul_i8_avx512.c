@@ -203,7 +203,9 @@ typedef struct {
     const float *x;
     void *xq;
     float *out;
-    int ldx, ldo, M, m_block, n_pgroups, mode;
+    int ldx, ldo, M, m_block, mode;
+    int group;     /* panels per task: 4 for one row (the 1 x 4 kernel), else 2 (the 6 x 2 kernel) */
+    int n_pgroups; /* ceil(n_panels / group) */
 } i8_job;
 
 /* Rows m0 .. m1-1 x panels p0 .. p1-1 (one task). */
@@ -252,14 +254,14 @@ static void rows_panels(const i8_job *j, int m0, int m1, int p0, int p1) {
     }
 }
 
-/* Task t = (row block, group of 4 panels). */
+/* Task t = (row block, group of panels). */
 static void i8_task(void *ctx, int begin, int end, int tid) {
     (void)tid;
     const i8_job *j = ctx;
     for (int t = begin; t < end; t++) {
         int mb = t / j->n_pgroups, pg = t % j->n_pgroups;
         int m0 = mb * j->m_block, m1 = m0 + j->m_block < j->M ? m0 + j->m_block : j->M;
-        int p0 = pg * 4, p1 = p0 + 4 < j->w->n_panels ? p0 + 4 : j->w->n_panels;
+        int p0 = pg * j->group, p1 = p0 + j->group < j->w->n_panels ? p0 + j->group : j->w->n_panels;
         rows_panels(j, m0, m1, p0, p1);
     }
 }
@@ -276,7 +278,8 @@ void mm_avx512_forward_i8(pool *p, const mm_weight *w, const float *x, int ldx, 
                           void *scratch) {
     i8_job j = {.w = w, .x = x, .xq = scratch, .out = out, .ldx = ldx, .ldo = ldo, .M = M, .mode = mode};
     j.m_block = M <= 96 ? M : 96;
-    j.n_pgroups = (w->n_panels + 3) / 4;
+    j.group = M == 1 ? 4 : 2; /* small tasks balance the two threads; one row streams 4 panels at once */
+    j.n_pgroups = (w->n_panels + j.group - 1) / j.group;
     int n_tasks = ((M + j.m_block - 1) / j.m_block) * j.n_pgroups, n_qtasks = (M + 15) / 16;
     if (p && M >= 32)
         pool_run(p, quantize_task, &j, n_qtasks, 1);
