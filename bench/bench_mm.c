@@ -1,6 +1,7 @@
 /* bench_mm — the matmul kernels (worker/kernels) shape by shape against this machine's limits, measured
  * in the same run with the same threads:
- *   read bandwidth (the weights' size, read once per pass in panel order, huge pages),
+ *   read bandwidth (256 MB read once per pass, huge pages: sequential chunks, and the int8 decode
+ *   kernel's pattern with its prefetch; the faster is the bound),
  *   per kernel family, its integer-dot peak (int8 multiply-adds in registers: 512-bit vpdpbusd for
  *   avx512, maddubs + madd + add for avx2) and FMA peak (fp32 FMAs in registers, 512- / 256-bit);
  * then for every kernel family the CPU runs and every weight format, the 124M model's matrices
@@ -29,44 +30,66 @@
 typedef struct {
     const unsigned char *buf;
     size_t chunk;
+    int pattern; /* 0: one sequential stream; 1: the int8 decode kernel's (4 panel streams, prefetched) */
     long *sink;
 } read_job;
+
+#define PANEL_I8 (24 * sizeof(mm_i8_block)) /* one int8 panel of a K = 768 matrix */
 
 static void read_task(void *ctx, int b, int e, int tid) {
     const read_job *j = ctx;
     (void)tid;
     for (int t = b; t < e; t++) {
-        const __m256i *p = (const __m256i *)(j->buf + (size_t)t * j->chunk);
-        __m256i a = _mm256_setzero_si256(), c = a;
-        for (size_t i = 0; i + 2 <= j->chunk / 32; i += 2) {
-            a = _mm256_add_epi32(a, _mm256_load_si256(p + i));
-            c = _mm256_add_epi32(c, _mm256_load_si256(p + i + 1));
+        const unsigned char *c = j->buf + (size_t)t * j->chunk;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        if (j->pattern == 0) {
+            for (size_t i = 0; i + 64 <= j->chunk; i += 64) {
+                a0 = _mm256_add_epi32(a0, _mm256_load_si256((const __m256i *)(c + i)));
+                a1 = _mm256_add_epi32(a1, _mm256_load_si256((const __m256i *)(c + i + 32)));
+            }
+        } else {
+            const size_t q = PANEL_I8;
+            for (size_t i = 0; i + 64 <= q; i += 64) {
+                for (int s = 0; s < 4; s++) _mm_prefetch((const char *)c + s * q + i + 2 * sizeof(mm_i8_block), _MM_HINT_T0);
+                a0 = _mm256_add_epi32(a0, _mm256_add_epi32(_mm256_load_si256((const __m256i *)(c + i)),
+                                                           _mm256_load_si256((const __m256i *)(c + i + 32))));
+                a1 = _mm256_add_epi32(a1, _mm256_add_epi32(_mm256_load_si256((const __m256i *)(c + q + i)),
+                                                           _mm256_load_si256((const __m256i *)(c + q + i + 32))));
+                a2 = _mm256_add_epi32(a2, _mm256_add_epi32(_mm256_load_si256((const __m256i *)(c + 2 * q + i)),
+                                                           _mm256_load_si256((const __m256i *)(c + 2 * q + i + 32))));
+                a3 = _mm256_add_epi32(a3, _mm256_add_epi32(_mm256_load_si256((const __m256i *)(c + 3 * q + i)),
+                                                           _mm256_load_si256((const __m256i *)(c + 3 * q + i + 32))));
+            }
         }
         int o[8];
-        _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(a, c));
+        _mm256_storeu_si256((__m256i *)o, _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)));
         j->sink[t] = o[0];
     }
 }
 
-/* Best GB/s of PASSES reads of `bytes` in 64 KB chunks handed out to the pool. */
+/* Best GB/s of PASSES reads of `bytes` handed out to the pool in tasks, for each pattern: 64 KB
+ * sequential chunks, and the int8 decode kernel's groups of 4 panels read side by side with its
+ * prefetch (whichever is faster is the bound: the kernels must not beat it). */
 static double read_bandwidth(pool *p, size_t bytes) {
-    size_t chunk = 64 << 10;
-    bytes = (bytes + chunk - 1) / chunk * chunk;
-    unsigned char *buf = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t group = 4 * PANEL_I8;
+    bytes = (bytes + group - 1) / group * group;
+    unsigned char *buf = mmap(NULL, bytes + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) return 0;
     madvise(buf, bytes, MADV_HUGEPAGE);
     memset(buf, 1, bytes);
-    long *sink = malloc(sizeof(long) * (bytes / chunk));
-    read_job j = {buf, chunk, sink};
+    long *sink = malloc(sizeof(long) * (bytes / (4 << 10)));
     double best = 0;
-    for (int r = 0; r <= PASSES; r++) {
-        double t0 = bench_now();
-        pool_run(p, read_task, &j, (int)(bytes / chunk), 1);
-        double g = bytes / (bench_now() - t0) / 1e9;
-        if (r > 0 && g > best) best = g;
+    for (int pattern = 0; pattern < 2; pattern++) {
+        read_job j = {buf, pattern ? group : 64 << 10, pattern, sink};
+        for (int r = 0; r <= PASSES; r++) {
+            double t0 = bench_now();
+            pool_run(p, read_task, &j, (int)(bytes / j.chunk), 1);
+            double g = (double)(bytes / j.chunk * j.chunk) / (bench_now() - t0) / 1e9;
+            if (r > 0 && g > best) best = g;
+        }
     }
     free(sink);
-    munmap(buf, bytes);
+    munmap(buf, bytes + 4096);
     return best;
 }
 
