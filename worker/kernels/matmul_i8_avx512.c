@@ -1,11 +1,11 @@
 /* matmul_i8_avx512.c — the "avx512" family's MM_I8 kernels (matmul.h), for CPUs with AVX-512 F/BW/VL
- * and AVX512-VNNI (built with those flags, see the Makefile; chosen only where cpu_has_avx512()).
+ * and AVX512-VNNI (built with those flags, see the Makefile; chosen only where cpu.c's cpu_avx512_ok).
  *
  * The block dot is 512-bit vpdpbusd (u8 x s8, 4 products per int32 lane, exact, no saturation): one
  * instruction covers one group q[g] of a block (16 outputs x 4 k, 64 bytes). vpdpbusd takes its
  * unsigned operand from a register and its signed one from a register or a broadcast memory dword, so
  * the roles are: weights unsigned, w + 128 (q xor 0x80, once per group and panel, shared by all rows),
- * activations signed, 4 int8s broadcast straight from the scratch ({1to16}). Then
+ * activations signed, 4 int8s (one dword of the scratch) broadcast to all 16 lanes. Then
  *     sum (w + 128) x = sum w x + 128 sum x,
  * so each block's int32 accumulator starts at the row's xc = -128 * sum(x) (matmul.h: computed once
  * per row and block by the quantizer) and ends at the exact block sum of matmul.h's definition. The
@@ -13,9 +13,10 @@
  * and one vfmadd: the same operations in the same order as matmul_scalar.c, so the bits are the same.
  *
  * Kernels: R rows x P panels over all K blocks (R <= 6, P <= 2: 12 int32 + 12 fp32 accumulators in
- * zmm registers, 12 independent vpdpbusd chains) for batches; a 1-row kernel over runs of 4 panels
- * for decode (each block's 8 activation dwords broadcast once for all panels; two chains per block),
- * bound by the weight stream. The store is masked (no tail copies); GELU is vmath.h's vm512_gelu
+ * zmm registers, 12 independent vpdpbusd chains) for batches, in tasks of (96 rows, 2 panels); a
+ * 1-row kernel over 4 panels at once for decode (each block's 8 activation dwords broadcast once for
+ * all panels; two chains per block; each panel's stream prefetched 2 blocks ahead), in tasks of 4
+ * panels: it is bound by the weight stream, read once. The store is masked (no tail copies); GELU is vmath.h's vm512_gelu
  * (vm_gelu's operations on 16 lanes: the same bits). The quantizer writes exactly the bytes of
  * mm_quantize_rows (amax of |x| in any order is exact; then the same scalar id / dx and the same
  * vector multiply, round, clamp). */
