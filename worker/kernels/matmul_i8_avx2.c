@@ -2,7 +2,7 @@
  * baseline: no VNNI). The block dot is maddubs (|x| unsigned x w with x's sign, pairs into int16: at
  * most 2 x 127 x 127, no saturation) then madd by ones (into int32) and an add: per 4 k and 8 outputs,
  * exact. Kernels of R rows x 16 outputs (R <= 2) and 1 row x 32 outputs for decode, accumulators in
- * registers (16 ymm); the float chain per block and the store are matmul_scalar.c's operations in its
+ * registers (16 ymm), each panel's blocks prefetched 2 ahead (decode streams them from memory); the float chain per block and the store are matmul_scalar.c's operations in its
  * order (store16 of matmul_simd.h), so the bits are the definition's. The quantizer writes exactly the
  * bytes of mm_quantize_rows, 8 lanes at a time. */
 #include "matmul.h"
@@ -107,6 +107,11 @@ AI void kernel_rp(int R, int P, const mm_i8_block *blk0, int nb, const void *xq,
     }
     for (int b = 0; b < nb; b++) {
         __m256i s[2][2][2];
+#pragma GCC unroll 2
+        for (int p = 0; p < P; p++) /* weights stream from memory: each panel 2 blocks ahead */
+#pragma GCC unroll 9
+            for (size_t l = 0; l < sizeof(mm_i8_block); l += 64)
+                _mm_prefetch((const char *)(blk0 + (size_t)p * nb + b + 2) + l, _MM_HINT_T0);
 #pragma GCC unroll 2
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
