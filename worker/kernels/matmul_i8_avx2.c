@@ -2,9 +2,10 @@
  * baseline: no VNNI). The block dot is maddubs (|x| unsigned x w with x's sign, pairs into int16: at
  * most 2 x 127 x 127, no saturation) then madd by ones (into int32) and an add: per 4 k and 8 outputs,
  * exact. Kernels of R rows x 16 outputs (R <= 2) and 1 row x 32 outputs for decode, accumulators in
- * registers (16 ymm), each panel's blocks prefetched 2 ahead (decode streams them from memory); the float chain per block and the store are matmul_scalar.c's operations in its
- * order (store16 of matmul_simd.h), so the bits are the definition's. The quantizer writes exactly the
- * bytes of mm_quantize_rows, 8 lanes at a time. */
+ * registers (16 ymm), each panel's blocks prefetched 2 ahead (decode streams them from memory). The
+ * float chain per block and the store are matmul_scalar.c's operations in its order (store16 of
+ * matmul_simd.h), so the bits are the definition's. The quantizer writes exactly the bytes of
+ * mm_quantize_rows, 8 lanes at a time. */
 #include "matmul.h"
 
 #include <immintrin.h>
