@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -83,27 +84,13 @@ static int listen_on(gw *g, const char *spec, int *loopback, char *url, size_t u
     return fd;
 }
 
-/* The sockets of suspended calls, to see a client hang up while it waits. */
-static int watch_items(gw *g, zmq_pollitem_t *items, hcall **owner, int cap) {
-    int n = 0;
-    for (hcall *c = g->calls; c && n < cap; c = c->next)
-        if (c->suspended && c->watch_fd && c->fd >= 0 && !c->gone) {
-            items[n] = (zmq_pollitem_t){NULL, c->fd, ZMQ_POLLIN, 0};
-            owner[n++] = c;
-        }
-    return n;
-}
-
-/* A watched socket is readable: EOF or an error means the client is gone; data (a pipelined
- * request) means it is alive, and we stop watching it. */
+/* A watched socket reported a hang-up (the peer shut its side, or reset): EOF or an error means the
+ * client is gone; data first (a pipelined request) means it still talks, and the edge is spent. */
 static void on_watch(gw *g, hcall *c) {
+    if (c->gone) return;
     char b;
     ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r > 0) {
-        c->watch_fd = 0;
-        return;
-    }
-    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EINTR))) return;
     if (c->n_open > 0)
         proto_log(&g->log, PROTO_LOG_INFO, "%s: client hung up: cancelling %d request(s)", c->cid[0] ? c->cid : "call",
                   c->n_open);
@@ -122,17 +109,20 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     proto_log(&g->log, PROTO_LOG_DEBUG, "libmicrohttpd: %s", msg);
 }
 
+/* Hang-ups on the watched sockets (g->watch_ep). */
+static void watch_events(gw *g) {
+    struct epoll_event ev[64];
+    int n;
+    do {
+        n = epoll_wait(g->watch_ep, ev, 64, 0);
+        for (int i = 0; i < n; i++) on_watch(g, ev[i].data.ptr);
+    } while (n == 64);
+}
+
 static void gw_loop(gw *g) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int epfd = di ? di->epoll_fd : -1;
-    int cap = g->cfg->max_connections + 8;
-    zmq_pollitem_t *items = calloc((size_t)cap + 2, sizeof(*items));
-    hcall **owner = calloc((size_t)cap + 2, sizeof(*owner));
-    if (!items || !owner) {
-        free(items);
-        free(owner);
-        return;
-    }
+    zmq_pollitem_t items[3];
     while (!g_stop) {
         link_drain(g);
         MHD_run(g->mhd);
@@ -143,17 +133,14 @@ static void gw_loop(gw *g) {
         if (MHD_get_timeout(g->mhd, &mt) == MHD_YES && (long long)mt < timeout) timeout = (long)mt;
         items[0] = (zmq_pollitem_t){g->link.sock, 0, ZMQ_POLLIN, 0};
         items[1] = (zmq_pollitem_t){NULL, epfd, ZMQ_POLLIN, 0};
-        int nw = watch_items(g, items + 2, owner, cap);
-        int rc = zmq_poll(items, 2 + nw, timeout);
+        items[2] = (zmq_pollitem_t){NULL, g->watch_ep, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(items, 3, timeout);
         if (rc < 0 && errno != EINTR) {
             proto_log(&g->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             break;
         }
-        for (int i = 0; rc > 0 && i < nw; i++)
-            if (items[2 + i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) on_watch(g, owner[i]);
+        if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) watch_events(g);
     }
-    free(items);
-    free(owner);
 }
 
 /* Stop: the open calls are cancelled at the broker, suspended connections resumed so MHD can close them. */
@@ -196,6 +183,11 @@ int main(int argc, char **argv) {
                   "serving %s on a non-loopback address WITHOUT API keys: anyone who can reach it can generate "
                   "(set --api-keys FILE)",
                   g.url);
+    g.watch_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (g.watch_ep < 0) {
+        proto_log(&g.log, PROTO_LOG_ERROR, "epoll_create1: %s", strerror(errno));
+        return 1;
+    }
     if (link_open(&g) < 0) return 1;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     g.mhd = MHD_start_daemon(flags, 0, NULL, NULL, routes_access, &g, MHD_OPTION_LISTEN_SOCKET, g.listen_fd,
@@ -215,6 +207,7 @@ int main(int argc, char **argv) {
     gw_shutdown(&g);
     link_close(&g);
     close(g.listen_fd);
+    close(g.watch_ep);
     apikeys_free(g.keys);
     return 0;
 }

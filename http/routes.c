@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "gw.h"
 #include "status_html.h"
@@ -78,11 +79,22 @@ static enum MHD_Result respond_json(hcall *c, int status, json_t *j) {
     return respond(c, status, "application/json", s, NULL);
 }
 
+void routes_watch(gw *g, hcall *c) {
+    if (c->watched || c->fd < 0 || g->watch_ep < 0) return;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(g->watch_ep, EPOLL_CTL_ADD, c->fd, &ev) == 0) c->watched = 1;
+}
+
+static void unwatch(gw *g, hcall *c) {
+    if (c->watched) epoll_ctl(g->watch_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    c->watched = 0;
+}
+
 static void suspend(hcall *c) {
     if (c->suspended) return;
     MHD_suspend_connection(c->conn);
     c->suspended = 1;
-    c->watch_fd = 1;
+    routes_watch(c->g, c);
 }
 
 void routes_wake(gw *g, hcall *c) {
@@ -339,6 +351,7 @@ void routes_completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
                   : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client gone"
                                                                : "error",
                   c->n_open);
+    unwatch(g, c);
     link_forget(g, c);
     call_free(g, c);
     *con_cls = NULL;
