@@ -145,6 +145,7 @@ struct gw {
     uint64_t http_by_status[6];         /* by status class 1xx..5xx (index status/100) */
     uint64_t http_status_counts[600];   /* by exact status */
     int connections;                    /* open HTTP connections */
+    int draining;                       /* SIGTERM seen: new requests get 503 shutting_down */
     int stream_buffer_bytes;            /* cap of a call's unread SSE bytes */
 };
 
@@ -162,6 +163,9 @@ void link_stats(gw *g);
 void link_drain(gw *g);
 /* Timers: stats that never came, a broker silent while choices are open. */
 void link_tick(gw *g, double now);
+/* Ends every open choice as if the broker had sent an error frame (code, reason, message), and
+ * cancels it at the broker: a stream gets an error event and its end, any other call the error. */
+void link_fail_open(gw *g, int code, const char *reason, const char *message);
 
 /* ---- openai.c: OpenAI <-> protocol ------------------------------------------------------------- */
 /* Parses c->body for c->kind and submits the choices. 0 (submitted), or -1 with *e set. */

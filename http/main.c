@@ -18,11 +18,11 @@
 
 #include "gw.h"
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop; /* SIGINT / SIGTERM seen: counts them (1: drain, 2: end now) */
 
 static void on_stop(int sig) {
     (void)sig;
-    g_stop = 1;
+    if (g_stop < 2) g_stop++;
 }
 
 static void install_signals(void) {
@@ -119,17 +119,56 @@ static void watch_events(gw *g) {
     } while (n == 64);
 }
 
+/* SIGTERM (first): no new connections (the listening socket is closed: a client is refused at
+ * once), new requests on open ones get 503 shutting_down; the calls open may finish. */
+static void gw_drain_begin(gw *g) {
+    g->draining = 1;
+    proto_log(&g->log, PROTO_LOG_INFO, "stopping: %d call(s) open may finish within %d ms; new requests get 503",
+              g->n_calls, g->cfg->shutdown_grace_ms);
+    MHD_socket s = MHD_quiesce_daemon(g->mhd);
+    if (s != MHD_INVALID_SOCKET && s == g->listen_fd) {
+        close(g->listen_fd);
+        g->listen_fd = -1;
+    }
+}
+
+/* The grace is over (or a second signal came): every choice still open ends with shutting_down,
+ * so each call gets its one terminal answer (an error event and the stream's end, or a 503). */
+static void gw_drain_end(gw *g) {
+    if (g->n_open_choices > 0)
+        proto_log(&g->log, PROTO_LOG_WARN, "shutdown grace over: ending %d open request(s) with shutting_down",
+                  g->n_open_choices);
+    link_fail_open(g, PROTO_CODE_SHUTTING_DOWN, "shutting_down", "the gateway is shutting down");
+}
+
+/* Runs until a stop signal, then drains: until every call is answered and sent (g->n_calls 0),
+ * or the grace passes (the open ones then end with shutting_down and get GW_FLUSH_MS to reach
+ * their clients), or a second signal. */
+#define GW_FLUSH_MS 1000
 static void gw_loop(gw *g) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int epfd = di ? di->epoll_fd : -1;
     zmq_pollitem_t items[3];
-    while (!g_stop) {
+    double grace_end = 0, flush_end = 0;
+    for (;;) {
+        if (g_stop && !g->draining) {
+            gw_drain_begin(g);
+            grace_end = proto_clock_ms() + g->cfg->shutdown_grace_ms;
+        }
+        if (g->draining) {
+            double now = proto_clock_ms();
+            if (flush_end == 0 && (now >= grace_end || g_stop > 1)) {
+                gw_drain_end(g);
+                flush_end = now + GW_FLUSH_MS;
+            }
+            if (g->n_calls == 0 || (flush_end > 0 && now >= flush_end)) break;
+        }
         link_drain(g);
         MHD_run(g->mhd);
         double now = proto_clock_ms();
         link_tick(g, now);
         MHD_UNSIGNED_LONG_LONG mt = 0;
-        long timeout = 250;
+        long timeout = g->draining ? 20 : 250;
         if (MHD_get_timeout(g->mhd, &mt) == MHD_YES && (long long)mt < timeout) timeout = (long)mt;
         items[0] = (zmq_pollitem_t){g->link.sock, 0, ZMQ_POLLIN, 0};
         items[1] = (zmq_pollitem_t){NULL, epfd, ZMQ_POLLIN, 0};
@@ -143,7 +182,8 @@ static void gw_loop(gw *g) {
     }
 }
 
-/* Stop: the open calls are cancelled at the broker, suspended connections resumed so MHD can close them. */
+/* Stop: what is still open (a client that did not read its answer within the flush time) is
+ * cancelled at the broker, suspended connections resumed so MHD can close them. */
 static void gw_shutdown(gw *g) {
     for (hcall *c = g->calls; c; c = c->next) {
         link_forget(g, c);
@@ -203,10 +243,10 @@ int main(int argc, char **argv) {
     proto_log(&g.log, PROTO_LOG_INFO, "listening on %s (broker %s, model %s%s)", g.url, cfg.connect, cfg.model_name,
               g.keys ? ", API keys required" : "");
     gw_loop(&g);
-    proto_log(&g.log, PROTO_LOG_INFO, "stopping: %d call(s) open", g.n_calls);
+    proto_log(&g.log, PROTO_LOG_INFO, "stopped: %d call(s) still open", g.n_calls);
     gw_shutdown(&g);
     link_close(&g);
-    close(g.listen_fd);
+    if (g.listen_fd >= 0) close(g.listen_fd);
     close(g.watch_ep);
     apikeys_free(g.keys);
     return 0;

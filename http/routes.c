@@ -59,6 +59,7 @@ static enum MHD_Result respond(hcall *c, int status, const char *type, char *bod
     if (status == 429) MHD_add_response_header(r, "Retry-After", GW_RETRY_AFTER_S);
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (allow) MHD_add_response_header(r, "Allow", allow);
+    if (g->draining) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result rc = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     c->answered = 1;
@@ -151,6 +152,10 @@ static enum MHD_Result routes_begin(gw *g, hcall *c, const char *url, const char
     if (strcmp(method, allow) != 0 && !(strcmp(method, "HEAD") == 0 && strcmp(allow, "GET") == 0)) {
         gw_error_set(&e, 405, "method_not_allowed", "", "%s %s: use %s", method, url, allow);
         return respond_error(c, &e, allow);
+    }
+    if (g->draining && (r == R_COMPLETIONS || r == R_CHAT || r == R_READY)) {
+        gw_error_set(&e, 503, "shutting_down", "", "the gateway is shutting down");
+        return respond_error(c, &e, NULL);
     }
     int needs_key = r == R_COMPLETIONS || r == R_CHAT || r == R_MODELS || r == R_MODEL;
     if (needs_key && g->keys &&
@@ -266,6 +271,7 @@ static enum MHD_Result routes_generate(gw *g, hcall *c) {
     }
     struct MHD_Response *r = sse_response(c);
     if (!r) return MHD_NO;
+    if (g->draining) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result rc = MHD_queue_response(c->conn, 200, r);
     MHD_destroy_response(r);
     c->answered = 1;
