@@ -482,7 +482,7 @@ int main(int argc, char **argv) {
 
     /* 3. one request at a time */
     if (singles > 0) {
-        double dz[SINGLES_MAX], dh[SINGLES_MAX], dd[SINGLES_MAX], hz[SINGLES_MAX], hh2[SINGLES_MAX];
+        double dz[SINGLES_MAX], dh[SINGLES_MAX], dd[SINGLES_MAX], hz[SINGLES_MAX], hh2[SINGLES_MAX], dhop[SINGLES_MAX];
         char endpoint[600];
         snprintf(endpoint, sizeof endpoint, "%s/v1/completions", argv[3]);
         CURL *easy = curl_easy_init();
@@ -502,15 +502,17 @@ int main(int argc, char **argv) {
                 continue;
             }
             dz[ok] = tz, dh[ok] = th, dd[ok] = th - tz, hz[ok] = tz - sz, hh2[ok] = th - sh;
+            dhop[ok] = (th - sh) - (tz - sz);
             ok++;
         }
         curl_easy_cleanup(easy);
-        char s_d[128];
+        char s_d[128], s_hop1[128];
         double mz = median(dz, ok), mh = median(dh, ok), mhz = median(hz, ok), mhh2 = median(hh2, ok);
         spread(s_d, sizeof s_d, dd, ok);
+        spread(s_hop1, sizeof s_hop1, dhop, ok);
         printf("one request at a time (%d alternating pairs, %d tokens): zeromq ttft p50 %.2f ms (hop %.2f) | http "
                "%.2f ms (hop %.2f)\n", singles, SINGLE_TOKENS, mz, mhz, mh, mhh2);
-        printf("  http - zeromq, paired: ttft %s\n", s_d);
+        printf("  http - zeromq, paired: ttft %s; the hop alone %s\n", s_d, s_hop1);
     }
     if (new_conns) printf("  NOTE: %d HTTP connections were opened during the measured rounds\n", new_conns);
     if (failed) printf("  %d requests FAILED\n", failed);

@@ -9,7 +9,14 @@
  * with seeds seed+i; logprobs with top-N; errors in OpenAI's shape with the protocol's status and
  * param (400 unsupported / out of range / invalid JSON, 422 token out of range, 413 body > 1 MiB);
  * a client that disconnects mid-stream or mid-wait has its request cancelled (the broker's running
- * count back to 0, its "cancelled" count up); a live /metrics passes `promtool check metrics`. */
+ * count back to 0, its "cancelled" count up); a live /metrics passes `promtool check metrics`, its
+ * TTFT histogram's _sum grows by exactly a request's ttft, KV occupancy is in pages (slots x ctx /
+ * 16); a choice's "timings" are bounded by the client's own clock, and (a second gpt2d whose worker
+ * sleeps 150 ms after each step) count the time a request waited in the worker's socket. SIGTERM
+ * to a gateway on its own: no new connection, a short stream finishes, a long stream ends with a
+ * shutting_down error event and [DONE], a long non-streaming call with 503, the body of each
+ * properly ended, nothing left running at the broker, exit 0; SIGTERM to gpt2d with a stream open:
+ * it still gets exactly one end and [DONE]. */
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <math.h>
