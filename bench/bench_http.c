@@ -476,7 +476,7 @@ int main(int argc, char **argv) {
         printf("  http - zeromq, paired by round: ttft p50 %s\n", s_ttft);
         printf("      of which server (the burst's arrival at the worker) %s\n", s_server);
         printf("      and the hop (request in, first token out) %s\n", s_hop);
-        printf("  ttft p50 at %d concurrent: http +%.1f ms over zeromq (median of %d paired rounds; target < 5 ms: "
+        printf("  ttft p50 at %d concurrent: http %+.1f ms over zeromq (median of %d paired rounds; target < 5 ms: "
                "%s)\n", n, dm, ttft_rounds, dm < 5 ? "met" : "MISSED");
     }
 
