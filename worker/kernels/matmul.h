@@ -22,12 +22,14 @@
  * Then, for every format, the mode: MM_STORE out = r, MM_GELU out = gelu(r) (vmath.h), MM_ADD
  * out += r. matmul_scalar.c is this definition in plain C (the baseline every other family is tested
  * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for fp32/bf16 and
- * matmul_i8_avx2.c for int8 (maddubs + madd); matmul_avx512.c reuses the AVX2 fp32/bf16 kernels, and
- * matmul_i8_avx512.c has 512-bit AVX512-VNNI int8 kernels (one vpdpbusd per 16 outputs x 4 k, the
+ * matmul_i8_avx2.c for int8 (maddubs + madd); the avx512 family has 512-bit fp32/bf16 kernels
+ * (matmul_f32_avx512.c: one zmm per 16-wide panel row, R rows x 4 panels per micro-kernel) and
+ * 512-bit AVX512-VNNI int8 kernels (matmul_i8_avx512.c: one vpdpbusd per 16 outputs x 4 k, the
  * weights made unsigned, the activations' sums from the quantizer correcting for it). Each SIMD family
  * also has its own vectorized quantizer, writing mm_quantize_rows' bytes.
- * Bit-identical across families: every format, since none changes the order above (integer block
- * sums are exact whatever instruction forms them). The fingerprint (weights.h) still names the family.
+ * Bit-identical across families: every format, since none changes the order above (a wider vector
+ * spans more outputs, never more k: no kernel splits K into partial sums; integer block sums are
+ * exact whatever instruction forms them). The fingerprint (weights.h) still names the family.
  * mm_kernels_select() picks a family once: the best the CPU has, or the one named (GPT2D_ISA /
  * --isa: scalar, avx2, avx512). */
 #ifndef GPT2D_MATMUL_H

@@ -1,6 +1,6 @@
 /* matmul_simd.h — code shared by the SIMD kernel families (matmul_avx2.c, matmul_avx512.c and their
- * MM_I8 files), each compiling it with its own flags: the fused store of 16 results and the families'
- * forwards, so one family can reuse another's (the AVX-512 family runs the AVX2 fp32/bf16 kernels).
+ * per-format files), each compiling it with its own flags: the fused store of 16 results and the
+ * families' forwards, which each family's table names.
  * Every element is computed as matmul.h defines it: the store is the same operations in the same
  * order as matmul_scalar.c. */
 #ifndef GPT2D_MATMUL_SIMD_H
@@ -12,11 +12,16 @@
 #include "matmul.h"
 #include "vmath.h"
 
-/* The AVX2 family's fp32 and bf16 forwards (the AVX-512 family reuses them). */
+/* The AVX2 family's fp32 and bf16 forwards (matmul_avx2.c). */
 void mm_avx2_forward_f32(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
                          int mode, void *scratch);
 void mm_avx2_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
                           int mode, void *scratch);
+/* The AVX-512 family's fp32 and bf16 forwards (matmul_f32_avx512.c). */
+void mm_avx512_forward_f32(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
+                           int mode, void *scratch);
+void mm_avx512_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
+                            int mode, void *scratch);
 /* The MM_I8 forwards: matmul_i8_avx2.c, matmul_i8_avx512.c. */
 void mm_avx2_forward_i8(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M, int mode,
                         void *scratch);

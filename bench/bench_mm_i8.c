@@ -1,10 +1,10 @@
-/* bench_mm — the matmul kernels (worker/kernels) shape by shape against this machine's limits, measured
- * in the same run with the same threads:
+/* bench_mm_i8 — the int8 matmul kernels (worker/kernels) shape by shape against this machine's limits,
+ * measured in the same run with the same threads (bench_mm_f32 compares the fp32 / bf16 families):
  *   read bandwidth (256 MB read once per pass, huge pages: sequential chunks, and the int8 decode
  *   kernel's pattern with its prefetch; the faster is the bound),
  *   per kernel family, its integer-dot peak (int8 multiply-adds in registers: 512-bit vpdpbusd for
  *   avx512, maddubs + madd + add for avx2) and FMA peak (fp32 FMAs in registers, 512- / 256-bit);
- * then for every kernel family the CPU runs and every weight format, the 124M model's matrices
+ * then for every kernel family the CPU runs (and with --weights, another format), the 124M model's matrices
  * (768 -> 2304, 768 -> 768, 768 -> 3072, 3072 -> 768, and the 768 -> 50257 lm_head):
  *   M = 1 (decode): GB/s of weights read, against the read bandwidth; the weights cycle through
  *   copies larger than the caches, as a decode step reads them from memory;
@@ -12,7 +12,7 @@
  *   the FMA peak for fp32 / bf16.
  * Each figure is the median of PASSES passes, after a warm-up one; bounds are the best of theirs.
  * The kernels are batch-invariant (matmul.h), so these are the speeds of the forward pass's matmuls.
- * usage: bench_mm [--threads N] [--family avx512|avx2|scalar] [--weights fp32|bf16|int8] [--quick] */
+ * usage: bench_mm_i8 [--threads N] [--family avx512|avx2] [--weights int8|fp32|bf16|all] [--quick] */
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,14 +192,14 @@ static float frand(unsigned *s) {
 
 int main(int argc, char **argv) {
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN), quick = 0;
-    const char *only_family = NULL, *only_weights = NULL;
+    const char *only_family = NULL, *only_weights = "int8";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--family") == 0 && i + 1 < argc) only_family = argv[++i];
         else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) only_weights = argv[++i];
         else if (strcmp(argv[i], "--quick") == 0) quick = 1;
         else {
-            fprintf(stderr, "usage: bench_mm [--threads N] [--family avx512|avx2|scalar] [--weights fp32|bf16|int8] [--quick]\n");
+            fprintf(stderr, "usage: bench_mm_i8 [--threads N] [--family avx512|avx2] [--weights int8|fp32|bf16|all] [--quick]\n");
             return 2;
         }
     }
@@ -211,7 +211,7 @@ int main(int argc, char **argv) {
     int z = cpu_avx512_ok(&cf);
     double idot[2] = {z ? peak(p, idot_vnni) : 0, peak(p, idot_avx2)};
     double fma[2] = {z ? peak(p, fma_zmm) : 0, peak(p, fma_ymm)};
-    printf("bench_mm: %d threads; read bandwidth %.1f GB/s (256 MB)\n", pool_threads(p), bw);
+    printf("bench_mm_i8: %d threads; read bandwidth %.1f GB/s (256 MB)\n", pool_threads(p), bw);
     if (z) printf("  avx512 peaks: integer-dot %.0f GOP/s (512-bit vpdpbusd), FMA %.0f GFLOP/s (512-bit)\n", idot[0], fma[0]);
     printf("  avx2 peaks: integer-dot %.0f GOP/s (maddubs + madd + add), FMA %.0f GFLOP/s (256-bit)\n", idot[1], fma[1]);
     printf("  %-7s %-5s %-18s %10s %10s %10s  %s\n", "family", "fmt", "M x K -> N", "median us", "best us", "GOP/s",
@@ -225,7 +225,7 @@ int main(int argc, char **argv) {
         const mm_kernels *k = mm_kernels_select(fams[fi], err, sizeof err);
         if (!k || (only_family && strcmp(only_family, fams[fi]) != 0)) continue;
         for (int dt = 0; dt < MM_N_DTYPES; dt++) {
-            if (only_weights && strcmp(only_weights, mm_dtype_name((mm_dtype)dt)) != 0) continue;
+            if (strcmp(only_weights, "all") != 0 && strcmp(only_weights, mm_dtype_name((mm_dtype)dt)) != 0) continue;
             for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
                 int K = shapes[si][0], N = shapes[si][1];
                 size_t wb = mm_packed_bytes(K, N, (mm_dtype)dt);
