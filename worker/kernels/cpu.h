@@ -21,9 +21,9 @@ void cpu_detect(cpu_features *f);
 /* 0 if f has everything the kernels use; else -1 with a message naming what is missing. */
 int cpu_missing(const cpu_features *f, char *err, size_t errlen);
 
-/* 1 if f runs the "avx512" kernel family (matmul_avx512.c, matmul_i8_avx512.c: built with
- * -mavx512f -mavx512bw -mavx512vl -mavx512vnni on top of the AVX2 flags): everything cpu_missing asks
- * for, those four, and the OS state for them. */
+/* 1 if f runs the "avx512" kernel family (the *_avx512.c files, built with -mavx512f -mavx512bw
+ * -mavx512vl -mavx512vnni on top of the AVX2 flags): everything cpu_missing asks for, those four,
+ * and the OS state for them. */
 int cpu_avx512_ok(const cpu_features *f);
 
 /* cpu_detect + cpu_missing. */
