@@ -5,7 +5,8 @@
  *   order      an interactive request submitted while a bulk step is suspended gets its first token
  *              from an express step before that step completes (no bulk token in between); it
  *              decodes in a second express step when the step yields again; a yield with no
- *              interactive work resumes the step at once;
+ *              interactive work resumes the step at once; between steps, beside bulk work, an
+ *              interactive prefill goes to express passes alternating with the bulk steps;
  *   cancel     a request inside the suspended step ends when the step completes (no token from it),
  *              an express request cancelled mid-prefill ends within the next call, a waiting one at once;
  *   prefix     an express request whose prompt a suspended bulk prefill is computing shares only
@@ -106,7 +107,10 @@ static const req_spec g_spec[MAX_ID] = {
     [13] = {400, 24, 8, ENGINE_PRIORITY_INTERACTIVE},
     [14] = {P_OFF, 100, 4, ENGINE_PRIORITY_INTERACTIVE},
     [15] = {450, 10, 4, ENGINE_PRIORITY_INTERACTIVE},
+    [16] = {100, 150, 3, ENGINE_PRIORITY_INTERACTIVE}, /* test_boundary's */
 };
+static const int g_script[] = {1, 2, 3, 4, 5, 11, 12, 13, 14, 15}; /* scenario()'s requests */
+#define N_SCRIPT (int)(sizeof g_script / sizeof g_script[0])
 
 static int submit(engine *e, int id) {
     const req_spec *s = &g_spec[id];
@@ -270,8 +274,9 @@ static void scenario(const format *f, gpt2_weights *w, int mode, rec *r) {
         check(st.suspends == 4 && st.express_steps == 3, "%s: 4 suspensions, 3 express steps (%llu, %llu)",
               f->name, (unsigned long long)st.suspends, (unsigned long long)st.express_steps);
     }
-    int once = 1;
-    for (int id = 1; id < MAX_ID; id++) once &= r->done[id] == (g_spec[id].len ? 1 : 0);
+    int want[MAX_ID] = {0}, once = 1;
+    for (int i = 0; i < N_SCRIPT; i++) want[g_script[i]] = 1;
+    for (int id = 0; id < MAX_ID; id++) once &= r->done[id] == want[id];
     check(once, "%s, %s: (d) exactly one on_done per request", f->name, m);
     engine_get_stats(e, &st);
     check(g_kv_ok && st.kv.pages_used == 0 && st.kv.pages_reserved == 0 && st.kv.seqs_open == 0 && !engine_has_work(e),
@@ -302,8 +307,8 @@ static void test_engine(const format *f) {
     scenario(f, w, 1, &yes);
     scenario(f, w, 0, &no);
     int ok = 1, okn = 1;
-    for (int id = 1; id < MAX_ID; id++) {
-        if (!g_spec[id].len) continue;
+    for (int i = 0; i < N_SCRIPT; i++) {
+        int id = g_script[i];
         int cancelled = id == 2 || id == 13 || id == 15;
         if (!cancelled && ref.n_tokens[id] != g_spec[id].max_tokens) ok = 0;
         if (!same(&yes, &ref, id, cancelled)) {
@@ -331,6 +336,50 @@ static void test_engine(const format *f) {
         check(engine_suspended(e) && engine_has_work(e) && fy.fired == 1, "%s: suspended after layer 3", f->name);
         engine_free(e);
     }
+    gpt2_weights_free(w);
+}
+
+/* Between steps: an interactive request submitted while bulk requests decode is prefilled by express
+ * passes before the next step, which carries no interactive prefill (so it can always yield); a
+ * prompt longer than one express pass alternates with the bulk steps (bulk work is never starved). */
+static void test_boundary(const format *f) {
+    char err[512];
+    gpt2_weights_opts o = {.weights = f->weights};
+    gpt2_weights *w = gpt2_weights_load(tu.model, &o, err, sizeof err);
+    if (!w) return;
+    static rec r, ref;
+    fake_yield fy = {.mode = 1}; /* never armed: no suspension, only step boundaries */
+    engine *e = eng_new(f, &r, &fy, w);
+    engine *alone = eng_new(f, &ref, NULL, w);
+    if (!e || !alone) return;
+    submit(alone, 16);
+    run_to_end(alone);
+    g_kv_ok = 1;
+    submit(e, 1);
+    submit(e, 3);
+    for (int k = 0; k < 10 && !(r.n_tokens[1] && r.n_tokens[3]); k++) step(e);
+    submit(e, 16); /* 150 prompt tokens; an express pass takes 64 */
+    char seq[16] = "";
+    engine_stats st;
+    for (int k = 0; k < 5; k++) {
+        int bulk = r.bulk_tokens;
+        uint64_t x;
+        engine_get_stats(e, &st);
+        x = st.express_steps;
+        step(e);
+        engine_get_stats(e, &st);
+        seq[k] = st.express_steps > x && r.bulk_tokens == bulk ? 'X' /* express only */
+                 : st.express_steps == x && r.bulk_tokens == bulk + 2 && st.last_prefill == 0 ? 'S' /* a bulk step */
+                                                                                                : '?';
+    }
+    check(strcmp(seq, "XSXSX") == 0 && r.n_tokens[16] == 1 && r.bulk_tokens >= 2,
+          "%s: express (64), bulk step, express (64), bulk step, express (22) and its first token (%s, %d)", f->name,
+          seq, r.n_tokens[16]);
+    run_to_end(e);
+    check(r.n_tokens[16] == 3 && same(&r, &ref, 16, 0) && g_kv_ok,
+          "%s: ... generating what it does alone, bit for bit", f->name);
+    engine_free(alone);
+    engine_free(e);
     gpt2_weights_free(w);
 }
 
@@ -475,6 +524,7 @@ int main(void) {
     if (g_tok) {
         const format fmts[] = {{"fp32", "fp32", KV_F32}, {"int8", "int8", KV_F32}, {"fp32+kv fp16", "fp32", KV_F16}};
         for (int f = 0; f < 3; f++) test_engine(&fmts[f]);
+        test_boundary(&fmts[0]);
     }
     bpe_free(g_tok);
     test_service();

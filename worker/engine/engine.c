@@ -80,7 +80,7 @@ struct engine {
     engine_pass step;           /* the step's pass */
     engine_pass express;        /* interactive work while step is suspended (only with should_yield) */
     int suspended;              /* step stopped between layers; engine_step resumes it */
-    int expressed;              /* an express pass ran since step was suspended: resume it next */
+    int expressed;              /* an express pass ran since the step's last layer: the step goes next */
     /* step scratch, sized at start-up */
     request **prefill;                        /* (n_run) prefilling requests, admission order */
     float *logits;                            /* (n_run, V) */
@@ -662,13 +662,35 @@ int engine_prefill_budget(const engine_config *cfg, int d) {
     return p > lo ? (int)p : lo;
 }
 
+/* 1 if a bulk request is running (a step would carry its rows). */
+static int bulk_running(const engine *e) {
+    for (int s = 0; s < e->n_run; s++)
+        if (e->running[s] && e->running[s]->priority == ENGINE_PRIORITY_BULK) return 1;
+    return 0;
+}
+
+/* 1 if there is work for an express pass: an interactive request waiting, or running outside the
+ * step and still prefilling (while the step is suspended, or decoding). */
+static int express_work(const engine *e) {
+    if (e->wait_head && e->wait_head->priority == ENGINE_PRIORITY_INTERACTIVE) return 1;
+    for (int s = 0; s < e->n_run; s++) {
+        const request *r = e->running[s];
+        if (r && !r->in_pass && !r->cancelled && r->priority == ENGINE_PRIORITY_INTERACTIVE &&
+            (r->state == REQ_PREFILL || e->suspended))
+            return 1;
+    }
+    return 0;
+}
+
 /* Fills pass p: every batchable decoding request's next token, then prefill chunks within the
- * budget (engine_prefill_budget, capped by the step's room), with the KV pages they write; p may
- * yield between layers if it prefills no interactive request and there is a hook. The number of
- * rows, or -1 if a page could not be had (a bug: admission reserved them). */
+ * budget (engine_prefill_budget, capped by the step's room), with the KV pages they write. With
+ * preemption, a step beside running bulk work leaves interactive prefill to express passes, so it
+ * can always yield between layers; otherwise it may yield if it prefills no interactive request.
+ * The number of rows, or -1 if a page could not be had (a bug: admission reserved them). */
 static int build_batch(engine *e, engine_pass *p, int express) {
     p->b.n = p->n_out = p->layer = 0;
     p->yieldable = e->cfg.should_yield != NULL && !express;
+    int hold_interactive = p->yieldable && bulk_running(e);
     for (int s = 0; s < e->n_run; s++) {
         request *r = e->running[s];
         if (!r || r->state != REQ_DECODE || !batchable(r, express)) continue;
@@ -680,10 +702,13 @@ static int build_batch(engine *e, engine_pass *p, int express) {
     if (limit > e->max_batch) limit = e->max_batch;
     request **pre = e->prefill;
     int n_pre = prefill_order(e, pre, express);
+    int first = -1; /* the priority prefilled */
     for (int i = 0; i < n_pre && p->b.n < limit; i++) {
         request *r = pre[i];
-        if (r->priority != pre[0]->priority) break; /* no bulk prefill beside an interactive one: a
-                                                       short step, its first token sooner */
+        if (hold_interactive && r->priority == ENGINE_PRIORITY_INTERACTIVE) continue; /* an express pass's */
+        if (first < 0) first = r->priority;
+        if (r->priority != first) break; /* no bulk prefill beside an interactive one: a short step,
+                                            its first token sooner */
         if (r->priority == ENGINE_PRIORITY_INTERACTIVE) p->yieldable = 0; /* short already */
         int chunk = r->n_prompt - r->n_past;
         if (chunk > limit - p->b.n) chunk = limit - p->b.n;
@@ -817,9 +842,9 @@ static int pass_run(engine *e, engine_pass *p) {
     while (p->layer < e->n_layer) {
         gpt2_forward_layers(p->model, e->kv, &p->b, p->layer, p->layer + 1);
         p->layer++;
+        if (p == &e->step) e->expressed = 0; /* the step went on: an express pass may run again */
         if (p->yieldable && p->layer < e->n_layer && e->cfg.should_yield(e->cfg.yield_user)) {
             e->suspended = 1;
-            e->expressed = 0;
             e->stats.suspends++;
             return 0;
         }
@@ -848,13 +873,15 @@ static int pass_start(engine *e, engine_pass *p, int express) {
 }
 
 int engine_step(engine *e) {
-    if (!e->suspended) return pass_start(e, &e->step, 0);
-    if (!e->expressed) { /* once per suspension: the step then goes on at least one layer */
+    /* preemption: interactive work first, in an express pass, while the step is suspended or before
+     * a step that would carry bulk rows; at most once between two layers of the step's, so bulk
+     * work always advances */
+    if (e->cfg.should_yield && !e->expressed && (e->suspended || bulk_running(e)) && express_work(e)) {
         e->expressed = 1;
         int n = pass_start(e, &e->express, 1);
-        if (n != 0) return n;
+        if (n != 0) return n; /* else nothing could be admitted: the step goes on */
     }
-    return pass_run(e, &e->step);
+    return e->suspended ? pass_run(e, &e->step) : pass_start(e, &e->step, 0);
 }
 
 int engine_suspended(const engine *e) { return e->suspended; }

@@ -29,8 +29,10 @@
  * usual) and calls engine_step again, which first runs one EXPRESS step, if there is interactive work
  * outside the suspended step (waiting interactive requests, admitted and prefilled; interactive
  * requests running that are not in it), on a second set of activations, reporting its tokens; then
- * (or at once when there is none) the suspended step resumes from its layer, for at least one layer
- * before it can yield again, so bulk work always advances. An express step touches only its own
+ * (or at once when there is none) the suspended step resumes from its layer. Between steps too, while
+ * bulk requests run, interactive prefill goes to express steps (interactive rows only) and a step
+ * carries none, so every such step can yield. At most one express step runs between two layers of
+ * the step's, so bulk work always advances. An express step touches only its own
  * requests' KV pages (admission never takes a page a sequence holds, and pages are shared only once
  * published, which the suspended step's are not yet); an express admission does not wait for a
  * prefix page another request is computing: it computes its own copy. A cancel of a request in the
