@@ -221,8 +221,9 @@ static void scenario(const format *f, gpt2_weights *w, int mode, rec *r) {
               r->bulk_tokens - bulk);
     }
 
-    /* 2. a yield with no interactive work (a bulk request arrives): the step resumes at once */
-    check(step_until_fired(e, &fy, 1), "%s, %s: second yield", f->name, m);
+    /* 2. a yield with no interactive work (a bulk request arrives): the step resumes at once; this
+     * one after the last layer, before the logits */
+    check(step_until_fired(e, &fy, 4), "%s, %s: second yield", f->name, m);
     engine_stats st;
     engine_get_stats(e, &st);
     uint64_t express = st.express_steps;
@@ -232,7 +233,8 @@ static void scenario(const format *f, gpt2_weights *w, int mode, rec *r) {
         step(e);
         engine_get_stats(e, &st);
         check(!engine_suspended(e) && st.express_steps == express && r->bulk_tokens > bulk,
-              "%s: nothing interactive to run: the step resumes and completes in the same call", f->name);
+              "%s: nothing interactive to run: the step, suspended after its last layer, resumes and "
+              "completes in the same call", f->name);
     }
     step(e); /* bulk 5 admitted: its first chunk, 3 pages published */
 

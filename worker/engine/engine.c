@@ -835,15 +835,15 @@ static int pass_complete(engine *e, engine_pass *p) {
     return p->b.n;
 }
 
-/* Computes p's blocks from the layer it reached. After each block but the last, a yieldable pass asks
- * cfg.should_yield and, when told to, stops there: the step is suspended (0). Else completes it: the
- * rows it computed. */
+/* Computes p's blocks from the layer it reached. After each block (the last too: the logits and the
+ * sampling are a layer's worth of time at a large batch), a yieldable pass asks cfg.should_yield and,
+ * when told to, stops there: the step is suspended (0). Else completes it: the rows it computed. */
 static int pass_run(engine *e, engine_pass *p) {
     while (p->layer < e->n_layer) {
         gpt2_forward_layers(p->model, e->kv, &p->b, p->layer, p->layer + 1);
         p->layer++;
         if (p == &e->step) e->expressed = 0; /* the step went on: an express pass may run again */
-        if (p->yieldable && p->layer < e->n_layer && e->cfg.should_yield(e->cfg.yield_user)) {
+        if (p->yieldable && e->cfg.should_yield(e->cfg.yield_user)) {
             e->suspended = 1;
             e->stats.suspends++;
             return 0;

@@ -22,8 +22,8 @@
  *     (piece: the newly complete UTF-8 text; stop-string candidates are held back);
  *   on_done(user, req_id, result)                                    exactly once per accepted request.
  * A request's tokens and logits are bit-for-bit the same whatever else is batched with it.
- * Preemption (cfg.should_yield): a long step must not hold back a person. Between the layers of a step
- * that prefills no interactive request, the engine asks should_yield (the worker: "is a message
+ * Preemption (cfg.should_yield): a long step must not hold back a person. After each layer of a step
+ * that prefills no interactive request (the last too, before the logits), the engine asks should_yield (the worker: "is a message
  * waiting?"); on 1, engine_step returns with the step SUSPENDED (its batch, the layer it reached, its
  * requests' KV pages kept). The caller handles its input (engine_submit and engine_cancel work as
  * usual) and calls engine_step again, which first runs one EXPRESS step, if there is interactive work
@@ -81,9 +81,9 @@ typedef struct {
     int kv_dtype;          /* kv_dtype (kv.h): KV_F32 (0, the default), KV_F16, KV_BF16: half the KV bytes,
                               different numerics (in the fingerprint), invariant within the dtype;
                               -1: an unknown name (engine_new refuses it) */
-    int (*should_yield)(void *user); /* preemption (see "Preemption" above): asked between the layers
+    int (*should_yield)(void *user); /* preemption (see "Preemption" above): asked after each layer
                               of a step that prefills no interactive request; 1 suspends the step
-                              there. Keep it cheap (it runs n_layer - 1 times a step). NULL: never */
+                              there. Keep it cheap (it runs n_layer times a step). NULL: never */
     void *yield_user;      /* should_yield's argument */
 } engine_config;
 
