@@ -1,10 +1,11 @@
 /* test_preempt.c — preemption at layer boundaries (engine.h, "Preemption"). No timings: a fake
  * should_yield suspends the step at chosen layers, and the test acts while it is suspended, as the
- * worker does when a message is waiting. On a 4-layer model, for fp32 and int8 weights and an fp16
- * KV cache:
+ * worker does when a message is waiting. On a 4-layer model, for fp32, int8 and bf16 weights and an
+ * fp16 KV cache:
  *   order      an interactive request submitted while a bulk step is suspended gets its first token
  *              from an express step before that step completes (no bulk token in between); it
- *              decodes in a second express step when the step yields again; a yield with no
+ *              decodes in a second express step when the step yields again (halfway through its
+ *              logits, which it computes in pieces); a yield with no
  *              interactive work resumes the step at once; between steps, beside bulk work, an
  *              interactive prefill goes to express passes alternating with the bulk steps;
  *   cancel     a request inside the suspended step ends when the step completes (no token from it),
@@ -203,14 +204,15 @@ static void scenario(const format *f, gpt2_weights *w, int mode, rec *r) {
     int bulk = r->bulk_tokens;
     check(submit(e, 11) == 0, "%s, %s: an interactive request accepted while suspended", f->name, m);
     if (mode) {
-        fy.countdown = 1; /* the step, resumed, yields again after layer 2 */
+        fy.countdown = 5; /* the step, resumed, yields again after layers 2, 3, 4 and two of the
+                             eight pieces of its logits (the lm_head is cut so it can yield) */
         step(e);
         check(r->n_tokens[11] == 1 && r->bulk_tokens == bulk && engine_suspended(e),
               "%s: (a) its first token comes from an express step before the suspended step's tokens "
               "(tokens %d, bulk %d -> %d)", f->name, r->n_tokens[11], bulk, r->bulk_tokens);
         step(e);
         check(engine_suspended(e) && fy.fired == 2 && r->bulk_tokens == bulk,
-              "%s: the step resumes for one layer and yields again", f->name);
+              "%s: the step resumes and yields again halfway through its logits", f->name);
         step(e);
         check(r->n_tokens[11] == 2 && r->bulk_tokens == bulk,
               "%s: a second express step decodes the request running outside the suspended step (%d tokens)",
@@ -524,8 +526,9 @@ int main(void) {
     check(g_tok != NULL, "tokenizer: %s", g_tok ? "ok" : err);
     for (int i = 0; i < 512; i++) ids[i] = (i * 7919 + 13) % 50000;
     if (g_tok) {
-        const format fmts[] = {{"fp32", "fp32", KV_F32}, {"int8", "int8", KV_F32}, {"fp32+kv fp16", "fp32", KV_F16}};
-        for (int f = 0; f < 3; f++) test_engine(&fmts[f]);
+        const format fmts[] = {{"fp32", "fp32", KV_F32}, {"int8", "int8", KV_F32}, {"bf16", "bf16", KV_F32},
+                               {"fp32+kv fp16", "fp32", KV_F16}};
+        for (int f = 0; f < 4; f++) test_engine(&fmts[f]);
         test_boundary(&fmts[0]);
     }
     bpe_free(g_tok);

@@ -54,10 +54,11 @@ typedef struct {
     gpt2_state *model;          /* the express pass's is a twin of the step's (gpt2_state_twin) */
     int *token, *pos, *slot, *out;  /* (max_batch) the batch's rows */
     request **req;              /* (max_batch) request of each logits row */
+    float *logits;              /* (n_run, V) its own: a suspended step's are half computed */
     gpt2_batch b;               /* the batch over those arrays */
     int n_out;                  /* logits rows */
-    int layer;                  /* blocks computed so far */
-    int yieldable;              /* may stop between layers (cfg.should_yield) */
+    int layer;                  /* units computed so far: blocks, then (yieldable) logits pieces */
+    int yieldable;              /* may stop between units (cfg.should_yield) */
 } engine_pass;
 
 struct engine {
@@ -77,13 +78,13 @@ struct engine {
     int n_waiting;
     uint64_t admitted;          /* requests admitted so far (admit_seq) */
     int n_layer;
+    int n_logit_parts;          /* a yieldable step computes its logits in this many column ranges */
     engine_pass step;           /* the step's pass */
     engine_pass express;        /* interactive work while step is suspended (only with should_yield) */
     int suspended;              /* step stopped between layers; engine_step resumes it */
     int expressed;              /* an express pass ran since the step's last layer: the step goes next */
     /* step scratch, sized at start-up */
     request **prefill;                        /* (n_run) prefilling requests, admission order */
-    float *logits;                            /* (n_run, V) */
     char *sampler_scratch;                    /* (threads, scratch_size): one per compute thread */
     size_t scratch_size;
     int *s_token;                             /* (n_run) sampled token of each logits row */
@@ -134,15 +135,17 @@ static int engine_kv_pages(const engine *e, const gpt2_config *mc, int *n_pages,
     return 0;
 }
 
-/* The batch arrays of a pass for up to cap rows (its model is set by the caller). 0 or -1. */
-static int pass_alloc(engine_pass *p, int cap) {
+/* The batch arrays of a pass for up to cap rows and n_out rows of V logits (its model is set by
+ * the caller). 0 or -1. */
+static int pass_alloc(engine_pass *p, int cap, int n_out, int V) {
     p->token = malloc(sizeof(int) * cap);
     p->pos = malloc(sizeof(int) * cap);
     p->slot = malloc(sizeof(int) * cap);
     p->out = malloc(sizeof(int) * cap);
     p->req = malloc(sizeof(request *) * cap);
+    p->logits = malloc(sizeof(float) * (size_t)n_out * V);
     p->b = (gpt2_batch){0, p->token, p->pos, p->slot, p->out};
-    return p->token && p->pos && p->slot && p->out && p->req ? 0 : -1;
+    return p->token && p->pos && p->slot && p->out && p->req && p->logits ? 0 : -1;
 }
 
 static void pass_free(engine_pass *p) {
@@ -152,6 +155,7 @@ static void pass_free(engine_pass *p) {
     free(p->slot);
     free(p->out);
     free(p->req);
+    free(p->logits);
     memset(p, 0, sizeof *p);
 }
 
@@ -199,11 +203,15 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
         goto fail;
     }
     e->n_layer = mc->n_layer;
-    if (pass_alloc(&e->step, e->max_batch) != 0) goto oom;
+    /* the lm_head is V / (12 C) layers' worth of work (a block: 12 C^2 per row): about one per piece */
+    e->n_logit_parts = (mc->n_vocab + 6 * mc->n_embd) / (12 * mc->n_embd);
+    if (e->n_logit_parts < 1) e->n_logit_parts = 1;
+    if (e->n_logit_parts > 8) e->n_logit_parts = 8;
+    if (pass_alloc(&e->step, e->max_batch, e->n_run, e->n_vocab) != 0) goto oom;
     if (cfg->should_yield) { /* a second set of activations for the express pass, the same threads */
         e->express.model = gpt2_state_twin(e->model, e->max_batch, err, errlen);
         if (!e->express.model) goto fail;
-        if (pass_alloc(&e->express, e->max_batch) != 0) goto oom;
+        if (pass_alloc(&e->express, e->max_batch, e->n_run, e->n_vocab) != 0) goto oom;
     }
     e->kv = kv_new(&kc, err, errlen);
     if (!e->kv) goto fail;
@@ -215,7 +223,6 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
     int S = e->n_run;
     e->running = calloc(S, sizeof *e->running);
     e->prefill = malloc(sizeof(request *) * S);
-    e->logits = malloc(sizeof(float) * (size_t)S * e->n_vocab);
     e->scratch_size = (sampler_scratch_size(e->n_vocab) + 63) / 64 * 64;
     e->sampler_scratch = malloc(e->scratch_size * pool_threads(gpt2_pool(e->model)));
     e->s_token = malloc(sizeof(int) * S);
@@ -223,7 +230,7 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
     e->s_top_id = malloc(sizeof(int) * S * (1 + ENGINE_MAX_TOP));
     e->s_top_lp = malloc(sizeof(float) * S * (1 + ENGINE_MAX_TOP));
     e->s_top_n = malloc(sizeof(int) * S);
-    if (!e->running || !e->prefill || !e->logits || !e->sampler_scratch || !e->s_token || !e->s_logprob ||
+    if (!e->running || !e->prefill || !e->sampler_scratch || !e->s_token || !e->s_logprob ||
         !e->s_top_id || !e->s_top_lp || !e->s_top_n)
         goto oom;
     e->stats.n_slots = S;
@@ -249,7 +256,6 @@ void engine_free(engine *e) {
     pass_free(&e->express);
     pass_free(&e->step); /* the twin first: it borrows the step's threads */
     free(e->prefill);
-    free(e->logits);
     free(e->sampler_scratch);
     free(e->s_token);
     free(e->s_logprob);
@@ -779,9 +785,10 @@ static void sample_task(void *ctx, int begin, int end, int tid) {
     for (int o = begin; o < end; o++) {
         request *r = j->p->req[o];
         e->s_logprob[o] = 0.0f;
-        e->s_token[o] = sampler_sample(&r->sampling, e->logits + (size_t)o * e->n_vocab, e->n_vocab,
+        float *logits = j->p->logits + (size_t)o * e->n_vocab; /* the sampler works in place */
+        e->s_token[o] = sampler_sample(&r->sampling, logits, e->n_vocab,
                                        r->ids, r->n_ids, (uint64_t)r->n_gen, scratch, &e->s_logprob[o]);
-        e->s_top_n[o] = r->want_top ? sampler_top_logprobs(e->logits + (size_t)o * e->n_vocab, e->n_vocab,
+        e->s_top_n[o] = r->want_top ? sampler_top_logprobs(logits, e->n_vocab,
                                                            e->s_token[o], r->top_n,
                                                            e->s_top_id + (size_t)o * (1 + ENGINE_MAX_TOP),
                                                            e->s_top_lp + (size_t)o * (1 + ENGINE_MAX_TOP))
@@ -799,7 +806,6 @@ static void fail_running(engine *e, const char *why) {
 /* The end of a pass whose blocks are all computed: logits, KV positions, sampling, callbacks. Cancels
  * that came while it was suspended take effect here: those requests get no token, they end. */
 static int pass_complete(engine *e, engine_pass *p) {
-    gpt2_forward_end(p->model, &p->b, e->logits);
     e->stats.steps++;
     /* advance KV positions for every row; full prompt pages go to the prefix cache */
     for (int i = 0; i < p->b.n; i++) {
@@ -815,7 +821,7 @@ static int pass_complete(engine *e, engine_pass *p) {
     if (e->cb.on_logits)
         for (int o = 0; o < n_out; o++)
             if (!p->req[o]->cancelled)
-                e->cb.on_logits(e->cb.user, p->req[o]->id, p->req[o]->n_gen, e->logits + (size_t)o * e->n_vocab,
+                e->cb.on_logits(e->cb.user, p->req[o]->id, p->req[o]->n_gen, p->logits + (size_t)o * e->n_vocab,
                                 e->n_vocab);
     /* sample every row on the compute threads (a row's draw depends only on its own logits,
      * history and (seed, index)), then emit in batch order on this thread */
@@ -835,21 +841,36 @@ static int pass_complete(engine *e, engine_pass *p) {
     return p->b.n;
 }
 
-/* Computes p's blocks from the layer it reached. After each block (the last too: the logits and the
- * sampling are a layer's worth of time at a large batch), a yieldable pass asks cfg.should_yield and,
- * when told to, stops there: the step is suspended (0). Else completes it: the rows it computed. */
+/* Unit u of pass p: block u, then (a yieldable pass) piece u - n_layer of its logits, column ranges
+ * of whole panels (the first with the final layer norm). */
+static void pass_unit(engine *e, engine_pass *p, int u) {
+    if (u < e->n_layer) {
+        gpt2_forward_layers(p->model, e->kv, &p->b, u, u + 1);
+        return;
+    }
+    int k = u - e->n_layer, n = e->n_logit_parts, align = GPT2_LOGIT_ALIGN;
+    int per = ((e->n_vocab + align - 1) / align + n - 1) / n * align; /* columns per piece */
+    if (k == 0) gpt2_forward_norm(p->model, &p->b);
+    gpt2_forward_logits(p->model, &p->b, p->logits, k * per, (k + 1) * per);
+}
+
+/* Computes p from the unit it reached: its blocks, then its logits (in n_logit_parts pieces when it
+ * may yield: the lm_head of a large batch is several layers' worth). After each unit but the last, a
+ * yieldable pass asks cfg.should_yield and, when told to, stops there: the step is suspended (0).
+ * Else completes it: the rows it computed. */
 static int pass_run(engine *e, engine_pass *p) {
-    while (p->layer < e->n_layer) {
-        gpt2_forward_layers(p->model, e->kv, &p->b, p->layer, p->layer + 1);
-        p->layer++;
+    int units = e->n_layer + (p->yieldable ? e->n_logit_parts : 0);
+    while (p->layer < units) {
+        pass_unit(e, p, p->layer++);
         if (p == &e->step) e->expressed = 0; /* the step went on: an express pass may run again */
-        if (p->yieldable && e->cfg.should_yield(e->cfg.yield_user)) {
+        if (p->yieldable && p->layer < units && e->cfg.should_yield(e->cfg.yield_user)) {
             e->suspended = 1;
             e->stats.suspends++;
             return 0;
         }
     }
     if (p == &e->step) e->suspended = 0;
+    if (!p->yieldable) gpt2_forward_end(p->model, &p->b, p->logits);
     return pass_complete(e, p);
 }
 

@@ -353,19 +353,42 @@ void gpt2_forward_layers(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int l
     for (int l = l_from; l < l_to; l++) block_forward(m, kv, b, l);
 }
 
-void gpt2_forward_end(gpt2_state *m, const gpt2_batch *b, float *logits) {
+_Static_assert(GPT2_LOGIT_ALIGN == MM_PANEL, "logits are computed in whole panels");
+
+/* Rows of logits the batch asks for. */
+static int batch_n_out(const gpt2_batch *b) {
+    int n_out = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
+    return n_out;
+}
+
+void gpt2_forward_norm(gpt2_state *m, const gpt2_batch *b) {
     int C = m->cfg.n_embd;
     /* final LN only for the rows that produce logits, gathered in out order */
-    int n_out = 0;
     for (int i = 0; i < b->n; i++) {
         if (b->out[i] < 0) continue;
         layernorm_row(m->h + (size_t)b->out[i] * C, m->x + (size_t)i * C, m->ln_f_w, m->ln_f_b, C,
                       m->cfg.ln_eps);
-        if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
     }
-    if (n_out > 0)
-        linear_forward(m, m->lm_head, m->blas ? m->blas->lm_head : NULL, 1, m->h, C, logits,
-                       m->cfg.n_vocab, n_out);
+}
+
+void gpt2_forward_logits(gpt2_state *m, const gpt2_batch *b, float *logits, int c0, int c1) {
+    int C = m->cfg.n_embd, V = m->cfg.n_vocab, n_out = batch_n_out(b);
+    if (c1 > V) c1 = V;
+    if (n_out == 0 || c0 < 0 || c0 % MM_PANEL != 0 || c0 >= c1) return;
+    mm_weight part;
+    const mm_weight *w = m->lm_head;
+    if (c0 > 0 || c1 < V) { /* panels c0/16 .. ceil(c1/16): columns [c0, c1) */
+        mm_view_panels(&part, m->lm_head, c0 / MM_PANEL, (c1 + MM_PANEL - 1) / MM_PANEL);
+        w = &part;
+    }
+    linear_forward(m, w, m->blas ? m->blas->lm_head + (size_t)c0 * C : NULL, 1, m->h, C, logits + c0, V, n_out);
+}
+
+void gpt2_forward_end(gpt2_state *m, const gpt2_batch *b, float *logits) {
+    gpt2_forward_norm(m, b);
+    gpt2_forward_logits(m, b, logits, 0, m->cfg.n_vocab);
 }
 
 int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits) {

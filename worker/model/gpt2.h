@@ -62,5 +62,11 @@ int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits
 int gpt2_forward_begin(gpt2_state *m, kv_arena *kv, const gpt2_batch *b);
 void gpt2_forward_layers(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int l_from, int l_to);
 void gpt2_forward_end(gpt2_state *m, const gpt2_batch *b, float *logits);
+/* gpt2_forward_end in pieces (the lm_head of a large batch is several layers' worth of work):
+ * _norm (the final layer norm), then _logits for vocabulary columns [c0, c1) (c0 a multiple of
+ * GPT2_LOGIT_ALIGN) of every out row, the column ranges covering [0, n_vocab) in any order. */
+#define GPT2_LOGIT_ALIGN 16
+void gpt2_forward_norm(gpt2_state *m, const gpt2_batch *b);
+void gpt2_forward_logits(gpt2_state *m, const gpt2_batch *b, float *logits, int c0, int c1);
 
 #endif
