@@ -359,6 +359,15 @@ static void test_boundary(const format *f) {
     submit(alone, 16);
     run_to_end(alone);
     g_kv_ok = 1;
+    /* nothing running yet: bulk and interactive arrive together; the first step prefills the
+     * interactive one alone, as without preemption */
+    submit(e, 1);
+    submit(e, 11);
+    step(e);
+    check(r.n_tokens[11] == 1 && r.n_tokens[1] == 0, "%s: with no bulk work running before, the interactive "
+          "request is prefilled first, in the step (tokens %d, bulk %d)", f->name, r.n_tokens[11], r.n_tokens[1]);
+    run_to_end(e);
+    memset(&r, 0, sizeof r); /* the same ids again */
     submit(e, 1);
     submit(e, 3);
     for (int k = 0; k < 10 && !(r.n_tokens[1] && r.n_tokens[3]); k++) step(e);

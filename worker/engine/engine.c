@@ -689,14 +689,15 @@ static int express_work(const engine *e) {
 }
 
 /* Fills pass p: every batchable decoding request's next token, then prefill chunks within the
- * budget (engine_prefill_budget, capped by the step's room), with the KV pages they write. With
- * preemption, a step beside running bulk work leaves interactive prefill to express passes, so it
- * can always yield between layers; otherwise it may yield if it prefills no interactive request.
- * The number of rows, or -1 if a page could not be had (a bug: admission reserved them). */
-static int build_batch(engine *e, engine_pass *p, int express) {
+ * budget (engine_prefill_budget, capped by the step's room), with the KV pages they write. hold: a
+ * step beside bulk work that was already running leaves interactive prefill to express passes (one
+ * ran just before it), so it can always yield; otherwise a step may yield if it prefills no
+ * interactive request. The number of rows, or -1 if a page could not be had (a bug: admission
+ * reserved them). */
+static int build_batch(engine *e, engine_pass *p, int express, int hold) {
     p->b.n = p->n_out = p->layer = 0;
     p->yieldable = e->cfg.should_yield != NULL && !express;
-    int hold_interactive = p->yieldable && bulk_running(e);
+    int hold_interactive = p->yieldable && hold;
     for (int s = 0; s < e->n_run; s++) {
         request *r = e->running[s];
         if (!r || r->state != REQ_DECODE || !batchable(r, express)) continue;
@@ -803,8 +804,8 @@ static void fail_running(engine *e, const char *why) {
         if (e->running[s]) request_finish(e, e->running[s], ENGINE_FINISH_ERROR, why);
 }
 
-/* The end of a pass whose blocks are all computed: logits, KV positions, sampling, callbacks. Cancels
- * that came while it was suspended take effect here: those requests get no token, they end. */
+/* The end of a pass whose logits are computed: KV positions, sampling, callbacks. Cancels that came
+ * while it was suspended take effect here: those requests get no token, they end. */
 static int pass_complete(engine *e, engine_pass *p) {
     e->stats.steps++;
     /* advance KV positions for every row; full prompt pages go to the prefix cache */
@@ -874,12 +875,12 @@ static int pass_run(engine *e, engine_pass *p) {
     return pass_complete(e, p);
 }
 
-/* Builds pass p (express: interactive work outside the suspended step) and starts it: rows (0 when
- * there is nothing to batch) or ENGINE_E_INTERNAL. */
-static int pass_start(engine *e, engine_pass *p, int express) {
+/* Builds pass p (express: interactive work outside the suspended step; hold: see build_batch) and
+ * starts it: rows (0 when there is nothing to batch) or ENGINE_E_INTERNAL. */
+static int pass_start(engine *e, engine_pass *p, int express, int hold) {
     reap_cancelled(e);
     admit_waiting(e, express);
-    int n = build_batch(e, p, express);
+    int n = build_batch(e, p, express, hold);
     if (n < 0) {
         fail_running(e, "internal error: a KV page was not reserved");
         return ENGINE_E_INTERNAL;
@@ -897,12 +898,13 @@ int engine_step(engine *e) {
     /* preemption: interactive work first, in an express pass, while the step is suspended or before
      * a step that would carry bulk rows; at most once between two layers of the step's, so bulk
      * work always advances */
-    if (e->cfg.should_yield && !e->expressed && (e->suspended || bulk_running(e)) && express_work(e)) {
+    int bulk = e->cfg.should_yield && !e->suspended && bulk_running(e);
+    if (e->cfg.should_yield && !e->expressed && (e->suspended || bulk) && express_work(e)) {
         e->expressed = 1;
-        int n = pass_start(e, &e->express, 1);
+        int n = pass_start(e, &e->express, 1, 0);
         if (n != 0) return n; /* else nothing could be admitted: the step goes on */
     }
-    return e->suspended ? pass_run(e, &e->step) : pass_start(e, &e->step, 0);
+    return e->suspended ? pass_run(e, &e->step) : pass_start(e, &e->step, 0, bulk);
 }
 
 int engine_suspended(const engine *e) { return e->suspended; }
