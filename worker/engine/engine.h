@@ -22,22 +22,24 @@
  *     (piece: the newly complete UTF-8 text; stop-string candidates are held back);
  *   on_done(user, req_id, result)                                    exactly once per accepted request.
  * A request's tokens and logits are bit-for-bit the same whatever else is batched with it.
- * Preemption (cfg.should_yield): a long step must not hold back a person. After each layer of a step
- * that prefills no interactive request (the last too, before the logits), the engine asks should_yield (the worker: "is a message
- * waiting?"); on 1, engine_step returns with the step SUSPENDED (its batch, the layer it reached, its
- * requests' KV pages kept). The caller handles its input (engine_submit and engine_cancel work as
- * usual) and calls engine_step again, which first runs one EXPRESS step, if there is interactive work
- * outside the suspended step (waiting interactive requests, admitted and prefilled; interactive
- * requests running that are not in it), on a second set of activations, reporting its tokens; then
- * (or at once when there is none) the suspended step resumes from its layer. Between steps too, while
- * bulk requests run, interactive prefill goes to express steps (interactive rows only) and a step
- * carries none, so every such step can yield. At most one express step runs between two layers of
- * the step's, so bulk work always advances. An express step touches only its own
- * requests' KV pages (admission never takes a page a sequence holds, and pages are shared only once
- * published, which the suspended step's are not yet); an express admission does not wait for a
- * prefix page another request is computing: it computes its own copy. A cancel of a request in the
- * suspended step takes effect when that step completes (no token, on_done "cancelled"). Every
- * request's tokens and logits are bit-for-bit the same suspended, expressed or neither.
+ * Preemption (cfg.should_yield): a long step must not hold back a person. A step that prefills no
+ * interactive request runs in units: its layers, then its logits in a few pieces (the lm_head of a
+ * large batch is several layers' worth); after each unit but the last the engine asks should_yield
+ * (the worker: "is a message waiting?"). On 1, engine_step returns with the step SUSPENDED (its
+ * batch, the unit it reached, its half-computed logits, its requests' KV pages kept). The caller
+ * handles its input (engine_submit and engine_cancel work as usual) and calls engine_step again,
+ * which first runs one EXPRESS step if there is interactive work outside the suspended step (waiting
+ * interactive requests, admitted and prefilled; interactive requests running that are not in it),
+ * on a second set of activations, reporting its tokens; then (or at once when there is none) the
+ * suspended step resumes where it stopped. Between steps too, while bulk requests run, interactive
+ * prefill goes to an express step before the next step, which then carries none (so it can always
+ * yield). At most one express step runs between two units of the step's, so bulk work always
+ * advances. An express step touches only its own requests' KV pages (admission never takes a page a
+ * sequence holds, and pages are shared only once published, which the suspended step's are not
+ * yet); an express admission does not wait for a prefix page another request is computing: it
+ * computes its own copy. A cancel of a request in the suspended step takes effect when that step
+ * completes (no token, on_done "cancelled"). Every request's tokens and logits are bit-for-bit the
+ * same suspended, expressed or neither. Cost: the second activations (max_batch tokens) and logits.
  * engine_submit() refuses a request at once for invalid parameters or a prompt that cannot fit the
  * context, with a typed error (engine_error) naming the field at fault and a message. engine_cancel() ends a request within one step (on_done with
  * finish "cancelled"; a waiting request ends at once). Not thread-safe: one thread drives an engine,
@@ -82,8 +84,9 @@ typedef struct {
                               different numerics (in the fingerprint), invariant within the dtype;
                               -1: an unknown name (engine_new refuses it) */
     int (*should_yield)(void *user); /* preemption (see "Preemption" above): asked after each layer
-                              of a step that prefills no interactive request; 1 suspends the step
-                              there. Keep it cheap (it runs n_layer times a step). NULL: never */
+                              (and logits piece) of a step that prefills no interactive request; 1
+                              suspends the step there. Keep it cheap (about n_layer + 4 calls a
+                              step). NULL: never */
     void *yield_user;      /* should_yield's argument */
 } engine_config;
 
