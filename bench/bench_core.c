@@ -3,9 +3,10 @@
  * figure above its bound flagged ("the bound is wrong"):
  *   read bandwidth (a buffer the size of the packed weights read in the decode kernel's pattern,
  *   huge pages and not),
- *   OpenBLAS sgemm peak (M = N = K = 1024, all threads), integer-dot peak (int8 multiply-adds in
- *   registers: vpdpbusd with AVX512-VNNI, else maddubs + madd),
- *   prefill tokens/s for a 128-token prompt (ratio to the sgemm peak, 2 FLOP per weight per token),
+ *   OpenBLAS sgemm peak (M = N = K = 1024, all threads), fp32 FMA register peak (512-bit where the
+ *   CPU has AVX-512F; the compute bound is the larger of the two), integer-dot peak (int8
+ *   multiply-adds in registers: vpdpbusd with AVX512-VNNI, else maddubs + madd),
+ *   prefill tokens/s for a 128-token prompt (ratio to the compute bound, 2 FLOP per weight per token),
  *   single-sequence decode tokens/s (ratio to the weight-read bound: bandwidth / weight bytes), for
  *   fp32, bf16 and int8 weights (each against its own bytes),
  *   tokenizer MB/s on the email workload text;
@@ -172,6 +173,69 @@ static spread idot_peak(pool *p, int threads, int *vnni) {
     return spread_of(g, PASSES, 1);
 }
 
+/* The fp32 FMA peak: multiply-adds per second with every thread running independent chains in
+ * registers: 512-bit FMAs where the CPU has AVX-512F (16 per instruction), else 256-bit (8). The
+ * avx512 family's own kernels can beat OpenBLAS's sgemm here, so the compute bound is the larger. */
+#define FMA_ITERS 4000000
+__attribute__((target("avx512f"))) static float fma512(void) {
+    __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(0.5f);
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    __m512 c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    for (int i = 0; i < FMA_ITERS; i++) {
+        c0 = _mm512_fmadd_ps(a, b, c0); c1 = _mm512_fmadd_ps(a, b, c1); c2 = _mm512_fmadd_ps(a, b, c2);
+        c3 = _mm512_fmadd_ps(a, b, c3); c4 = _mm512_fmadd_ps(a, b, c4); c5 = _mm512_fmadd_ps(a, b, c5);
+        c6 = _mm512_fmadd_ps(a, b, c6); c7 = _mm512_fmadd_ps(a, b, c7); c8 = _mm512_fmadd_ps(a, b, c8);
+        c9 = _mm512_fmadd_ps(a, b, c9); c10 = _mm512_fmadd_ps(a, b, c10); c11 = _mm512_fmadd_ps(a, b, c11);
+        __asm__ volatile("" : "+v"(a));
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
+                             _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
+    return _mm512_reduce_add_ps(s);
+}
+
+static float fma256(void) {
+    __m256 a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(0.5f);
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    __m256 c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    for (int i = 0; i < FMA_ITERS; i++) {
+        c0 = _mm256_fmadd_ps(a, b, c0); c1 = _mm256_fmadd_ps(a, b, c1); c2 = _mm256_fmadd_ps(a, b, c2);
+        c3 = _mm256_fmadd_ps(a, b, c3); c4 = _mm256_fmadd_ps(a, b, c4); c5 = _mm256_fmadd_ps(a, b, c5);
+        c6 = _mm256_fmadd_ps(a, b, c6); c7 = _mm256_fmadd_ps(a, b, c7); c8 = _mm256_fmadd_ps(a, b, c8);
+        c9 = _mm256_fmadd_ps(a, b, c9); c10 = _mm256_fmadd_ps(a, b, c10); c11 = _mm256_fmadd_ps(a, b, c11);
+        __asm__ volatile("" : "+x"(a));
+    }
+    __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)),
+                             _mm256_add_ps(_mm256_add_ps(c4, c5), _mm256_add_ps(c6, c7)));
+    s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(c8, c9), _mm256_add_ps(c10, c11)));
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0];
+}
+
+typedef struct {
+    int wide;
+    float sink[256];
+} fma_job;
+
+static void fma_task(void *ctx, int b, int e, int tid) {
+    fma_job *j = ctx;
+    (void)tid;
+    for (int t = b; t < e; t++) j->sink[t % 256] = j->wide ? fma512() : fma256();
+}
+
+static spread fma_peak(pool *p, int threads, int *wide) {
+    fma_job j = {.wide = __builtin_cpu_supports("avx512f")};
+    *wide = j.wide;
+    double fmas_per_call = (double)FMA_ITERS * 12 * (j.wide ? 16 : 8), g[PASSES];
+    for (int r = 0; r <= PASSES; r++) {
+        double t0 = bench_now();
+        pool_run(p, fma_task, &j, threads, 1);
+        if (r > 0) g[r - 1] = 2.0 * fmas_per_call * threads / (bench_now() - t0) / 1e9;
+    }
+    return spread_of(g, PASSES, 1);
+}
+
 /* "NN% of <what>" for a figure against its bound, with the verdict when the figure exceeds it. */
 static const char *of_bound(double x, double bound, const char *what, char *buf, size_t cap) {
     if (bound <= 0) snprintf(buf, cap, "n/a (no %s)", what);
@@ -238,15 +302,20 @@ int main(int argc, char **argv) {
     spread sg = sgemm_peak(threads);
     int vnni = 0;
     spread id = idot_peak(p, threads, &vnni);
-    /* the bounds: the best pass of each (a bound must not be beaten; the spread says how noisy) */
-    double bw_huge = bwh.best > bws.best ? bwh.best : bws.best, peak = sg.best;
+    int wide = 0;
+    spread fp = fma_peak(p, threads, &wide);
+    /* the bounds: the best pass of each (a bound must not be beaten; the spread says how noisy); the
+     * compute bound is the larger of OpenBLAS's sgemm and the FMA register peak */
+    double bw_huge = bwh.best > bws.best ? bwh.best : bws.best, peak = sg.best > fp.best ? sg.best : fp.best;
     char ob[96];
     printf("machine: %d threads; bounds are the best of %d passes (median, worst in brackets):\n", threads, PASSES);
     printf("  read bandwidth over %.0f MB, the decode kernel's pattern: huge pages %.1f GB/s (%.1f, %.1f), "
            "4 KB pages %.1f GB/s (%.1f, %.1f); bound %.1f GB/s\n", wbytes / 1e6, bwh.best, bwh.median, bwh.worst,
            bws.best, bws.median, bws.worst, bw_huge);
     printf("  OpenBLAS sgemm peak %.1f GFLOP/s (%.1f, %.1f)\n", sg.best, sg.median, sg.worst);
-    printf("  integer-dot peak (%s, registers only) %.1f GOP/s (%.1f, %.1f) = %.1fx the sgemm peak\n",
+    printf("  fp32 FMA peak (%s, registers only) %.1f GFLOP/s (%.1f, %.1f); compute bound %.1f GFLOP/s\n",
+           wide ? "512-bit" : "256-bit", fp.best, fp.median, fp.worst, peak);
+    printf("  integer-dot peak (%s, registers only) %.1f GOP/s (%.1f, %.1f) = %.1fx the fp32 compute bound\n",
            vnni ? "512-bit vpdpbusd" : "AVX2 maddubs+madd", id.best, id.median, id.worst, id.best / peak);
 
     /* prefill: a 128-token prompt in one forward call */
@@ -313,7 +382,7 @@ int main(int argc, char **argv) {
     gpt2_weights_free(w4k);
     double bound_tps = bw_huge * 1e9 / wbytes;
     printf("prefill (128-token prompt): %.0f tokens/s = %.1f GFLOP/s = %s\n",
-           prefill_tps, prefill_gflops, of_bound(prefill_gflops, peak, "the sgemm peak", ob, sizeof ob));
+           prefill_tps, prefill_gflops, of_bound(prefill_gflops, peak, "the compute bound", ob, sizeof ob));
     printf("decode (1 sequence, positions 128-191): %.1f tokens/s; weight-read bound %.1f tokens/s "
            "(%.0f MB per token at %.1f GB/s): %s\n", 1 / decode_s, bound_tps,
            wbytes / 1e6, bw_huge, of_bound(1 / decode_s, bound_tps, "the bound", ob, sizeof ob));
@@ -360,7 +429,7 @@ int main(int argc, char **argv) {
             double gf = 2.0 * params * B / st / 1e9;
             printf("batched decode step (64 sequences at position 256): %.1f ms = %.0f tokens/s = "
                    "%.1f GFLOP/s in matmuls = %s\n", st * 1e3, B / st, gf,
-                   of_bound(gf, peak, "the sgemm peak", ob, sizeof ob));
+                   of_bound(gf, peak, "the compute bound", ob, sizeof ob));
         }
         free(lg);
         kv_free(kvb);

@@ -1,7 +1,7 @@
 /* bench_e2e — the email workload through the whole stack (gpt2d + worker over ZeroMQ), against the
  * in-process engine measured in the same run with the same engine settings.
  *
- * usage: bench_e2e MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS (fp32)]
+ * usage: bench_e2e MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS (fp32)] [KV_DTYPE (fp32)]
  * The caller (bench/e2e.sh) has started `gpt2d --workers 1 --slots 64 --ctx 512` on ENDPOINT.
  * First the in-process figure: batchfile_run with 64 concurrent (engine: 64 slots, ctx 512, default
  * step budget). Then all 64 requests are submitted to the daemon at once over one DEALER socket;
@@ -49,6 +49,8 @@ int main(int argc, char **argv) {
     engine_config cfg = {.n_slots = 64, .n_ctx = 512};
     engine_callbacks no_cb = {0};
     const char *fmt = argc > 4 ? argv[4] : "fp32";
+    const char *kvt = argc > 5 ? argv[5] : "fp32"; /* the --kv-dtype gpt2d was started with */
+    cfg.kv_dtype = kv_dtype_parse(kvt);
     gpt2_weights_opts wo = {.weights = fmt}; /* the format gpt2d was started with (bench/e2e.sh) */
     gpt2_weights *w = gpt2_weights_load(argv[1], &wo, err, sizeof err);
     bpe_tokenizer *tok = w ? bpe_load(argv[1], err, sizeof err) : NULL;
@@ -72,7 +74,8 @@ int main(int argc, char **argv) {
         for (int k = 1; k < j->n_tokens && k < j->req.max_tokens; k++) itl[n_itl++] = j->token_ms[k] - j->token_ms[k - 1];
     }
     double tps_engine = toks / (bf->wall_ms / 1e3);
-    printf("email workload, %d requests at 64 concurrent, one worker (64 slots, ctx 512), %s weights:\n", n, fmt);
+    printf("email workload, %d requests at 64 concurrent, one worker (64 slots, ctx 512), %s weights, %s KV:\n", n,
+           fmt, kvt);
     report("in-process engine", tps_engine, ttft, n, itl, (int)n_itl, toks, bf->wall_ms / 1e3);
 
     /* through the daemon */

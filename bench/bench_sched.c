@@ -11,7 +11,9 @@
  *      alternated (target: gpt2d >= 90% of in-process);
  *   2. the 64 emails at once through gpt2d: TTFT p50/p99 against the prefill bound (all prompt
  *      tokens / the in-process prefill rate measured on the same 64 prompts with nothing decoding;
- *      target p99 <= 1.3x) and the inter-token latency p50/p99 it costs;
+ *      target p99 <= 1.3x) and the inter-token latency p50/p99 it costs. Both sides start with
+ *      the same prefix cache (email 0 from part 1): gpt2d's warm-up pass sends other prompts;
+ *      the figure is printed with the tokens the bound actually computed;
  *   3. priorities: 20 interactive requests (16 tokens each) sent one after another on an idle
  *      service, then the same while a 256-email bulk batch runs (priority bulk, from a second
  *      client); their TTFT p99 against the idle median (target <= 3x), and the bulk batch's
@@ -35,7 +37,7 @@ static double now_ms(void) { return bench_now() * 1e3; }
 
 typedef struct {
     double t_first, t_last;
-    int n_tokens, n_done, prompt_tokens;
+    int n_tokens, n_done, prompt_tokens, cached_tokens;
 } eng_obs;
 
 static void eo_token(void *u, uint64_t id, int index, int token, const char *p, size_t n, float lp) {
@@ -51,6 +53,7 @@ static void eo_done(void *u, uint64_t id, const engine_result *r) {
     eng_obs *o = u;
     o->n_done++;
     o->prompt_tokens += r->prompt_tokens;
+    o->cached_tokens += r->cached_tokens;
 }
 
 static engine_request email_req(const batchfile *bf, int i, int max_tokens) {
@@ -316,17 +319,23 @@ int main(int argc, char **argv) {
         n_itl = 0;
         uint64_t base = 10000 + (uint64_t)pass * 1000;
         for (int i = 0; i < n; i++) {
+            /* The warm-up pass sends the prompts behind a line of its own, so the prefix cache holds
+             * none of the measured prompts' pages: pass 1 computes what the in-process bound did. */
+            char warm[8192];
+            const char *prompt = bf->jobs[i].prompt;
+            if (pass == 0 && snprintf(warm, sizeof warm, "Warm-up.\n%s", prompt) < (int)sizeof warm) prompt = warm;
             o[i].t_submit = now_ms();
-            submit(&cl, base + 1 + (uint64_t)i, bf->jobs[i].prompt, bf->jobs[i].req.max_tokens,
-                   PROTO_PRIORITY_INTERACTIVE);
+            submit(&cl, base + 1 + (uint64_t)i, prompt, bf->jobs[i].req.max_tokens, PROTO_PRIORITY_INTERACTIVE);
         }
         collect(&cl, o, base, n, itl, &n_itl, cap, 900e3);
     }
     for (int i = 0; i < n; i++) ttft[i] = o[i].t_first - o[i].t_submit;
     double p50 = bench_quantile(ttft, n, 0.5), p99 = bench_quantile(ttft, n, 0.99);
-    printf("  %d at once: prefill bound %.0f ms (%d prompt tokens at %.1f tok/s in-process, nothing decoding); "
-           "TTFT p50 %.0f ms, p99 %.0f ms = %.2fx the bound (target <= 1.3x); ITL p50 %.1f ms, p99 %.1f ms\n",
-           n, bound_ms, eo.prompt_tokens, prefill_rate, p50, p99, p99 / bound_ms, bench_quantile(itl, (int)n_itl, 0.5),
+    printf("  %d at once: prefill bound %.0f ms (%d prompt tokens, %d from the prefix cache, at %.1f tok/s "
+           "in-process, nothing decoding); TTFT p50 %.0f ms, p99 %.0f ms = %.2fx the bound (target <= 1.3x); "
+           "ITL p50 %.1f ms, p99 %.1f ms\n",
+           n, bound_ms, eo.prompt_tokens, eo.cached_tokens, prefill_rate, p50, p99, p99 / bound_ms,
+           bench_quantile(itl, (int)n_itl, 0.5),
            bench_quantile(itl, (int)n_itl, 0.99));
 
     /* 3. priorities */

@@ -14,6 +14,9 @@ echo
 echo "== single sequence vs machine limits (bench_core)"
 "$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl "${GPT2D_BENCH_CACHE:-build/bench-cache}"
 echo
+echo "== fp32 and bf16 matmul kernels: the avx512 family against the avx2 family, one run (bench_mm_f32)"
+"$BUILD/bench/bench_mm_f32"
+echo
 echo "== weight formats against fp32: accuracy on the email prompts (bench_accuracy)"
 "$BUILD/bench/bench_accuracy" "$MODEL" tests/data/emails.jsonl --tokens "${GPT2D_BENCH_ACC_TOKENS:-48}"
 echo
@@ -28,24 +31,38 @@ echo "== paged KV cache and prefix cache: a 300-token campaign preamble, memory 
 echo
 echo "== email workload, in-process engine, int8 weights (bench_batch --weights int8)"
 "$BUILD/bench/bench_batch" "$MODEL" tests/data/emails.jsonl --quick --weights int8
-# The email workload through gpt2d once per weight format (GPT2D_BENCH_FORMATS, default fp32 and
-# int8), with each format's throughput against fp32's from this same run.
-FORMATS=${GPT2D_BENCH_FORMATS:-fp32 int8}
+# The email workload through gpt2d before this wave (an earlier commit, built here), then once per
+# weight format (GPT2D_BENCH_FORMATS: WEIGHTS or WEIGHTS/KV_DTYPE, default fp32, int8 and int8 with
+# an fp16 KV cache), each against fp32 and against the earlier commit from this same run.
+FORMATS=${GPT2D_BENCH_FORMATS:-fp32 int8 int8/fp16}
 out=$(mktemp /tmp/gpt2d-bench-e2e.XXXXXX)
+echo
+echo "== email workload through the gpt2d the speed issue was filed against (bench/baseline.sh)"
+BUILD="$BUILD" sh bench/baseline.sh "$MODEL" | tee "$out.base"
 for f in $FORMATS; do
+    w=${f%/*}
+    kv=fp32
+    [ "$w" != "$f" ] && kv=${f#*/}
     echo
-    echo "== email workload through gpt2d, $f weights (bench/e2e.sh $f)"
-    BUILD="$BUILD" sh bench/e2e.sh "$MODEL" "$f" | tee "$out.$f"
+    echo "== email workload through gpt2d, $w weights, $kv KV (bench/e2e.sh $w $kv)"
+    BUILD="$BUILD" sh bench/e2e.sh "$MODEL" "$w" "$kv" | tee "$out.$(echo "$f" | tr / _)"
 done
 echo
 echo "== scheduling and the service path through gpt2d (bench/sched.sh)"
 BUILD="$BUILD" sh bench/sched.sh "$MODEL" fp32
 base=$(awk '/gpt2d \(broker\+worker\)/ {print $3}' "$out.fp32" 2>/dev/null || true)
+old=$(awk '/baseline +gpt2d \(broker\+worker\)/ {print $4}' "$out.base" 2>/dev/null || true)
 echo
 for f in $FORMATS; do
-    tps=$(awk '/gpt2d \(broker\+worker\)/ {print $3}' "$out.$f" 2>/dev/null || true)
-    if [ -n "$base" ] && [ -n "$tps" ]; then
-        awk -v f="$f" -v t="$tps" -v b="$base" 'BEGIN { printf "through gpt2d: %s %.1f tok/s = %.2fx fp32 (%.1f tok/s) in this run%s\n", f, t, t / b, b, f == "int8" ? " (target >= 2.0x)" : "" }'
+    tps=$(awk '/gpt2d \(broker\+worker\)/ {print $3}' "$out.$(echo "$f" | tr / _)" 2>/dev/null || true)
+    [ -n "$tps" ] || continue
+    target=""
+    case $f in fp32) target=" (target >= 1.25x)" ;; int8*) target=" (target >= 2.0x)" ;; esac
+    if [ -n "$old" ]; then
+        awk -v f="$f" -v t="$tps" -v o="$old" -v tg="$target" 'BEGIN { printf "through gpt2d: %s %.1f tok/s = %.2fx the earlier commit'"'"'s fp32 (%.1f tok/s, bench/baseline.sh) in this run%s\n", f, t, t / o, o, tg }'
+    fi
+    if [ -n "$base" ] && [ "$f" != fp32 ]; then
+        awk -v f="$f" -v t="$tps" -v b="$base" 'BEGIN { printf "through gpt2d: %s %.1f tok/s = %.2fx this commit'"'"'s fp32 (%.1f tok/s)\n", f, t, t / b, b }'
     fi
 done
 rm -f "$out" "$out".*

@@ -900,15 +900,13 @@ static void on_worker_end(broker *b, worker *w, const proto_msg *m) {
     e.id.str.ptr = idbuf;
     e.has = (m->has & ~PROTO_HAS(PF_RID)) | PROTO_HAS(PF_ID);
     if (m->type == PROTO_T_DONE) {
-        /* the worker timed from its own receipt: add the wait in the broker's queue */
-        double wait = r->t_dispatch - r->t_submit;
-        e.queue_ms += wait;
-        e.total_ms += wait;
-        if (e.ttft_ms > 0) e.ttft_ms += wait;
-        if (r->n_replays > 0) { /* several runs: the broker's own clock */
-            e.ttft_ms = r->t_first > 0 ? r->t_first - r->t_submit : 0;
-            e.total_ms = proto_clock_ms() - r->t_submit;
-        }
+        /* the worker timed its queue from its own receipt: add the wait in the broker's queue. The
+         * first token and the end are timed on the broker's own clock (PROTOCOL.md: from the
+         * broker's receipt of the submit): the worker's figures would miss the time the request
+         * sat in the worker's socket while a step ran, and span one run only after a replay */
+        e.queue_ms += r->t_dispatch - r->t_submit;
+        e.ttft_ms = r->t_first > 0 ? r->t_first - r->t_submit : 0;
+        e.total_ms = proto_clock_ms() - r->t_submit;
         e.name = (proto_str){w->name, (uint32_t)strlen(w->name)};
         e.has |= PROTO_HAS(PF_NAME);
         if (m->finish == PROTO_FINISH_ERROR) b->errors_total++, metrics_error(&b->met, proto_clock_ms());

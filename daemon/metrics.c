@@ -19,19 +19,25 @@ int metrics_hist_bucket(double ms) {
     return i;
 }
 
+/* One sample into h: its bucket, and the exact sum (what Prometheus' _sum wants). */
+static void hist_add(proto_hist *h, double ms) {
+    h->n[metrics_hist_bucket(ms)]++;
+    if (ms > 0) h->sum_ms += ms;
+}
+
 void metrics_ttft(metrics *m, double ms) {
     m->ttft[m->n_ttft++ % METRICS_TTFT_SAMPLES] = ms;
-    m->ttft_hist.n[metrics_hist_bucket(ms)]++;
+    hist_add(&m->ttft_hist, ms);
 }
 
 void metrics_itl(metrics *m, double ms) {
     m->itl[m->n_itl++ % METRICS_ITL_SAMPLES] = ms;
-    m->itl_hist.n[metrics_hist_bucket(ms)]++;
+    hist_add(&m->itl_hist, ms);
 }
 
-void metrics_total(metrics *m, double ms) { m->total_hist.n[metrics_hist_bucket(ms)]++; }
+void metrics_total(metrics *m, double ms) { hist_add(&m->total_hist, ms); }
 
-void metrics_queue(metrics *m, double ms) { m->queue_hist.n[metrics_hist_bucket(ms)]++; }
+void metrics_queue(metrics *m, double ms) { hist_add(&m->queue_hist, ms); }
 
 void metrics_client_frame(metrics *m, const proto_msg *f) {
     if (f->type == PROTO_T_DONE) {

@@ -29,6 +29,7 @@ static const gw_option options[] = {
     {"max-connections", 1, C(max_connections), "512", 1, 65536, "N", "open HTTP connections at most; more are refused"},
     {"idle-timeout-s", 1, C(idle_timeout_s), "30", 1, 86400, "S", "close a connection silent this long (slow headers, a client not reading)"},
     {"stream-buffer-kb", 1, C(stream_buffer_kb), "256", 1, 1 << 20, "N", "cancel a stream whose client is this far behind"},
+    {"shutdown-grace-ms", 1, C(shutdown_grace_ms), "4000", 0, 600000, "MS", "on SIGTERM: running requests may finish this long (new ones get 503), then the rest end with a shutting_down error"},
     {"curve-key", 0, C(curve_key), "", 0, 0, "FILE", "our CURVE key pair, for a broker with curve-secret (with --server-key)"},
     {"server-key", 0, C(server_key), "", 0, 0, "KEY", "the broker's public key (Z85) or a file holding it"},
     {"name", 0, C(name), "gpt2d-http", 0, 0, "NAME", "our name in the broker's log"},

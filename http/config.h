@@ -12,6 +12,7 @@ typedef struct {
     int max_connections;       /* open HTTP connections at most */
     int idle_timeout_s;        /* a connection silent this long is closed */
     int stream_buffer_kb;      /* a stream this far behind is cancelled */
+    int shutdown_grace_ms;     /* SIGTERM: open calls may finish this long */
     const char *curve_key;     /* our CURVE key pair file (with server_key) */
     const char *server_key;    /* the broker's public key */
     const char *name;          /* our name at the broker (hello) */

@@ -1,9 +1,10 @@
 /* gw.h — gpt2d-http's shared state: the gateway (one per process), an HTTP API call and its choices.
  *
  * Threading: ONE thread does everything. The main loop (main.c) polls the broker's DEALER socket,
- * libmicrohttpd's epoll descriptor (external-select mode) and the sockets of suspended connections
- * (to see a client hang up while its request waits for tokens), then runs MHD and drains the
- * broker link. So the ZeroMQ socket, the calls and MHD's connections are never shared between
+ * libmicrohttpd's epoll descriptor (external-select mode) and the gateway's own epoll set of the
+ * sockets of generation calls (EPOLLRDHUP, edge-triggered, registered once per call: to see a
+ * client hang up while its request waits for tokens, without polling every socket each turn),
+ * then runs MHD and drains the broker link. So the ZeroMQ socket, the calls and MHD's connections are never shared between
  * threads, and nothing spins: a connection with nothing to send is suspended and resumed when a
  * frame for it arrives.
  *
@@ -68,6 +69,7 @@ typedef struct {
     size_t text_len, text_cap;
     size_t text_sent;     /* bytes of text streamed (text_offset of the next token) */
     int prompt_tokens, completion_tokens;
+    double queue_ms, ttft_ms, total_ms; /* the broker's timings of the done frame */
     gw_tokinfo *toks;     /* logprobs of each generated token (when asked) */
     int n_toks, cap_toks;
 } gw_choice;
@@ -87,7 +89,7 @@ struct hcall {
     uint8_t submitted;     /* the choices went to the broker */
     uint8_t suspended;     /* the connection is suspended (waiting for frames) */
     uint8_t gone;          /* the client hung up: close without answering */
-    uint8_t watch_fd;      /* poll fd for a hang-up while suspended */
+    uint8_t watched;       /* fd is in g->watch_ep: a hang-up wakes the loop */
     uint8_t stats_wait;    /* CALL_STATS: waiting for the broker's stats reply */
     uint8_t streaming;     /* SSE headers were queued */
     uint8_t finished;      /* every choice ended and the stream's tail was written */
@@ -124,6 +126,7 @@ struct gw {
     proto_logger log;
     struct MHD_Daemon *mhd;
     int listen_fd;
+    int watch_ep;           /* epoll set of calls' sockets, for hang-ups (routes_watch) */
     char url[300];          /* http://HOST:PORT actually bound */
     apikeys *keys;          /* NULL: no API keys */
     chat_template tmpl;
@@ -142,6 +145,7 @@ struct gw {
     uint64_t http_by_status[6];         /* by status class 1xx..5xx (index status/100) */
     uint64_t http_status_counts[600];   /* by exact status */
     int connections;                    /* open HTTP connections */
+    int draining;                       /* SIGTERM seen: new requests get 503 shutting_down */
     int stream_buffer_bytes;            /* cap of a call's unread SSE bytes */
 };
 
@@ -159,6 +163,9 @@ void link_stats(gw *g);
 void link_drain(gw *g);
 /* Timers: stats that never came, a broker silent while choices are open. */
 void link_tick(gw *g, double now);
+/* Ends every open choice as if the broker had sent an error frame (code, reason, message), and
+ * cancels it at the broker: a stream gets an error event and its end, any other call the error. */
+void link_fail_open(gw *g, int code, const char *reason, const char *message);
 
 /* ---- openai.c: OpenAI <-> protocol ------------------------------------------------------------- */
 /* Parses c->body for c->kind and submits the choices. 0 (submitted), or -1 with *e set. */
@@ -185,6 +192,8 @@ enum MHD_Result routes_access(void *cls, struct MHD_Connection *conn, const char
 void routes_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe);
 void routes_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                        enum MHD_ConnectionNotificationCode toe);
+/* Adds c's socket to g->watch_ep (once per call): the loop sees the client hang up. */
+void routes_watch(gw *g, hcall *c);
 /* Wakes c's connection if it is suspended (something to send or to decide). */
 void routes_wake(gw *g, hcall *c);
 /* Error body {"error": {...}} (malloc'd). */

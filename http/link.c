@@ -33,6 +33,9 @@ int link_open(gw *g) {
 
 void link_close(gw *g) {
     if (!g->linked) return;
+    /* the cancels just sent still reach the broker (bounded: the broker may be gone) */
+    int linger = 500;
+    zmq_setsockopt(g->link.sock, ZMQ_LINGER, &linger, sizeof(linger));
     proto_client_close(&g->link);
     table_free(g->by_id);
     g->by_id = NULL;
@@ -159,22 +162,20 @@ void link_drain(gw *g) {
     }
 }
 
-/* Ends every open choice with 502 broker_unreachable: the broker has been silent too long. */
-static void link_fail_all(gw *g) {
+void link_fail_open(gw *g, int code, const char *reason, const char *message) {
     for (hcall *c = g->calls; c; c = c->next) {
         for (int k = 0; k < c->n_choices; k++) {
             if (c->ch[k].ended || !c->ch[k].id) continue;
             proto_msg e;
             proto_msg_init(&e, PROTO_T_ERROR);
-            e.code = PROTO_CODE_WORKER_LOST;
-            static const char msg[] = "the broker stopped answering";
-            e.message = (proto_str){msg, sizeof(msg) - 1};
-            e.reason = (proto_str){"broker_unreachable", 18};
+            e.code = code;
+            e.message = (proto_str){message, (uint32_t)strlen(message)};
+            e.reason = (proto_str){reason, (uint32_t)strlen(reason)};
             e.has = PROTO_HAS(PF_REASON);
             proto_cid id = {0, c->ch[k].id, {NULL, 0}};
             proto_client_cancel(&g->link, &id);
             link_end_choice(g, c, k);
-            oa_on_end(g, c, k, &e);
+            oa_on_end(g, c, k, &e); /* the call's other choices end (forgotten) with it */
         }
     }
 }
@@ -187,6 +188,6 @@ void link_tick(gw *g, double now) {
     if (g->n_open_choices > 0 && proto_client_broker_dead(&g->link)) {
         proto_log(&g->log, PROTO_LOG_ERROR, "the broker has been silent for %d ms: failing %d open request(s)",
                   PROTO_HEARTBEAT_MS * PROTO_LIVENESS, g->n_open_choices);
-        link_fail_all(g);
+        link_fail_open(g, PROTO_CODE_WORKER_LOST, "broker_unreachable", "the broker stopped answering");
     }
 }

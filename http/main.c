@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,11 +18,11 @@
 
 #include "gw.h"
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop; /* SIGINT / SIGTERM seen: counts them (1: drain, 2: end now) */
 
 static void on_stop(int sig) {
     (void)sig;
-    g_stop = 1;
+    if (g_stop < 2) g_stop++;
 }
 
 static void install_signals(void) {
@@ -83,27 +84,13 @@ static int listen_on(gw *g, const char *spec, int *loopback, char *url, size_t u
     return fd;
 }
 
-/* The sockets of suspended calls, to see a client hang up while it waits. */
-static int watch_items(gw *g, zmq_pollitem_t *items, hcall **owner, int cap) {
-    int n = 0;
-    for (hcall *c = g->calls; c && n < cap; c = c->next)
-        if (c->suspended && c->watch_fd && c->fd >= 0 && !c->gone) {
-            items[n] = (zmq_pollitem_t){NULL, c->fd, ZMQ_POLLIN, 0};
-            owner[n++] = c;
-        }
-    return n;
-}
-
-/* A watched socket is readable: EOF or an error means the client is gone; data (a pipelined
- * request) means it is alive, and we stop watching it. */
+/* A watched socket reported a hang-up (the peer shut its side, or reset): EOF or an error means the
+ * client is gone; data first (a pipelined request) means it still talks, and the edge is spent. */
 static void on_watch(gw *g, hcall *c) {
+    if (c->gone) return;
     char b;
     ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (r > 0) {
-        c->watch_fd = 0;
-        return;
-    }
-    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EINTR))) return;
     if (c->n_open > 0)
         proto_log(&g->log, PROTO_LOG_INFO, "%s: client hung up: cancelling %d request(s)", c->cid[0] ? c->cid : "call",
                   c->n_open);
@@ -122,41 +109,81 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     proto_log(&g->log, PROTO_LOG_DEBUG, "libmicrohttpd: %s", msg);
 }
 
+/* Hang-ups on the watched sockets (g->watch_ep). */
+static void watch_events(gw *g) {
+    struct epoll_event ev[64];
+    int n;
+    do {
+        n = epoll_wait(g->watch_ep, ev, 64, 0);
+        for (int i = 0; i < n; i++) on_watch(g, ev[i].data.ptr);
+    } while (n == 64);
+}
+
+/* SIGTERM (first): no new connections (the listening socket is closed: a client is refused at
+ * once), new requests on open ones get 503 shutting_down; the calls open may finish. */
+static void gw_drain_begin(gw *g) {
+    g->draining = 1;
+    proto_log(&g->log, PROTO_LOG_INFO, "stopping: %d call(s) open may finish within %d ms; new requests get 503",
+              g->n_calls, g->cfg->shutdown_grace_ms);
+    MHD_socket s = MHD_quiesce_daemon(g->mhd);
+    if (s != MHD_INVALID_SOCKET && s == g->listen_fd) {
+        close(g->listen_fd);
+        g->listen_fd = -1;
+    }
+}
+
+/* The grace is over (or a second signal came): every choice still open ends with shutting_down,
+ * so each call gets its one terminal answer (an error event and the stream's end, or a 503). */
+static void gw_drain_end(gw *g) {
+    if (g->n_open_choices > 0)
+        proto_log(&g->log, PROTO_LOG_WARN, "shutdown grace over: ending %d open request(s) with shutting_down",
+                  g->n_open_choices);
+    link_fail_open(g, PROTO_CODE_SHUTTING_DOWN, "shutting_down", "the gateway is shutting down");
+}
+
+/* Runs until a stop signal, then drains: until every call is answered and sent (g->n_calls 0),
+ * or the grace passes (the open ones then end with shutting_down and get GW_FLUSH_MS to reach
+ * their clients), or a second signal. */
+#define GW_FLUSH_MS 1000
 static void gw_loop(gw *g) {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int epfd = di ? di->epoll_fd : -1;
-    int cap = g->cfg->max_connections + 8;
-    zmq_pollitem_t *items = calloc((size_t)cap + 2, sizeof(*items));
-    hcall **owner = calloc((size_t)cap + 2, sizeof(*owner));
-    if (!items || !owner) {
-        free(items);
-        free(owner);
-        return;
-    }
-    while (!g_stop) {
+    zmq_pollitem_t items[3];
+    double grace_end = 0, flush_end = 0;
+    for (;;) {
+        if (g_stop && !g->draining) {
+            gw_drain_begin(g);
+            grace_end = proto_clock_ms() + g->cfg->shutdown_grace_ms;
+        }
+        if (g->draining) {
+            double now = proto_clock_ms();
+            if (flush_end == 0 && (now >= grace_end || g_stop > 1)) {
+                gw_drain_end(g);
+                flush_end = now + GW_FLUSH_MS;
+            }
+            if (g->n_calls == 0 || (flush_end > 0 && now >= flush_end)) break;
+        }
         link_drain(g);
         MHD_run(g->mhd);
         double now = proto_clock_ms();
         link_tick(g, now);
         MHD_UNSIGNED_LONG_LONG mt = 0;
-        long timeout = 250;
+        long timeout = g->draining ? 20 : 250;
         if (MHD_get_timeout(g->mhd, &mt) == MHD_YES && (long long)mt < timeout) timeout = (long)mt;
         items[0] = (zmq_pollitem_t){g->link.sock, 0, ZMQ_POLLIN, 0};
         items[1] = (zmq_pollitem_t){NULL, epfd, ZMQ_POLLIN, 0};
-        int nw = watch_items(g, items + 2, owner, cap);
-        int rc = zmq_poll(items, 2 + nw, timeout);
+        items[2] = (zmq_pollitem_t){NULL, g->watch_ep, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(items, 3, timeout);
         if (rc < 0 && errno != EINTR) {
             proto_log(&g->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             break;
         }
-        for (int i = 0; rc > 0 && i < nw; i++)
-            if (items[2 + i].revents & (ZMQ_POLLIN | ZMQ_POLLERR)) on_watch(g, owner[i]);
+        if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) watch_events(g);
     }
-    free(items);
-    free(owner);
 }
 
-/* Stop: the open calls are cancelled at the broker, suspended connections resumed so MHD can close them. */
+/* Stop: what is still open (a client that did not read its answer within the flush time) is
+ * cancelled at the broker, suspended connections resumed so MHD can close them. */
 static void gw_shutdown(gw *g) {
     for (hcall *c = g->calls; c; c = c->next) {
         link_forget(g, c);
@@ -196,6 +223,11 @@ int main(int argc, char **argv) {
                   "serving %s on a non-loopback address WITHOUT API keys: anyone who can reach it can generate "
                   "(set --api-keys FILE)",
                   g.url);
+    g.watch_ep = epoll_create1(EPOLL_CLOEXEC);
+    if (g.watch_ep < 0) {
+        proto_log(&g.log, PROTO_LOG_ERROR, "epoll_create1: %s", strerror(errno));
+        return 1;
+    }
     if (link_open(&g) < 0) return 1;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     g.mhd = MHD_start_daemon(flags, 0, NULL, NULL, routes_access, &g, MHD_OPTION_LISTEN_SOCKET, g.listen_fd,
@@ -211,10 +243,11 @@ int main(int argc, char **argv) {
     proto_log(&g.log, PROTO_LOG_INFO, "listening on %s (broker %s, model %s%s)", g.url, cfg.connect, cfg.model_name,
               g.keys ? ", API keys required" : "");
     gw_loop(&g);
-    proto_log(&g.log, PROTO_LOG_INFO, "stopping: %d call(s) open", g.n_calls);
+    proto_log(&g.log, PROTO_LOG_INFO, "stopped: %d call(s) still open", g.n_calls);
     gw_shutdown(&g);
     link_close(&g);
-    close(g.listen_fd);
+    if (g.listen_fd >= 0) close(g.listen_fd);
+    close(g.watch_ep);
     apikeys_free(g.keys);
     return 0;
 }

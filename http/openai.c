@@ -634,6 +634,12 @@ static json_t *chunk_head(const gw *g, const hcall *c) {
                      (json_int_t)c->created, "model", g->cfg->model_name);
 }
 
+/* The broker's timings of a finished choice (an extension, as llama.cpp's server has one): ms from
+ * the broker's receipt of the submit to a slot, the first token and the end. */
+static json_t *timings_json(const gw_choice *ch) {
+    return json_pack("{s:f,s:f,s:f}", "queue_ms", ch->queue_ms, "ttft_ms", ch->ttft_ms, "total_ms", ch->total_ms);
+}
+
 /* One streamed chunk of choice k: text piece (may be NULL), logprobs of tokens [from, to), finish. */
 static void stream_chunk(gw *g, hcall *c, int k, const char *text, size_t len, int from, int to, const char *finish) {
     gw_choice *ch = &c->ch[k];
@@ -655,6 +661,7 @@ static void stream_chunk(gw *g, hcall *c, int k, const char *text, size_t len, i
         choice = json_pack("{s:i,s:o,s:o,s:o}", "index", k, "text", text ? json_text(text, len) : json_string(""),
                            "logprobs", lp, "finish_reason", finish ? json_string(finish) : json_null());
     }
+    if (finish) json_object_set_new(choice, "timings", timings_json(ch));
     json_t *chunk = chunk_head(g, c);
     json_object_set_new(chunk, "choices", json_pack("[o]", choice));
     if (sse_event(g, c, chunk) < 0) {
@@ -773,6 +780,9 @@ void oa_on_end(gw *g, hcall *c, int k, const proto_msg *m) {
     ch->finish = m->finish;
     ch->prompt_tokens = m->prompt_tokens;
     ch->completion_tokens = m->completion_tokens;
+    ch->queue_ms = m->queue_ms;
+    ch->ttft_ms = m->ttft_ms;
+    ch->total_ms = m->total_ms;
     if (!c->stream) {
         ch->text_len = 0;
         append_text(ch, m->text.ptr, m->text.len);
@@ -817,6 +827,7 @@ char *oa_render_final(gw *g, hcall *c) {
                                "logprobs", lp, "finish_reason", finish_reason(ch->finish));
             free(full);
         }
+        json_object_set_new(choice, "timings", timings_json(ch));
         json_array_append_new(choices, choice);
     }
     json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:o,s:{s:i,s:i,s:i}}", "id", c->cid, "object",

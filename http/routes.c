@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 #include "gw.h"
 #include "status_html.h"
@@ -58,6 +59,7 @@ static enum MHD_Result respond(hcall *c, int status, const char *type, char *bod
     if (status == 429) MHD_add_response_header(r, "Retry-After", GW_RETRY_AFTER_S);
     if (status == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (allow) MHD_add_response_header(r, "Allow", allow);
+    if (g->draining) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result rc = MHD_queue_response(c->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     c->answered = 1;
@@ -78,11 +80,22 @@ static enum MHD_Result respond_json(hcall *c, int status, json_t *j) {
     return respond(c, status, "application/json", s, NULL);
 }
 
+void routes_watch(gw *g, hcall *c) {
+    if (c->watched || c->fd < 0 || g->watch_ep < 0) return;
+    struct epoll_event ev = {.events = EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(g->watch_ep, EPOLL_CTL_ADD, c->fd, &ev) == 0) c->watched = 1;
+}
+
+static void unwatch(gw *g, hcall *c) {
+    if (c->watched) epoll_ctl(g->watch_ep, EPOLL_CTL_DEL, c->fd, NULL);
+    c->watched = 0;
+}
+
 static void suspend(hcall *c) {
     if (c->suspended) return;
     MHD_suspend_connection(c->conn);
     c->suspended = 1;
-    c->watch_fd = 1;
+    routes_watch(c->g, c);
 }
 
 void routes_wake(gw *g, hcall *c) {
@@ -139,6 +152,10 @@ static enum MHD_Result routes_begin(gw *g, hcall *c, const char *url, const char
     if (strcmp(method, allow) != 0 && !(strcmp(method, "HEAD") == 0 && strcmp(allow, "GET") == 0)) {
         gw_error_set(&e, 405, "method_not_allowed", "", "%s %s: use %s", method, url, allow);
         return respond_error(c, &e, allow);
+    }
+    if (g->draining && (r == R_COMPLETIONS || r == R_CHAT || r == R_READY)) {
+        gw_error_set(&e, 503, "shutting_down", "", "the gateway is shutting down");
+        return respond_error(c, &e, NULL);
     }
     int needs_key = r == R_COMPLETIONS || r == R_CHAT || r == R_MODELS || r == R_MODEL;
     if (needs_key && g->keys &&
@@ -254,6 +271,7 @@ static enum MHD_Result routes_generate(gw *g, hcall *c) {
     }
     struct MHD_Response *r = sse_response(c);
     if (!r) return MHD_NO;
+    if (g->draining) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result rc = MHD_queue_response(c->conn, 200, r);
     MHD_destroy_response(r);
     c->answered = 1;
@@ -339,6 +357,7 @@ void routes_completed(void *cls, struct MHD_Connection *conn, void **con_cls, en
                   : toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ? "client gone"
                                                                : "error",
                   c->n_open);
+    unwatch(g, c);
     link_forget(g, c);
     call_free(g, c);
     *con_cls = NULL;

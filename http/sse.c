@@ -62,7 +62,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     /* nothing yet: sleep until the broker sends something for this call */
     MHD_suspend_connection(c->conn);
     c->suspended = 1;
-    c->watch_fd = 1;
+    routes_watch(c->g, c);
     return 0;
 }
 

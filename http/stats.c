@@ -58,15 +58,16 @@ static void histogram(sbuf *b, const char *name, const char *help, const proto_h
     static const double bounds_ms[PROTO_HIST_BUCKETS - 1] = PROTO_HIST_BOUNDS_MS;
     head(b, name, "histogram", help);
     uint64_t cum = 0;
-    double sum = 0;
+    double est = 0;
     for (int i = 0; i < PROTO_HIST_BUCKETS; i++) {
         cum += h->n[i];
-        /* the protocol carries counts per bucket, not the sum: approximated with bucket midpoints */
+        /* an older broker sends no sum: then it is estimated with the buckets' midpoints */
         double lo = i ? bounds_ms[i - 1] : 0, hi = i < PROTO_HIST_BUCKETS - 1 ? bounds_ms[i] : lo;
-        sum += (double)h->n[i] * (lo + hi) / 2000.0;
+        est += (double)h->n[i] * (lo + hi) / 2000.0;
         if (i < PROTO_HIST_BUCKETS - 1) sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds_ms[i] / 1000.0,
                                                   (unsigned long long)cum);
     }
+    double sum = h->sum_ms > 0 || cum == 0 ? h->sum_ms / 1000.0 : est;
     sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum, name,
               sum, name, (unsigned long long)cum);
 }
@@ -127,22 +128,34 @@ char *stats_render_prometheus(const gw *g) {
     sb_printf(&b, "gpt2d_tokens_per_second %.3f\n", m->tokens_per_s);
 
     static const char *const wmetric[][3] = {
-        {"gpt2d_worker_slots", "gauge", "KV-cache slots of a worker (concurrent requests)"},
-        {"gpt2d_worker_slots_used", "gauge", "Slots of a worker holding a running request"},
-        {"gpt2d_worker_kv_occupancy_ratio", "gauge", "Fraction of a worker's KV-cache slots in use"},
+        {"gpt2d_worker_slots", "gauge", "Requests a worker runs at once at most"},
+        {"gpt2d_worker_slots_used", "gauge", "Requests running on a worker"},
+        {"gpt2d_worker_kv_pages", "gauge", "KV-cache pages of a worker (16 positions each)"},
+        {"gpt2d_worker_kv_pages_used", "gauge", "KV-cache pages held by a worker's running requests"},
+        {"gpt2d_worker_kv_pages_cached", "gauge", "KV-cache pages a worker keeps for reuse by its prefix cache (evictable)"},
+        {"gpt2d_worker_kv_occupancy_ratio", "gauge", "Fraction of a worker's KV-cache pages held by running requests"},
+        {"gpt2d_worker_prefix_lookup_tokens_total", "counter", "Prompt tokens a worker looked up in its prefix cache"},
+        {"gpt2d_worker_prefix_hit_tokens_total", "counter", "Prompt tokens a worker found in its prefix cache (not computed)"},
         {"gpt2d_worker_generated_tokens_total", "counter", "Tokens a worker generated since it connected"},
     };
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < (int)(sizeof(wmetric) / sizeof(wmetric[0])); k++) {
         head(&b, wmetric[k][0], wmetric[k][1], wmetric[k][2]);
         for (int i = 0; i < g->stats.n_workers; i++) {
             const proto_worker_info *w = &g->stats.workers[i];
             sb_printf(&b, "%s{worker=\"", wmetric[k][0]);
             label(&b, g->stats.names[i]);
             sb_printf(&b, "\",local=\"%s\"} ", w->local ? "true" : "false");
-            if (k == 0) sb_printf(&b, "%d\n", w->slots);
-            else if (k == 1) sb_printf(&b, "%d\n", w->running);
-            else if (k == 2) sb_printf(&b, "%.4f\n", w->slots > 0 ? (double)w->running / w->slots : 0.0);
-            else sb_printf(&b, "%llu\n", (unsigned long long)w->tokens);
+            switch (k) {
+            case 0: sb_printf(&b, "%d\n", w->slots); break;
+            case 1: sb_printf(&b, "%d\n", w->running); break;
+            case 2: sb_printf(&b, "%d\n", w->kv.pages); break;
+            case 3: sb_printf(&b, "%d\n", w->kv.used); break;
+            case 4: sb_printf(&b, "%d\n", w->kv.cached); break;
+            case 5: sb_printf(&b, "%.4f\n", w->kv.pages > 0 ? (double)w->kv.used / w->kv.pages : 0.0); break;
+            case 6: sb_printf(&b, "%llu\n", (unsigned long long)w->kv.lookup_tokens); break;
+            case 7: sb_printf(&b, "%llu\n", (unsigned long long)w->kv.hit_tokens); break;
+            default: sb_printf(&b, "%llu\n", (unsigned long long)w->tokens); break;
+            }
         }
     }
 
@@ -173,9 +186,11 @@ char *stats_render_json(const gw *g) {
     json_t *workers = json_array();
     for (int i = 0; i < g->stats.n_workers; i++) {
         const proto_worker_info *w = &g->stats.workers[i];
-        json_array_append_new(workers, json_pack("{s:s,s:i,s:b,s:i,s:i,s:i,s:I}", "name", g->stats.names[i], "pid",
-                                                 w->pid, "local", w->local, "slots", w->slots, "credit", w->credit,
-                                                 "running", w->running, "tokens", (json_int_t)w->tokens));
+        json_array_append_new(workers, json_pack("{s:s,s:i,s:b,s:i,s:i,s:i,s:I,s:{s:i,s:i,s:i}}", "name",
+                                                 g->stats.names[i], "pid", w->pid, "local", w->local, "slots",
+                                                 w->slots, "credit", w->credit, "running", w->running, "tokens",
+                                                 (json_int_t)w->tokens, "kv_pages", "total", w->kv.pages, "used",
+                                                 w->kv.used, "cached", w->kv.cached));
     }
     json_t *finish = json_object();
     for (int f = 0; f < PROTO_FINISH_COUNT; f++)

@@ -103,7 +103,7 @@ static const pfield recent_fields[] = {
     {"errors", K_U64, 0, RC(errors), 0, 0, 0, NULL, 0, 0},
 };
 #define H(i) (offsetof(proto_hist, n) + (i) * sizeof(uint64_t))
-static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUNDS_MS, then "inf" */
+static const pfield hist_fields[PROTO_HIST_BUCKETS + 1] = { /* keys: PROTO_HIST_BOUNDS_MS, "inf", "sum" */
     {"1", K_U64, 0, H(0), 0, 0, 0, NULL, 0, 0},     {"2", K_U64, 0, H(1), 0, 0, 0, NULL, 0, 0},
     {"5", K_U64, 0, H(2), 0, 0, 0, NULL, 0, 0},     {"10", K_U64, 0, H(3), 0, 0, 0, NULL, 0, 0},
     {"20", K_U64, 0, H(4), 0, 0, 0, NULL, 0, 0},    {"50", K_U64, 0, H(5), 0, 0, 0, NULL, 0, 0},
@@ -112,6 +112,7 @@ static const pfield hist_fields[PROTO_HIST_BUCKETS] = { /* keys: PROTO_HIST_BOUN
     {"2000", K_U64, 0, H(10), 0, 0, 0, NULL, 0, 0}, {"5000", K_U64, 0, H(11), 0, 0, 0, NULL, 0, 0},
     {"10000", K_U64, 0, H(12), 0, 0, 0, NULL, 0, 0}, {"30000", K_U64, 0, H(13), 0, 0, 0, NULL, 0, 0},
     {"60000", K_U64, 0, H(14), 0, 0, 0, NULL, 0, 0}, {"inf", K_U64, 0, H(15), 0, 0, 0, NULL, 0, 0},
+    {"sum", K_F64, 0, offsetof(proto_hist, sum_ms), 0, 0, 1e18, NULL, 0, 0},
 };
 #define TOT(f) offsetof(proto_totals, f)
 static const pfield totals_fields[] = {

@@ -251,12 +251,14 @@ typedef struct {
 } proto_totals;
 
 /* Latency histograms of stats_reply: n[i] counts samples in (bound[i-1], bound[i]] ms, the last
- * bucket everything above PROTO_HIST_BOUNDS_MS's last bound. On the wire a map from the bound
- * ("1", "2", ..., "60000", "inf") to the count. Counts since the broker started. */
+ * bucket everything above PROTO_HIST_BOUNDS_MS's last bound; sum_ms is the samples' sum. On the
+ * wire a map from the bound ("1", "2", ..., "60000", "inf") to the count, and "sum" (absent from
+ * older brokers: 0). Since the broker started. */
 #define PROTO_HIST_BUCKETS 16
 #define PROTO_HIST_BOUNDS_MS {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000}
 typedef struct {
     uint64_t n[PROTO_HIST_BUCKETS];
+    double sum_ms;
 } proto_hist;
 
 /* stats_reply "recent": what happened in the last window_s seconds (PROTO_RECENT_WINDOW_S, or

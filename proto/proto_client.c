@@ -116,19 +116,24 @@ int proto_client_recv(proto_client *c, proto_msg *m, int timeout_ms, int flags) 
     proto_frame_close(&c->frame);
     double deadline = proto_clock_ms() + timeout_ms;
     for (;;) {
-        long left = (long)(deadline - proto_clock_ms());
-        zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&item, 1, left > 0 ? left : 0);
+        /* a frame already waiting is taken at once: a poll (a system call) only when there is none */
+        int rc = proto_sock_recv(c->sock, 0, &c->frame, ZMQ_DONTWAIT);
+        if (rc == -2) continue;
+        if (rc < 0 && errno == EAGAIN) {
+            long left = (long)(deadline - proto_clock_ms());
+            if (left <= 0) return 0;
+            zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
+            rc = zmq_poll(&item, 1, left);
+            if (rc < 0) {
+                if (errno == EINTR) return 0;
+                snprintf(c->err, sizeof(c->err), "poll: %s", zmq_strerror(errno));
+                return -1;
+            }
+            if (rc == 0) return 0;
+            continue;
+        }
         if (rc < 0) {
             if (errno == EINTR) return 0;
-            snprintf(c->err, sizeof(c->err), "poll: %s", zmq_strerror(errno));
-            return -1;
-        }
-        if (rc == 0) return 0;
-        rc = proto_sock_recv(c->sock, 0, &c->frame, ZMQ_DONTWAIT);
-        if (rc == -2) continue;
-        if (rc < 0) {
-            if (errno == EAGAIN || errno == EINTR) return 0;
             snprintf(c->err, sizeof(c->err), "receive: %s", zmq_strerror(errno));
             return -1;
         }

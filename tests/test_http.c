@@ -9,7 +9,14 @@
  * with seeds seed+i; logprobs with top-N; errors in OpenAI's shape with the protocol's status and
  * param (400 unsupported / out of range / invalid JSON, 422 token out of range, 413 body > 1 MiB);
  * a client that disconnects mid-stream or mid-wait has its request cancelled (the broker's running
- * count back to 0, its "cancelled" count up); a live /metrics passes `promtool check metrics`. */
+ * count back to 0, its "cancelled" count up); a live /metrics passes `promtool check metrics`, its
+ * TTFT histogram's _sum grows by exactly a request's ttft, KV occupancy is in pages (slots x ctx /
+ * 16); a choice's "timings" are bounded by the client's own clock, and (a second gpt2d whose worker
+ * sleeps 150 ms after each step) count the time a request waited in the worker's socket. SIGTERM
+ * to a gateway on its own: no new connection, a short stream finishes, a long stream ends with a
+ * shutting_down error event and [DONE], a long non-streaming call with 503, the body of each
+ * properly ended, nothing left running at the broker, exit 0; SIGTERM to gpt2d with a stream open:
+ * it still gets exactly one end and [DONE]. */
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <math.h>
@@ -26,11 +33,11 @@ static const char *g_key = "sk-test-0123456789";
 /* a tiny HTTP/1.1 client                                                                          */
 /* ============================================================================================== */
 
-static int http_connect(void) {
+static int http_connect_port(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)g_port);
+    a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     struct timeval tv = {20, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -40,6 +47,8 @@ static int http_connect(void) {
     }
     return fd;
 }
+
+static int http_connect(void) { return http_connect_port(g_port); }
 
 static int send_all(int fd, const char *p, size_t n) {
     while (n > 0) {
@@ -66,6 +75,7 @@ typedef struct {
     char *head; /* the header block */
     char *body; /* de-chunked */
     size_t body_len;
+    int chunked_end; /* the chunked body ended with its last chunk (not cut) */
 } http_resp;
 
 static void resp_free(http_resp *r) {
@@ -99,6 +109,7 @@ static int http_read(int fd, http_resp *r) {
         while (left > 0) {
             unsigned long sz = strtoul(p, NULL, 16);
             char *nl = strstr(p, "\r\n");
+            if (nl && sz == 0 && p[0] == '0') r->chunked_end = 1;
             if (!nl || sz == 0) break;
             p = nl + 2;
             memcpy(r->body + r->body_len, p, sz);
@@ -151,9 +162,11 @@ static const char *jstr(json_t *j, const char *path) {
 /* ============================================================================================== */
 
 typedef struct {
-    int events, framing_ok, done_last, n_finish, has_usage;
+    int events, framing_ok, done_last, n_done, n_finish, n_error, has_usage, has_timings;
     char text[8][4096]; /* concatenated pieces per choice index */
     char finish[8][16];
+    char error_code[40]; /* of the last error event */
+    double ttft_ms, total_ms; /* the "timings" of the last finishing chunk */
 } sse_result;
 
 static void sse_parse(const char *body, sse_result *s) {
@@ -172,9 +185,16 @@ static void sse_parse(const char *body, sse_result *s) {
         }
         s->events++;
         s->done_last = strncmp(p + 6, "[DONE]", 6) == 0 && end[2] == 0;
+        s->n_done += strncmp(p + 6, "[DONE]", 6) == 0;
         json_t *j = json_loadb(p + 6, (size_t)(end - p - 6), 0, NULL);
         if (j) {
             if (json_object_get(j, "usage")) s->has_usage = 1;
+            json_t *err = json_object_get(j, "error");
+            if (err) {
+                s->n_error++;
+                snprintf(s->error_code, sizeof(s->error_code), "%s",
+                         json_string_value(json_object_get(err, "code")) ? json_string_value(json_object_get(err, "code")) : "");
+            }
             json_t *ch = json_array_get(json_object_get(j, "choices"), 0);
             if (ch) {
                 int idx = (int)json_integer_value(json_object_get(ch, "index")) & 7;
@@ -184,6 +204,12 @@ static void sse_parse(const char *body, sse_result *s) {
                 if (f) {
                     snprintf(s->finish[idx], sizeof(s->finish[idx]), "%s", f);
                     s->n_finish++;
+                }
+                json_t *tm = json_object_get(ch, "timings");
+                if (f && json_is_object(tm)) {
+                    s->has_timings = 1;
+                    s->ttft_ms = json_number_value(json_object_get(tm, "ttft_ms"));
+                    s->total_ms = json_number_value(json_object_get(tm, "total_ms"));
                 }
             }
             json_decref(j);
@@ -250,8 +276,14 @@ static char *tool_generate(const char *prompt, int n) {
 
 static void test_completion_matches_tool(void) {
     int st = 0;
+    double t0 = proto_clock_ms();
     json_t *j = post("/v1/completions", "{\"prompt\":\"Dear team,\",\"max_tokens\":12}", &st);
+    double elapsed = proto_clock_ms() - t0;
     const char *text = jstr(j, "choices.0.text");
+    json_t *tm = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "timings");
+    double ttft = json_number_value(json_object_get(tm, "ttft_ms")), total = json_number_value(json_object_get(tm, "total_ms"));
+    check(json_is_object(tm) && ttft > 0 && ttft <= total && total <= elapsed,
+          "choice timings: 0 < ttft_ms %.2f <= total_ms %.2f <= the client's %.2f ms", ttft, total, elapsed);
     char *ref = tool_generate("Dear team,", 12);
     check(st == 200 && text && ref && strcmp(text, ref) == 0, "completion text == gpt2-tool generate: '%s' vs '%s'",
           text ? text : "(null)", ref ? ref : "(null)");
@@ -271,6 +303,8 @@ static void test_completion_matches_tool(void) {
           text ? text : "");
     check(s.n_finish == 1 && strcmp(s.finish[0], "length") == 0, "stream: one finish chunk, length");
     check(s.has_usage, "stream: usage chunk with include_usage");
+    check(s.has_timings && s.ttft_ms > 0 && s.ttft_ms <= s.total_ms, "stream: the finish chunk has timings (%.2f, %.2f)",
+          s.ttft_ms, s.total_ms);
     resp_free(&r);
     free(ref);
     json_decref(j);
@@ -403,13 +437,45 @@ static void test_disconnect(const tu_daemon *d) {
           (unsigned long long)c1);
 }
 
+/* The value of the series that starts with `series ` (name and labels) in a /metrics body, or NAN. */
+static double metric_value(const char *body, const char *series) {
+    size_t n = strlen(series);
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+static double metrics_now(const char *series) {
+    http_resp r;
+    double v = NAN;
+    if (http("GET", "/metrics", NULL, NULL, &r) == 0 && r.status == 200) v = metric_value(r.body, series);
+    if (r.body || r.head) resp_free(&r);
+    return v;
+}
+
 static void test_metrics(void) {
+    /* a histogram's _sum is the broker's exact sum: one request adds its own TTFT (its timings) */
+    double s0 = metrics_now("gpt2d_time_to_first_token_seconds_sum");
+    int st = 0;
+    json_t *j = post("/v1/completions", "{\"prompt\":\"Dear team,\",\"max_tokens\":2}", &st);
+    double ttft = json_number_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(j, "choices"), 0), "timings"), "ttft_ms"));
+    json_decref(j);
+    double s1 = metrics_now("gpt2d_time_to_first_token_seconds_sum");
+    check(st == 200 && ttft > 0 && fabs((s1 - s0) - ttft / 1000) < 2e-6,
+          "ttft histogram _sum grew by exactly the request's ttft (%.6f -> %.6f, ttft %.6f s)", s0, s1, ttft / 1000);
     http_resp r;
     check(http("GET", "/metrics", NULL, NULL, &r) == 0 && r.status == 200 &&
               strstr(r.body, "gpt2d_requests_total{finish_reason=\"length\"}") &&
               strstr(r.body, "gpt2d_time_to_first_token_seconds_bucket") &&
               strstr(r.body, "gpt2d_errors_total{code=\"422\",reason=\"token_out_of_range\"}"),
           "/metrics 200 with the expected series");
+    /* KV occupancy in pages: 8 slots x ctx 256 / 16 positions a page (the worker's default arena) */
+    double pages = metric_value(r.body, "gpt2d_worker_kv_pages{worker=\"local-0\",local=\"true\"}");
+    double used = metric_value(r.body, "gpt2d_worker_kv_pages_used{worker=\"local-0\",local=\"true\"}");
+    double ratio = metric_value(r.body, "gpt2d_worker_kv_occupancy_ratio{worker=\"local-0\",local=\"true\"}");
+    check(pages == 8 * 256 / 16 && used >= 0 && used <= pages && ratio >= 0 && ratio <= 1,
+          "/metrics: KV pages per worker (%g pages, %g used, ratio %g)", pages, used, ratio);
     char path[700], log[700];
     snprintf(path, sizeof(path), "%s/metrics.txt", tu.tmp);
     snprintf(log, sizeof(log), "%s/promtool.log", tu.tmp);
@@ -428,6 +494,156 @@ static void test_metrics(void) {
               strstr(r.body, "\"ttft_ms\""),
           "/v1/stats 200");
     resp_free(&r);
+}
+
+/* The port in a gateway's "listening on http://127.0.0.1:PORT" line of log (waits up to 10 s), or 0. */
+static int log_port(const char *log) {
+    int port = 0;
+    for (int i = 0; i < 200 && !port; i++) {
+        FILE *lf = fopen(log, "r");
+        char line[1024];
+        while (lf && fgets(line, sizeof(line), lf)) {
+            const char *p = strstr(line, "listening on http://127.0.0.1:");
+            if (p) port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        }
+        if (lf) fclose(lf);
+        if (!port) tu_sleep_ms(50);
+    }
+    return port;
+}
+
+/* Opens a connection to port and sends body to /v1/completions (no key). The fd, or -1. */
+static int start_completion(int port, const char *body) {
+    int fd = http_connect_port(port);
+    if (fd >= 0 && http_send(fd, "POST", "/v1/completions", NULL, body, strlen(body)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Waits (up to ms) until the broker runs at least n requests. */
+static int wait_running(const tu_daemon *d, int n, int ms) {
+    int running = 0;
+    uint64_t c;
+    for (double end = proto_clock_ms() + ms; proto_clock_ms() < end; tu_sleep_ms(5))
+        if (broker_counts(d, &running, &c) && running >= n) return 1;
+    return 0;
+}
+
+/* d2's worker sleeps 150 ms after each step. A request that reaches the worker during that sleep
+ * waits in its socket: the broker's timings count that wait (its own clock, from its receipt of
+ * the submit), so total_ms is the client's elapsed time less the hops, not the worker's share. */
+static void test_timings_cover_worker_wait(const tu_daemon *d2, int port) {
+    double elapsed = 0, total = 0;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int a = start_completion(port, "{\"prompt\":\"Hello\",\"max_tokens\":3,\"stream\":true}");
+        char buf[256];
+        if (a < 0 || recv(a, buf, sizeof(buf), 0) <= 0) { /* the first event: the worker has stepped */
+            if (a >= 0) close(a);
+            continue;
+        }
+        int st = 0;
+        double t0 = proto_clock_ms();
+        int fd = http_connect_port(port);
+        http_resp r;
+        int ok = fd >= 0 && http_send(fd, "POST", "/v1/completions", NULL, "{\"prompt\":\"Hi\",\"max_tokens\":1}", 30) == 0 &&
+                 http_read(fd, &r) == 0;
+        elapsed = proto_clock_ms() - t0;
+        if (fd >= 0) close(fd);
+        json_t *j = ok ? resp_json(&r) : NULL;
+        st = ok ? r.status : 0;
+        total = json_number_value(json_object_get(json_object_get(json_array_get(json_object_get(j, "choices"), 0),
+                                                                  "timings"), "total_ms"));
+        json_decref(j);
+        if (ok) resp_free(&r);
+        http_read(a, &r); /* the first one's rest */
+        resp_free(&r);
+        close(a);
+        if (st == 200 && elapsed >= 60) break; /* it did wait for the worker (else: try again) */
+    }
+    (void)d2;
+    check(elapsed >= 60 && total >= elapsed - 40 && total <= elapsed,
+          "a request that waited in the worker's socket: total_ms %.1f covers the client's %.1f ms (less the hops)",
+          total, elapsed);
+}
+
+/* SIGTERM to a gateway (run on its own against d2's broker, grace 1500 ms): it stops accepting;
+ * a short stream running then finishes normally; a long stream ends with an error event
+ * (shutting_down) and [DONE], a long non-streaming call with 503 shutting_down; each exactly once,
+ * its chunked body properly ended; their requests are cancelled at the broker; the gateway exits 0. */
+static void test_gateway_sigterm(const tu_daemon *d2) {
+    char log[700], hbin[700];
+    snprintf(log, sizeof(log), "%s/gw-term.log", tu.tmp);
+    snprintf(hbin, sizeof(hbin), "%s/gpt2d-http", tu.build);
+    char *argv[] = {hbin, "--connect", (char *)d2->client_ep, "--listen", "127.0.0.1:0", "--shutdown-grace-ms", "1500",
+                    "--name", "gw-term", "--log-level", "info", NULL};
+    pid_t pid = tu_spawn(argv, log);
+    int port = pid > 0 ? log_port(log) : 0;
+    check(port > 0, "a gateway on its own starts (port %d)", port);
+    if (port <= 0) return;
+    uint64_t c0 = 0, c1 = 0;
+    wait_idle(d2, &c0, 5000);
+    int a = start_completion(port, "{\"prompt\":\"Hello\",\"max_tokens\":250,\"stream\":true}");
+    wait_running(d2, 1, 5000);
+    int b = start_completion(port, "{\"prompt\":\"Hello\",\"max_tokens\":250}");
+    wait_running(d2, 2, 5000);
+    int c = start_completion(port, "{\"prompt\":\"Hello\",\"max_tokens\":2,\"stream\":true}");
+    check(wait_running(d2, 3, 5000), "three requests run through the gateway");
+    kill(pid, SIGTERM);
+    tu_sleep_ms(300);
+    int late = http_connect_port(port);
+    check(late < 0, "after SIGTERM the gateway accepts no new connection");
+    if (late >= 0) close(late);
+    http_resp ra, rb, rc;
+    int ok_a = http_read(a, &ra) == 0, ok_b = http_read(b, &rb) == 0, ok_c = http_read(c, &rc) == 0;
+    sse_result sa, sc;
+    sse_parse(ok_a && ra.body ? ra.body : "", &sa);
+    sse_parse(ok_c && rc.body ? rc.body : "", &sc);
+    check(ok_a && ra.status == 200 && sa.framing_ok && sa.events >= 2 && sa.n_error == 1 &&
+              strcmp(sa.error_code, "shutting_down") == 0 && sa.n_finish == 0 && sa.n_done == 1 && sa.done_last &&
+              ra.chunked_end,
+          "a long stream ends with one shutting_down error event, then [DONE], the body ended (%d events, %d errors "
+          "'%s', %d finish, %d [DONE], chunked end %d)", sa.events, sa.n_error, sa.error_code, sa.n_finish, sa.n_done,
+          ok_a ? ra.chunked_end : -1);
+    json_t *jb = ok_b ? resp_json(&rb) : NULL;
+    const char *code_b = jstr(jb, "error.code");
+    check(ok_b && rb.status == 503 && code_b && strcmp(code_b, "shutting_down") == 0,
+          "a long non-streaming call gets 503 shutting_down (status %d, code %s)", ok_b ? rb.status : -1,
+          code_b ? code_b : "-");
+    json_decref(jb);
+    check(ok_c && rc.status == 200 && sc.framing_ok && sc.n_error == 0 && sc.n_finish == 1 &&
+              strcmp(sc.finish[0], "length") == 0 && sc.n_done == 1 && sc.done_last && rc.chunked_end,
+          "a short stream running at SIGTERM finishes normally within the grace (finish '%s', %d errors)", sc.finish[0],
+          sc.n_error);
+    if (ok_a) resp_free(&ra);
+    if (ok_b) resp_free(&rb);
+    if (ok_c) resp_free(&rc);
+    close(a);
+    close(b);
+    close(c);
+    int status = tu_reap(pid, 10000);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the gateway exits 0 after SIGTERM");
+    check(wait_idle(d2, &c1, 5000), "the two cut requests were cancelled at the broker: nothing runs there");
+}
+
+/* SIGTERM to gpt2d (grace 300 ms) with a long stream open through its gateway: the broker's drain
+ * ends it (cancelled after the grace, or shutting_down), and the gateway, stopped after that,
+ * still delivers the end: one finish or error, then [DONE], the body ended; gpt2d exits 0. */
+static void test_daemon_sigterm(tu_daemon *d2, int port) {
+    int a = start_completion(port, "{\"prompt\":\"Hello\",\"max_tokens\":250,\"stream\":true}");
+    check(wait_running(d2, 1, 5000), "a long stream runs through gpt2d's gateway");
+    check(tu_daemon_stop(d2), "gpt2d with an open stream stops on SIGTERM, exit 0");
+    http_resp r;
+    int ok = http_read(a, &r) == 0;
+    sse_result s;
+    sse_parse(ok && r.body ? r.body : "", &s);
+    check(ok && r.status == 200 && s.framing_ok && s.n_finish + s.n_error == 1 && s.n_done == 1 && s.done_last &&
+              r.chunked_end,
+          "the stream got exactly one end (finish '%s' / error '%s'), then [DONE], the body ended (chunked end %d)",
+          s.finish[0], s.error_code, ok ? r.chunked_end : -1);
+    if (ok) resp_free(&r);
+    close(a);
 }
 
 int main(void) {
@@ -466,5 +682,20 @@ int main(void) {
         test_metrics();
     }
     check(tu_daemon_stop(&d), "gpt2d (and its gateway) stop cleanly");
+
+    /* a second gpt2d: slow steps, a short shutdown grace */
+    char *extra2[] = {"--http-listen", "127.0.0.1:0", "--http-bin", hbin, "--debug-step-delay-ms", "150",
+                      "--shutdown-grace-ms", "300", NULL};
+    tu_daemon d2;
+    check(tu_daemon_start(&d2, "d2", 1, 8, extra2), "a second gpt2d (150 ms steps) starts");
+    int port2 = log_port(d2.log);
+    check(port2 > 0, "its gateway listens (port %d)", port2);
+    if (port2 > 0) {
+        test_timings_cover_worker_wait(&d2, port2);
+        test_gateway_sigterm(&d2);
+        test_daemon_sigterm(&d2, port2);
+    } else {
+        tu_daemon_stop(&d2);
+    }
     return check_done("test_http");
 }

@@ -8,9 +8,12 @@
  * documented mm_i8_block layout and mm_at), and every kernel family (avx512 where the CPU has it,
  * avx2, scalar) on every shape (M from 1 through past a 96-row block, N not a multiple of 16, K odd
  * and not a multiple of the 32-weight block, strided rows), with and without the pool and a bias,
- * in each mode, must give exactly the reference's bits. Also: fp16 conversion against F16C on all
- * 65536 halves and on floats around every boundary, the family choice (auto, forced, unknown), the
- * format names, and that int8 stays close to fp32 (the quantization error is bounded). */
+ * in each mode, must give exactly the reference's bits; fp32 and bf16 also on the model's shapes
+ * (M up to 512, K up to 3072, every remainder of the SIMD micro-kernels and partial panel groups),
+ * and the fused GELU against vm_gelu on a million inputs and the special values. Also: fp16
+ * conversion against F16C on all 65536 halves and on floats around every boundary, the family
+ * choice (auto, forced, unknown), the format names, and that int8 stays close to fp32 (the
+ * quantization error is bounded). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +149,127 @@ static void test_fp16(void) {
     check(bad == 0, "fp32 -> fp16: rounding as F16C does, subnormals and overflow included (%d differ)", bad);
 }
 
+/* The fp32 and bf16 kernels on the model's shapes and every edge of the SIMD families' blocking:
+ * M = 1 (decode), 2..8 and 13 (every remainder of a 6-row micro-kernel), 64, 65, 97 (past a 96-row
+ * task block), 512; K = 1, 31, 768, 3072; N = 40, 90, 110, 145 (3, 6, 7 and 10 panels: partial
+ * groups of 4 and of 8 panels, each ending in a partial panel). Strided rows, every mode, with and
+ * without bias, alone and on the pool (the big shapes on the pool only). The definition's chains
+ * are formed once per shape (acc), then finished per mode and bias. The SIMD families only: the
+ * scalar family is the definition written out (checked on main's grid) and would take seconds here. */
+static void test_model_shapes(const mm_kernels *const *fams, int n_fams, pool *p) {
+    static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 13, 64, 65, 97, 512}, Ks[] = {1, 31, 768, 3072},
+                     Ns[] = {40, 90, 110, 145};
+    unsigned seed = 11;
+    int runs = 0, bad = 0, shapes = 0;
+    for (int dt = MM_F32; dt <= MM_BF16; dt++)
+        for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+            for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++) {
+                int K = Ks[ki], N = Ns[ni], ldx = K + 3, ldo = N + 5;
+                float *W = malloc(sizeof(float) * K * N), *b = malloc(sizeof(float) * N);
+                for (int i = 0; i < K * N; i++) W[i] = frand(&seed) * 0.2f;
+                for (int n = 0; n < N; n++) b[n] = frand(&seed);
+                void *panels = aligned_alloc(64, mm_packed_bytes(K, N, (mm_dtype)dt));
+                mm_weight w;
+                for (int i = 0; dt == MM_BF16 && i < K * N; i++) W[i] = bf16_round(W[i]);
+                for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+                    int M = Ms[mi];
+                    if ((double)M * K * N > 64e6) continue; /* 512 x 3072 x 100: seconds, not new paths */
+                    shapes++;
+                    float *x = malloc(sizeof(float) * M * ldx), *acc = malloc(sizeof(float) * M * N);
+                    float *init = malloc(sizeof(float) * M * ldo), *ref = malloc(sizeof(float) * M * ldo);
+                    float *got = malloc(sizeof(float) * M * ldo);
+                    for (int i = 0; i < M * ldx; i++) x[i] = frand(&seed);
+                    for (int i = 0; i < M * ldo; i++) init[i] = frand(&seed);
+                    for (int m = 0; m < M; m++) { /* each element's chain in k order (rows of W in turn) */
+                        float *a = acc + (size_t)m * N;
+                        for (int n = 0; n < N; n++) a[n] = 0.0f;
+                        for (int k = 0; k < K; k++)
+                            for (int n = 0; n < N; n++) a[n] = fmaf(x[(size_t)m * ldx + k], W[(size_t)k * N + n], a[n]);
+                    }
+                    for (int use_bias = 0; use_bias < 2; use_bias++) {
+                        mm_pack(&w, panels, W, K, N, 0, use_bias ? b : NULL, (mm_dtype)dt);
+                        for (int mode = MM_STORE; mode <= MM_ADD; mode++) {
+                            memcpy(ref, init, sizeof(float) * M * ldo);
+                            for (int m = 0; m < M; m++)
+                                for (int n = 0; n < N; n++) {
+                                    float v = acc[(size_t)m * N + n], *o = &ref[(size_t)m * ldo + n];
+                                    if (use_bias) v = v + b[n];
+                                    if (mode == MM_GELU) *o = vm_gelu1(v);
+                                    else if (mode == MM_ADD) *o += v;
+                                    else *o = v;
+                                }
+                            for (int f = 0; f < n_fams; f++) {
+                                if (fams[f] == &mm_kernels_scalar) continue;
+                                /* big shapes on the pool only (the split never changes a result; seconds) */
+                                for (int pooled = (double)M * K * N > 4e6; pooled < 2; pooled++) {
+                                    memcpy(got, init, sizeof(float) * M * ldo);
+                                    mm_forward(fams[f], pooled ? p : NULL, &w, x, ldx, got, ldo, M, mode, NULL);
+                                    runs++;
+                                    if (memcmp(got, ref, sizeof(float) * M * ldo) != 0 && bad++ < 5)
+                                        check(0, "%s %s M %d K %d N %d mode %d bias %d pool %d differs from the definition",
+                                              fams[f]->name, mm_dtype_name(dt), M, K, N, mode, use_bias, pooled);
+                                }
+                            }
+                        }
+                    }
+                    free(x), free(acc), free(init), free(ref), free(got);
+                }
+                free(W), free(b), free(panels);
+            }
+    check(bad == 0 && shapes > 250, "fp32 and bf16 on the model's shapes (M up to 512, K up to 3072, partial panel groups): "
+          "%d runs over %d shapes, every family bit-identical to the definition (%d differ)", runs, shapes, bad);
+}
+
+/* The fused GELU of every family gives vm_gelu's bits (the definition's GELU) on a million inputs:
+ * through a 16 x 16 identity weight (each output is one input: its chain adds only zeros), random bit
+ * patterns over every finite exponent and dense values in [-12, 12] (where exp's clamps, the floor
+ * and the division turn); through a 1 x 16 weight of ones, the special values (infinities, NaNs,
+ * extremes, subnormals, zeros), which the identity would smear over a whole row. */
+static void test_gelu_inputs(const mm_kernels *const *fams, int n_fams, pool *p) {
+    enum { ROWS = 65536 };
+    float I[16 * 16] = {0}, ones[16];
+    for (int i = 0; i < 16; i++) I[i * 16 + i] = 1.0f, ones[i] = 1.0f;
+    float *x = malloc(sizeof(float) * ROWS * 16), *ref = malloc(sizeof(float) * ROWS * 16);
+    float *got = malloc(sizeof(float) * ROWS * 16);
+    unsigned seed = 5;
+    for (int i = 0; i < ROWS * 16; i++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned u = seed ^ (seed >> 15) * 2654435761u;
+        float f;
+        memcpy(&f, &u, 4);
+        if (i % 2) f = ((float)(u >> 8) / 16777216.0f - 0.5f) * 24.0f;
+        x[i] = isfinite(f) ? f : 1.5f;
+    }
+    static const float special[] = {INFINITY, -INFINITY, NAN, -NAN, 3.4028235e38f, -3.4028235e38f, 1e-45f, -1e-45f,
+                                    1.1754942e-38f, -1.1754942e-38f, 0.0f, -0.0f, 88.0f, -88.0f, 1e20f, -1e20f};
+    int bad = 0, n_special = (int)(sizeof special / sizeof *special);
+    for (int dt = MM_F32; dt <= MM_BF16; dt++) {
+        void *pan = aligned_alloc(64, mm_packed_bytes(16, 16, (mm_dtype)dt));
+        mm_weight w;
+        mm_pack(&w, pan, I, 16, 16, 0, NULL, (mm_dtype)dt);
+        ref_weight r = {dt, 16, 16, I, NULL, NULL};
+        reference(&r, x, 16, NULL, ref, 16, ROWS, MM_GELU);
+        for (int f = 0; f < n_fams; f++) {
+            mm_forward(fams[f], p, &w, x, 16, got, 16, ROWS, MM_GELU, NULL);
+            if (memcmp(got, ref, sizeof(float) * ROWS * 16) != 0 && bad++ < 5)
+                check(0, "%s %s: GELU of the identity's inputs differs from vm_gelu", fams[f]->name, mm_dtype_name(dt));
+        }
+        mm_pack(&w, pan, ones, 1, 16, 0, NULL, (mm_dtype)dt);
+        ref_weight r1 = {dt, 1, 16, ones, NULL, NULL};
+        reference(&r1, special, 1, NULL, ref, 16, n_special, MM_GELU);
+        for (int f = 0; f < n_fams; f++) {
+            mm_forward(fams[f], NULL, &w, special, 1, got, 16, n_special, MM_GELU, NULL);
+            if (memcmp(got, ref, sizeof(float) * n_special * 16) != 0 && bad++ < 5)
+                check(0, "%s %s: GELU of infinities, NaNs and extremes differs from vm_gelu", fams[f]->name,
+                      mm_dtype_name(dt));
+        }
+        free(pan);
+    }
+    check(bad == 0, "fused GELU: every family gives vm_gelu's bits on %d inputs and %d special values", ROWS * 16,
+          n_special);
+    free(x), free(ref), free(got);
+}
+
 int main(void) {
     char err[256];
     const mm_kernels *fams[3] = {&mm_kernels_avx2, &mm_kernels_scalar, NULL};
@@ -154,6 +278,8 @@ int main(void) {
     else printf("no avx512 family on this CPU (%s): avx2 and scalar only\n", err);
     pool *p = pool_new(3);
     test_fp16();
+    test_model_shapes(fams, n_fams, p);
+    test_gelu_inputs(fams, n_fams, p);
     static const int Ms[] = {1, 2, 5, 6, 7, 13, 97}, Ns[] = {1, 15, 16, 17, 64, 70}, Ks[] = {1, 7, 40, 64};
     unsigned seed = 7;
     int cases[MM_N_DTYPES] = {0}, bad = 0, packs_bad = 0;

@@ -21,10 +21,12 @@
  *
  * Then, for every format, the mode: MM_STORE out = r, MM_GELU out = gelu(r) (vmath.h), MM_ADD
  * out += r. matmul_scalar.c is this definition in plain C (the baseline every other family is tested
- * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for every format;
- * matmul_avx512.c reuses them for fp32/bf16 and has AVX512-VNNI (vpdpbusd) int8 kernels.
- * Bit-identical across families: every format, since none changes the order above (integer block
- * sums are exact whatever instruction forms them). The fingerprint (weights.h) still names the family.
+ * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for every format; the avx512
+ * family has 512-bit fp32/bf16 kernels (matmul_f32_avx512.c: one zmm per 16-wide panel row, R rows
+ * x 4 panels per micro-kernel) and AVX512-VNNI (vpdpbusd) int8 kernels (matmul_avx512.c).
+ * Bit-identical across families: every format, since none changes the order above (a wider vector
+ * spans more outputs, never more k: no kernel splits K into partial sums; integer block sums are
+ * exact whatever instruction forms them). The fingerprint (weights.h) still names the family.
  * mm_kernels_select() picks a family once: the best the CPU has, or the one named (GPT2D_ISA /
  * --isa: scalar, avx2, avx512). */
 #ifndef GPT2D_MATMUL_H

@@ -19,11 +19,16 @@
 #include "matmul.h"
 #include "vmath.h"
 
-/* The AVX2 family's fp32 and bf16 forwards (the AVX-512 family reuses them). */
+/* The AVX2 family's fp32 and bf16 forwards (matmul_avx2.c). */
 void mm_avx2_forward_f32(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
                          int mode, void *scratch);
 void mm_avx2_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
                           int mode, void *scratch);
+/* The AVX-512 family's fp32 and bf16 forwards (matmul_f32_avx512.c). */
+void mm_avx512_forward_f32(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
+                           int mode, void *scratch);
+void mm_avx512_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, float *out, int ldo, int M,
+                            int mode, void *scratch);
 
 /* Finishes 16 results of one row into out[n0 .. n0+16), clipped at N:
  *   MM_STORE: out = acc + bias;  MM_GELU: out = gelu(acc + bias);  MM_ADD: out = out + (acc + bias).
