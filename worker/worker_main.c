@@ -8,6 +8,9 @@
  * numerics fingerprint, so the broker replays a lost request only onto a worker that computes the
  * same bits. The loop: while the engine has work, poll the socket without waiting
  * and run one engine_step() between polls; when idle, block in zmq_poll up to the next heartbeat.
+ * With --preempt (the default) the engine also polls between the layers of a long step (wk_should_yield)
+ * and returns with the step suspended when a message waits: the loop reads it, and the next
+ * engine_step gives an interactive request its first token before the step resumes.
  * Engine callbacks turn tokens and results into token / done frames at once (normal blocking
  * sends with a large SNDHWM: the broker link must not drop frames). After a step that ended
  * requests, one credit frame returns their slots. A broker silent for PROTO_LIVENESS heartbeats,
@@ -564,6 +567,17 @@ static void wk_sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
+/* The engine's preemption hook (engine.h), asked between the layers of a long step: 1 if a message
+ * from the broker is waiting (a zero-timeout poll, a few microseconds). The step is then suspended;
+ * wk_run reads the messages as usual and its next engine_step runs what arrived (an interactive
+ * request's first token) before resuming the step. */
+static int wk_should_yield(void *user) {
+    worker *w = user;
+    if (!w->sock) return 0; /* between links (wk_reconnect drains with the socket closed) */
+    zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
+    return zmq_poll(&item, 1, 0) > 0;
+}
+
 /* The main loop; returns the exit status. */
 static int wk_run(worker *w) {
     while (!g_stop) {
@@ -693,6 +707,10 @@ int main(int argc, char **argv) {
         ec.kv_budget_mb = 0;
     }
     engine_callbacks cb = {.on_token = wk_on_token, .on_done = wk_on_done, .user = &w};
+    if (opt.engine.preempt && !opt.check) {
+        ec.should_yield = wk_should_yield;
+        ec.yield_user = &w;
+    }
     char err[512];
     rc = 1;
     double t0 = proto_clock_ms();
