@@ -579,6 +579,24 @@ static int wk_should_yield(void *user) {
 }
 
 /* The main loop; returns the exit status. */
+#define WK_BURST_GAP_MS 1 /* see wk_run: the quiet gap that ends a burst of submits */
+#define WK_BURST_MAX_MS 4 /* and the longest a burst is let in before the first step */
+
+/* Reads the frames waiting on the socket (at most 256) and handles them: 1 if the broker does not
+ * know us (reconnect), else 0. */
+static int wk_read(worker *w) {
+    int reconnect = 0;
+    for (int i = 0; i < 256 && !reconnect; i++) {
+        proto_frame f;
+        int r = proto_sock_recv(w->sock, 0, &f, ZMQ_DONTWAIT);
+        if (r == -2) continue;
+        if (r < 0) break;
+        reconnect = wk_on_message(w, &f);
+        proto_frame_close(&f);
+    }
+    return reconnect;
+}
+
 static int wk_run(worker *w) {
     while (!g_stop) {
         int busy = engine_has_work(w->e);
@@ -595,14 +613,15 @@ static int wk_run(worker *w) {
             proto_log(&w->log, PROTO_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             return 1;
         }
-        int reconnect = 0;
-        for (int i = 0; rc > 0 && i < 256 && !reconnect; i++) {
-            proto_frame f;
-            int r = proto_sock_recv(w->sock, 0, &f, ZMQ_DONTWAIT);
-            if (r == -2) continue;
-            if (r < 0) break;
-            reconnect = wk_on_message(w, &f);
-            proto_frame_close(&f);
+        int reconnect = rc > 0 ? wk_read(w) : 0;
+        /* Idle to busy: a burst of submits (64 emails sent at once, through the gateway a few ms
+         * apart) is let in before the first step, which would otherwise start with the first few and
+         * keep the rest waiting a whole step. Reads on while frames keep coming within
+         * WK_BURST_GAP_MS, at most WK_BURST_MAX_MS in all: a lone request pays one gap. */
+        double burst_end = proto_clock_ms() + WK_BURST_MAX_MS;
+        while (!busy && !reconnect && engine_has_work(w->e) && proto_clock_ms() < burst_end) {
+            if (zmq_poll(&item, 1, WK_BURST_GAP_MS) <= 0) break;
+            reconnect = wk_read(w);
         }
         if (reconnect) {
             if (wk_reconnect(w, "the broker does not know us") < 0) return 1;
