@@ -91,13 +91,13 @@ $(BUILD)/obj/%.o: %.c Makefile | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# The engine uses AVX2 + FMA + F16C: only its objects (and the benchmarks and test_mm, which call
+# The engine uses AVX2 + FMA + F16C: only its objects (and the benchmarks, test_mm and test_attention, which call
 # its inline vector helpers) are built with them. gpt2d, gpt2c, the protocol, every main() and the scalar
 # kernels (the portable baseline) are not, so they run anywhere; worker/kernels/cpu.c checks the
 # CPU first thing in gpt2d-worker and gpt2-tool and says what it lacks (tests/test_isa.sh).
 ISA_FLAGS := -mavx2 -mfma -mf16c
 ISA_OBJ    = $(filter-out $(BUILD)/obj/worker/kernels/cpu.o $(BUILD)/obj/worker/kernels/%_scalar.o,$(ENGINE_OBJ)) \
-             $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/test_mm.o
+             $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/test_mm.o $(BUILD)/obj/tests/test_attention.o
 $(ISA_OBJ): CFLAGS += $(ISA_FLAGS)
 # The AVX-512 family, alone with its flags (chosen at run time only on a CPU that has them).
 $(BUILD)/obj/worker/kernels/%_avx512.o: CFLAGS += -mavx512f -mavx512bw -mavx512vl -mavx512vnni

@@ -122,7 +122,9 @@ static spread sgemm_peak(int threads) {
 #define IDOT_ITERS 2000000
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static float idot_vnni(void) {
     __m512i a = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-2);
-    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    /* distinct start values: equal chains with equal inputs would be merged into one by the compiler */
+    __m512i c0 = _mm512_set1_epi32(0), c1 = _mm512_set1_epi32(1), c2 = _mm512_set1_epi32(2), c3 = _mm512_set1_epi32(3);
+    __m512i c4 = _mm512_set1_epi32(4), c5 = _mm512_set1_epi32(5), c6 = _mm512_set1_epi32(6), c7 = _mm512_set1_epi32(7);
     for (int i = 0; i < IDOT_ITERS; i++) {
         c0 = _mm512_dpbusd_epi32(c0, a, w); c1 = _mm512_dpbusd_epi32(c1, a, w);
         c2 = _mm512_dpbusd_epi32(c2, a, w); c3 = _mm512_dpbusd_epi32(c3, a, w);
@@ -136,11 +138,15 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static float idot_vnni(vo
 }
 
 static float idot_avx2(void) {
-    __m256i a = _mm256_set1_epi8(3), w = _mm256_set1_epi8(-2), one = _mm256_set1_epi16(1);
-    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    /* a weight vector per chain: with one, every chain's products would be the same and computed once */
+    __m256i a = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
+    __m256i w0 = _mm256_set1_epi8(-2), w1 = _mm256_set1_epi8(-3), w2 = _mm256_set1_epi8(-4);
+    __m256i w3 = _mm256_set1_epi8(-5), w4 = _mm256_set1_epi8(-6), w5 = _mm256_set1_epi8(-7);
+    __m256i c0 = _mm256_set1_epi32(0), c1 = _mm256_set1_epi32(1), c2 = _mm256_set1_epi32(2);
+    __m256i c3 = _mm256_set1_epi32(3), c4 = _mm256_set1_epi32(4), c5 = _mm256_set1_epi32(5);
     for (int i = 0; i < IDOT_ITERS; i++) {
-#define STEP(c) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), one))
-        STEP(c0); STEP(c1); STEP(c2); STEP(c3); STEP(c4); STEP(c5);
+#define STEP(c, w) c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), one))
+        STEP(c0, w0); STEP(c1, w1); STEP(c2, w2); STEP(c3, w3); STEP(c4, w4); STEP(c5, w5);
 #undef STEP
         __asm__ volatile("" : "+x"(a));
     }
@@ -179,8 +185,9 @@ static spread idot_peak(pool *p, int threads, int *vnni) {
 #define FMA_ITERS 4000000
 __attribute__((target("avx512f"))) static float fma512(void) {
     __m512 a = _mm512_set1_ps(1.0f), b = _mm512_set1_ps(0.5f);
-    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-    __m512 c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    __m512 c0 = _mm512_set1_ps(0), c1 = _mm512_set1_ps(1), c2 = _mm512_set1_ps(2), c3 = _mm512_set1_ps(3);
+    __m512 c4 = _mm512_set1_ps(4), c5 = _mm512_set1_ps(5), c6 = _mm512_set1_ps(6), c7 = _mm512_set1_ps(7);
+    __m512 c8 = _mm512_set1_ps(8), c9 = _mm512_set1_ps(9), c10 = _mm512_set1_ps(10), c11 = _mm512_set1_ps(11);
     for (int i = 0; i < FMA_ITERS; i++) {
         c0 = _mm512_fmadd_ps(a, b, c0); c1 = _mm512_fmadd_ps(a, b, c1); c2 = _mm512_fmadd_ps(a, b, c2);
         c3 = _mm512_fmadd_ps(a, b, c3); c4 = _mm512_fmadd_ps(a, b, c4); c5 = _mm512_fmadd_ps(a, b, c5);
@@ -196,8 +203,9 @@ __attribute__((target("avx512f"))) static float fma512(void) {
 
 static float fma256(void) {
     __m256 a = _mm256_set1_ps(1.0f), b = _mm256_set1_ps(0.5f);
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-    __m256 c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    __m256 c0 = _mm256_set1_ps(0), c1 = _mm256_set1_ps(1), c2 = _mm256_set1_ps(2), c3 = _mm256_set1_ps(3);
+    __m256 c4 = _mm256_set1_ps(4), c5 = _mm256_set1_ps(5), c6 = _mm256_set1_ps(6), c7 = _mm256_set1_ps(7);
+    __m256 c8 = _mm256_set1_ps(8), c9 = _mm256_set1_ps(9), c10 = _mm256_set1_ps(10), c11 = _mm256_set1_ps(11);
     for (int i = 0; i < FMA_ITERS; i++) {
         c0 = _mm256_fmadd_ps(a, b, c0); c1 = _mm256_fmadd_ps(a, b, c1); c2 = _mm256_fmadd_ps(a, b, c2);
         c3 = _mm256_fmadd_ps(a, b, c3); c4 = _mm256_fmadd_ps(a, b, c4); c5 = _mm256_fmadd_ps(a, b, c5);

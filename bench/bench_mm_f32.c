@@ -39,8 +39,10 @@ __attribute__((target("avx512f"))) static void fma_task(void *ctx, int begin, in
     float *sink = ctx;
     for (int t = begin; t < end; t++) {
         __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
-        __m512 c0 = _mm512_set1_ps(1), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0,
-               c9 = c0, c10 = c0, c11 = c0;
+        /* distinct start values: equal chains would be merged into one by the compiler */
+        __m512 c0 = _mm512_set1_ps(1), c1 = _mm512_set1_ps(2), c2 = _mm512_set1_ps(3), c3 = _mm512_set1_ps(4),
+               c4 = _mm512_set1_ps(5), c5 = _mm512_set1_ps(6), c6 = _mm512_set1_ps(7), c7 = _mm512_set1_ps(8),
+               c8 = _mm512_set1_ps(9), c9 = _mm512_set1_ps(10), c10 = _mm512_set1_ps(11), c11 = _mm512_set1_ps(12);
         for (int i = 0; i < (1 << 24); i++) {
             c0 = _mm512_fmadd_ps(a, c0, b), c1 = _mm512_fmadd_ps(a, c1, b), c2 = _mm512_fmadd_ps(a, c2, b);
             c3 = _mm512_fmadd_ps(a, c3, b), c4 = _mm512_fmadd_ps(a, c4, b), c5 = _mm512_fmadd_ps(a, c5, b);

@@ -17,6 +17,9 @@ echo
 echo "== fp32 and bf16 matmul kernels: the avx512 family against the avx2 family, one run (bench_mm_f32)"
 "$BUILD/bench/bench_mm_f32"
 echo
+echo "== int8 matmul kernels shape by shape vs machine limits (bench_mm_i8)"
+"$BUILD/bench/bench_mm_i8" --quick
+echo
 echo "== weight formats against fp32: accuracy on the email prompts (bench_accuracy)"
 "$BUILD/bench/bench_accuracy" "$MODEL" tests/data/emails.jsonl --tokens "${GPT2D_BENCH_ACC_TOKENS:-48}"
 echo

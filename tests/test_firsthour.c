@@ -485,7 +485,8 @@ static void test_units(void) {
         check(kv_seq_close(a, 7) == -1 && kv_seq_close(a, -1) == -1, "sequences out of range are refused");
         kv_free(a);
     }
-    cpu_features all = {1, 1, 1, 1}, no_f16c = {1, 1, 0, 1}, old = {0, 0, 0, 1};
+    cpu_features all = {.avx2 = 1, .fma = 1, .f16c = 1, .os_ymm = 1}, no_f16c = {.avx2 = 1, .fma = 1, .os_ymm = 1},
+                 old = {.os_ymm = 1};
     check(cpu_missing(&all, err, sizeof(err)) == 0, "AVX2 + FMA + F16C: fine");
     check(cpu_missing(&no_f16c, err, sizeof(err)) < 0 && strstr(err, "F16C"), "a CPU without F16C is named: %s",
           err);

@@ -11,6 +11,8 @@
  *    match;
  *  - hash collisions: with a degenerate hash (every page hashes the same) lookups still match only
  *    the exact token prefix, so no sequence ever reads another prefix's K/V. */
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +319,61 @@ static void test_dtypes(void) {
           "dtype names");
 }
 
+/* bf16 rounding of whole head rows (the vector path) and of a head's tail, against nearest-even
+ * decided here in double: random finite floats of every magnitude, exact ties both ways, zeros,
+ * subnormals. */
+static float bf16_nearest_even(float f) {
+    uint32_t u, lo_u, hi_u;
+    memcpy(&u, &f, 4);
+    lo_u = u & 0xffff0000u, hi_u = lo_u + 0x10000u;
+    float lo, hi;
+    memcpy(&lo, &lo_u, 4);
+    memcpy(&hi, &hi_u, 4);
+    double dlo = fabs((double)f - lo), dhi = fabs((double)hi - f);
+    return dlo < dhi ? lo : dhi < dlo ? hi : ((lo_u >> 16) & 1) ? hi : lo;
+}
+
+static void test_bf16_rows(void) {
+    enum { BC = 76, BH = 2, BHD = BC / BH }; /* 38 per head: 4 vectors of 8 and a tail of 6 */
+    kv_config cfg = {.n_layer = 1, .n_ctx = KV_PAGE, .n_embd = BC, .n_head = BH, .n_pages = 1, .max_seqs = 1,
+                     .dtype = KV_BF16};
+    char err[256];
+    kv_arena *a = kv_new(&cfg, err, sizeof err);
+    int ids[1] = {0}, cached;
+    if (!a || kv_seq_open(a, ids, 1, KV_PAGE, &cached) != 0 || kv_seq_prepare(a, 0, KV_PAGE) != 0) {
+        check(0, "bf16 arena: %s", a ? "open failed" : err);
+        kv_free(a);
+        return;
+    }
+    unsigned seed = 7;
+    int bad = 0, n = 0;
+    float k[BC], v[BC], got[BHD];
+    for (int round = 0; round < 2000; round++) {
+        int pos = round % KV_PAGE;
+        for (int e = 0; e < BC; e++) {
+            seed = seed * 1103515245u + 12345u;
+            uint32_t bits = seed ^ (seed << 13), kind = (seed >> 28) & 7;
+            if (kind == 0) bits = (bits & 0x807f0000u) | 0x3f808000u;  /* a tie between two neighbours */
+            if (kind == 1) bits &= 0x807fffffu;                         /* zero or subnormal */
+            if (kind >= 2) bits = (bits & 0x8fffffffu) | 0x30000000u;    /* |x| in [2^-31, 2^32) */
+            memcpy(&k[e], &bits, 4);
+            v[e] = -k[e];
+        }
+        kv_store(a, 0, 0, pos, k, v);
+        for (int h = 0; h < BH; h++) {
+            const void *kp, *vp;
+            size_t stride;
+            kv_run(a, 0, 0, h, pos, 1, &kp, &vp, &stride);
+            kv_widen(KV_BF16, kp, stride, 1, BHD, got);
+            for (int d = 0; d < BHD; d++, n++) bad += got[d] != bf16_nearest_even(k[h * BHD + d]);
+            kv_widen(KV_BF16, vp, stride, 1, BHD, got);
+            for (int d = 0; d < BHD; d++, n++) bad += got[d] != bf16_nearest_even(v[h * BHD + d]);
+        }
+    }
+    check(bad == 0, "bf16 rows: %d of %d stored values rounded to nearest even", n - bad, n);
+    kv_free(a);
+}
+
 int main(void) {
     test_shape();
     test_storage();
@@ -325,5 +382,6 @@ int main(void) {
     test_prefix(degenerate_hash, "degenerate hash");
     test_pressure();
     test_dtypes();
+    test_bf16_rows();
     return check_done("test_kv");
 }

@@ -20,6 +20,7 @@
 #include <immintrin.h>
 
 #include "check.h"
+#include "cpu.h"
 #include "matmul.h"
 #include "vmath.h"
 
@@ -149,6 +150,119 @@ static void test_fp16(void) {
     check(bad == 0, "fp32 -> fp16: rounding as F16C does, subnormals and overflow included (%d differ)", bad);
 }
 
+/* x: a row of K floats of kind `kind` (0 ordinary, 1 with specials: zeros, denormals, huge, inf, NaN,
+ * rounding ties; 2 a whole row of denormals; 3 all zero). */
+static void special_row(float *x, int K, int kind, unsigned *seed) {
+    static const float sp[] = {0.0f, -0.0f, 1e-40f, -1e-42f, 1.4e-45f, 1.17549435e-38f, 3e38f, -3.4028235e38f,
+                               INFINITY, -INFINITY, NAN, -NAN, 0.5f, -0.5f, 1.5f, 2.5f, 126.5f, -126.5f, 1e-30f, 65504.0f};
+    for (int k = 0; k < K; k++) {
+        float v = frand(seed);
+        if (kind == 1) {
+            *seed = *seed * 1103515245u + 12345u;
+            unsigned r = (*seed >> 8) % 23;
+            if (r < sizeof sp / sizeof *sp) v = sp[r];
+            else if (r == 20) v *= 1e-37f;  /* a block of tiny (partly subnormal) values */
+            else if (r == 21) v *= 1e30f;
+        } else if (kind == 2) {
+            v *= 1e-39f;
+        } else if (kind == 3) {
+            v = 0.0f;
+        }
+        x[k] = v;
+    }
+    if (kind == 0 && K >= 64) /* a block whose amax is 127 x (an exact tie) */
+        for (int k = 32; k < 64; k++) x[k] = (float)((k % 7) - 3) * 0.5f;
+}
+
+/* Each family's vectorized quantizer writes the bytes of mm_quantize_rows (the definition), and those
+ * are the documented layout: dx as the test's own quantizer, xc = -128 * sum(q), q its int8s. */
+static void test_quantizers(int have_avx512) {
+    static const int Ks[] = {1, 5, 31, 32, 33, 64, 95, 100, 768, 3077};
+    unsigned seed = 11;
+    int bad_avx2 = 0, bad_avx512 = 0, bad_layout = 0, n = 0;
+    for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++) {
+        int K = Ks[ki], M = 9, ldx = K + 1, nb = (K + 31) / 32;
+        size_t bytes = mm_scratch_bytes(M, K);
+        float *x = malloc(sizeof(float) * (size_t)M * ldx), *dref = malloc(sizeof(float) * nb);
+        signed char *qref = malloc((size_t)nb * 32);
+        unsigned char *s0 = aligned_alloc(64, bytes), *s1 = aligned_alloc(64, bytes), *s2 = aligned_alloc(64, bytes);
+        for (int m = 0; m < M; m++) special_row(x + (size_t)m * ldx, K, m % 4 == 0 ? 0 : m % 4, &seed);
+        for (int m0 = 1; m0 >= 0; m0--) { /* rows 1..M-1 only (nothing else written), then all rows */
+            memset(s0, 0xa5, bytes), memset(s1, 0xa5, bytes), memset(s2, 0xa5, bytes);
+            mm_quantize_rows(x, ldx, K, m0, M, s0);
+            mm_avx2_quantize_rows(x, ldx, K, m0, M, s1);
+            if (have_avx512) mm_avx512_quantize_rows(x, ldx, K, m0, M, s2);
+            bad_avx2 += memcmp(s0, s1, bytes) != 0;
+            bad_avx512 += have_avx512 && memcmp(s0, s2, bytes) != 0;
+            n++;
+        }
+        for (int m = 0; m < M; m++) {
+            if (m % 4 == 1 || m % 4 == 2) continue; /* specials, subnormals: the test's quantizer has no NaN / overflow rules */
+            const float *dx;
+            const signed char *q = (const signed char *)mm_i8_row(s0, K, m, &dx);
+            const int32_t *xc = mm_i8_xc(s0, K, m);
+            quantize_acts(x + (size_t)m * ldx, K, qref, dref);
+            for (int b = 0; b < nb; b++) {
+                int sum = 0;
+                for (int i = 0; i < 32; i++) sum += q[b * 32 + i];
+                bad_layout += dx[b] != dref[b] || xc[b] != -128 * sum || memcmp(q + b * 32, qref + b * 32, 32) != 0;
+            }
+        }
+        free(x), free(dref), free(qref), free(s0), free(s1), free(s2);
+    }
+    check(bad_layout == 0, "mm_quantize_rows writes the documented layout (dx, xc = -128 sum q, q) with the test's values (%d blocks differ)",
+          bad_layout);
+    check(bad_avx2 == 0, "avx2 quantizer: the definition's bytes on %d row sets (zeros, subnormals, huge, inf, NaN, ties, K %% 32 != 0); %d differ",
+          n, bad_avx2);
+    if (have_avx512)
+        check(bad_avx512 == 0, "avx512 quantizer: the definition's bytes on %d row sets; %d differ", n, bad_avx512);
+}
+
+/* The fused store of every family on arbitrary values: int8 weights with zero activations give
+ * acc = 0, so r = 0 + bias exactly, and the bias can be any float (GELU over its whole range,
+ * subnormals, infinities, NaN; the residual add against special values too). */
+static void test_store_values(const mm_kernels *const *fams, int n_fams) {
+    int K = 40, N = 16 * 256 + 7, M = 3, bad = 0;
+    float *W = malloc(sizeof(float) * K * N), *bias = malloc(sizeof(float) * N), *x = calloc((size_t)M * K, sizeof(float));
+    float *init = malloc(sizeof(float) * M * N), *ref = malloc(sizeof(float) * M * N), *got = malloc(sizeof(float) * M * N);
+    unsigned seed = 5;
+    for (int i = 0; i < K * N; i++) W[i] = frand(&seed);
+    static const float sp[] = {0.0f, -0.0f, 1e-40f, -1e-40f, INFINITY, -INFINITY, NAN, 87.0f, -87.0f, 88.4f, -88.4f,
+                               44.0f, -44.0f, 9.5f, -9.5f, 3e38f, -3e38f, 1e-7f, -5.0f, 5.0f};
+    for (int n = 0; n < N; n++) {
+        unsigned u;
+        seed = seed * 1103515245u + 12345u;
+        u = seed ^ (seed << 13); /* any bit pattern: every exponent */
+        float f;
+        memcpy(&f, &u, 4);
+        bias[n] = n % 3 == 0 ? (n % 2 ? sp[(n / 6) % (sizeof sp / sizeof *sp)] : frand(&seed) * 200.0f)
+                  : n % 3 == 1 ? frand(&seed) * 16.0f /* where tanh is not yet +-1 */ : f;
+    }
+    for (int i = 0; i < M * N; i++) init[i] = i % 5 == 0 ? sp[i % (sizeof sp / sizeof *sp)] : frand(&seed) * 10.0f;
+    void *panels = aligned_alloc(64, mm_packed_bytes(K, N, MM_I8)), *scratch = aligned_alloc(64, mm_scratch_bytes(M, K));
+    mm_weight w;
+    mm_pack(&w, panels, W, K, N, 0, bias, MM_I8);
+    for (int mode = MM_STORE; mode <= MM_ADD; mode++) {
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                float r = 0.0f + bias[n], *o = &ref[(size_t)m * N + n];
+                *o = init[(size_t)m * N + n];
+                if (mode == MM_GELU) *o = vm_gelu1(r);
+                else if (mode == MM_ADD) *o += r;
+                else *o = r;
+            }
+        for (int f = 0; f < n_fams; f++) {
+            memcpy(got, init, sizeof(float) * M * N);
+            mm_forward(fams[f], NULL, &w, x, K, got, N, M, mode, scratch);
+            for (int i = 0; i < M * N; i++)
+                if (memcmp(&got[i], &ref[i], 4) != 0 && !(got[i] != got[i] && ref[i] != ref[i]) && bad++ < 5)
+                    printf("  %s mode %d at %d: %a, want %a (bias %a)\n", fams[f]->name, mode, i, got[i], ref[i], bias[i % N]);
+        }
+    }
+    check(bad == 0, "int8 fused store (bias add, GELU, residual add) on arbitrary floats: every family gives the definition's bits (%d differ)", bad);
+    free(W), free(bias), free(x), free(init), free(ref), free(got), free(panels), free(scratch);
+}
+
 /* The fp32 and bf16 kernels on the model's shapes and every edge of the SIMD families' blocking:
  * M = 1 (decode), 2..8 and 13 (every remainder of a 6-row micro-kernel), 64, 65, 97 (past a 96-row
  * task block), 512; K = 1, 31, 768, 3072; N = 40, 90, 110, 145 (3, 6, 7 and 10 panels: partial
@@ -270,6 +384,57 @@ static void test_gelu_inputs(const mm_kernels *const *fams, int n_fams, pool *p)
     free(x), free(ref), free(got);
 }
 
+/* int8 on the model's shapes: K = 768 and 3072 (24 and 96 blocks), M = 1 (decode, groups of 4 panels),
+ * 2..8 (row runs), 64, 65, 97 (past a 96-row task block), 512; N = 40 and 145 (3 and 10 panels: a
+ * partial group of 4, an odd panel after the pairs, a partial last panel). Every mode with a bias,
+ * the SIMD families (alone for small shapes, on the pool), against the test's own int8 definition. */
+static void test_i8_model_shapes(const mm_kernels *const *fams, int n_fams, pool *p) {
+    static const int Ms[] = {1, 2, 3, 7, 8, 64, 65, 97, 512}, Ks[] = {768, 3072}, Ns[] = {40, 145};
+    unsigned seed = 23;
+    int runs = 0, bad = 0;
+    for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+        for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++) {
+            int K = Ks[ki], N = Ns[ni], nb = K / 32, ldx = K + 3, ldo = N + 5;
+            float *W = malloc(sizeof(float) * K * N), *b = malloc(sizeof(float) * N), *d = malloc(sizeof(float) * nb * N);
+            signed char *q = malloc((size_t)K * N);
+            for (int i = 0; i < K * N; i++) W[i] = frand(&seed) * 0.2f;
+            for (int n = 0; n < N; n++) b[n] = frand(&seed);
+            quantize_weights(W, K, N, q, d);
+            ref_weight r = {MM_I8, K, N, NULL, q, d};
+            void *panels = aligned_alloc(64, mm_packed_bytes(K, N, MM_I8));
+            mm_weight w;
+            mm_pack(&w, panels, W, K, N, 0, b, MM_I8);
+            for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+                int M = Ms[mi];
+                if ((double)M * K * N > 64e6) continue; /* 512 x 3072: seconds, no new path */
+                float *x = malloc(sizeof(float) * M * ldx), *init = malloc(sizeof(float) * M * ldo);
+                float *ref = malloc(sizeof(float) * M * ldo), *got = malloc(sizeof(float) * M * ldo);
+                void *scratch = aligned_alloc(64, mm_scratch_bytes(M, K));
+                for (int i = 0; i < M * ldx; i++) x[i] = frand(&seed);
+                for (int i = 0; i < M * ldo; i++) init[i] = frand(&seed);
+                for (int mode = MM_STORE; mode <= MM_ADD; mode++) {
+                    memcpy(ref, init, sizeof(float) * M * ldo);
+                    reference(&r, x, ldx, b, ref, ldo, M, mode);
+                    for (int f = 0; f < n_fams; f++) {
+                        if (fams[f] == &mm_kernels_scalar) continue;
+                        for (int pooled = (double)M * K * N > 4e6; pooled < 2; pooled++) {
+                            memcpy(got, init, sizeof(float) * M * ldo);
+                            mm_forward(fams[f], pooled ? p : NULL, &w, x, ldx, got, ldo, M, mode, scratch);
+                            runs++;
+                            if (memcmp(got, ref, sizeof(float) * M * ldo) != 0 && bad++ < 5)
+                                check(0, "%s int8 M %d K %d N %d mode %d pool %d differs from the definition",
+                                      fams[f]->name, M, K, N, mode, pooled);
+                        }
+                    }
+                }
+                free(x), free(init), free(ref), free(got), free(scratch);
+            }
+            free(W), free(b), free(d), free(q), free(panels);
+        }
+    check(bad == 0 && runs > 100, "int8 on the model's shapes (K 768 and 3072, M up to 512, partial panel groups): "
+          "%d runs, every SIMD family bit-identical to the definition (%d differ)", runs, bad);
+}
+
 int main(void) {
     char err[256];
     const mm_kernels *fams[3] = {&mm_kernels_avx2, &mm_kernels_scalar, NULL};
@@ -278,9 +443,15 @@ int main(void) {
     else printf("no avx512 family on this CPU (%s): avx2 and scalar only\n", err);
     pool *p = pool_new(3);
     test_fp16();
+    test_quantizers(n_fams == 3);
+    test_store_values(fams, n_fams);
     test_model_shapes(fams, n_fams, p);
+    test_i8_model_shapes(fams, n_fams, p);
     test_gelu_inputs(fams, n_fams, p);
-    static const int Ms[] = {1, 2, 5, 6, 7, 13, 97}, Ns[] = {1, 15, 16, 17, 64, 70}, Ks[] = {1, 7, 40, 64};
+    /* M: every row-kernel remainder (1..9), a 64-row batch and either side, past one 96-row block; N:
+     * partial panels, 1..4 whole panels of a 64-column group and a partial group; K: partial blocks */
+    static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 63, 64, 65, 97}, Ns[] = {1, 15, 16, 17, 37, 64, 70, 109},
+                     Ks[] = {1, 7, 40, 64, 95};
     unsigned seed = 7;
     int cases[MM_N_DTYPES] = {0}, bad = 0, packs_bad = 0;
     for (int dt = 0; dt < MM_N_DTYPES; dt++)
@@ -379,6 +550,17 @@ int main(void) {
         free(W), free(p8), free(p32), free(scr);
     }
     check(mm_kernels_select("scalar", err, sizeof err) == &mm_kernels_scalar, "scalar can be forced");
+    {
+        cpu_features all = {1, 1, 1, 1, 1, 1, 1, 1, 1}, f; /* every field: AVX2 baseline + AVX-512 + OS state */
+        int ok = cpu_avx512_ok(&all);
+        f = all, f.os_zmm = 0, ok &= !cpu_avx512_ok(&f);      /* an OS that does not save ZMM state */
+        f = all, f.avx512vnni = 0, ok &= !cpu_avx512_ok(&f);  /* AVX-512 without VNNI */
+        f = all, f.avx512bw = 0, ok &= !cpu_avx512_ok(&f);
+        f = all, f.f16c = 0, ok &= !cpu_avx512_ok(&f);        /* the AVX2 baseline too */
+        cpu_detect(&f);
+        check(ok && cpu_avx512_ok(&f) == (n_fams == 3),
+              "the avx512 family needs AVX-512 F/BW/VL + VNNI and the OS ZMM state; chosen exactly when cpu.c says so");
+    }
     const mm_kernels *best = n_fams == 3 ? &mm_kernels_avx512 : &mm_kernels_avx2;
     check(mm_kernels_select(NULL, err, sizeof err) == best && mm_kernels_select("auto", err, sizeof err) == best,
           "auto picks %s on this CPU", best->name);

@@ -153,6 +153,7 @@ void kv_free(kv_arena *a) {
 
 size_t kv_page_bytes(const kv_arena *a) { return a->page_elts * a->elt; }
 kv_dtype kv_dtype_of(const kv_arena *a) { return a->cfg.dtype; }
+int kv_head_dim(const kv_arena *a) { return (int)a->head_dim; }
 size_t kv_bytes(const kv_arena *a) { return a->bytes; }
 int kv_ctx(const kv_arena *a) { return a->cfg.n_ctx; }
 int kv_max_seqs(const kv_arena *a) { return a->cfg.max_seqs; }
@@ -394,7 +395,14 @@ static void narrow(kv_dtype t, const float *src, void *dst, size_t n) {
         for (; i + 8 <= n; i += 8)
             _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
         for (; i < n; i++) d[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
-    } else {
+    } else { /* to_bf16 on 8 lanes: the same integer steps */
+        const __m256i round = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
+        for (; i + 8 <= n; i += 8) {
+            __m256i u = _mm256_castps_si256(_mm256_loadu_ps(src + i));
+            __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+            __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, round), odd), 16);
+            _mm_storeu_si128((__m128i *)(d + i), _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+        }
         for (; i < n; i++) d[i] = to_bf16(src[i]);
     }
 }

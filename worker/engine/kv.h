@@ -127,6 +127,7 @@ void kv_store(kv_arena *a, int seq, int layer, int pos, const float *k, const fl
 int kv_run(const kv_arena *a, int seq, int layer, int head, int pos, int n_max, const void **k,
            const void **v, size_t *stride);
 kv_dtype kv_dtype_of(const kv_arena *a);
+int kv_head_dim(const kv_arena *a);          /* n_embd / n_head: elements of one head's K or V row */
 /* Widens n rows of hd elements of type t (row i at element i * stride of src) to floats, row i at
  * out + i * hd. Exact (every fp16 and bf16 value is a float). */
 void kv_widen(kv_dtype t, const void *src, size_t stride, int n, int hd, float *out);

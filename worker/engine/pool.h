@@ -1,10 +1,12 @@
 /* pool.h — a small compute thread pool for the forward pass.
  *
  * pool_run(p, fn, ctx, n_tasks, grain) calls fn(ctx, begin, end, tid) over [0, n_tasks) in chunks of
- * `grain` tasks, handed out dynamically (an atomic counter) to the calling thread and the pool's
- * n_threads-1 workers, and returns when all are done. Dynamic hand-out keeps both cores busy even
- * when one vCPU is slowed by a neighbour; which thread runs a task never changes its result.
- * Idle workers spin for a bounded time (~50 us) and then sleep on a futex: never an unbounded spin,
+ * `grain` tasks, run by the calling thread and the pool's n_threads-1 workers, and returns when all
+ * are done. Each thread starts on its own contiguous share of the chunks and then takes the chunks
+ * others have not started (work stealing): both cores stay busy even when one vCPU is slowed by a
+ * neighbour, and the threads touch shared cache lines only at a job's start, end and tail. Which
+ * thread runs a task never changes its result.
+ * Idle workers spin for a bounded time (50 us, timed) and then sleep on a futex: never an unbounded spin,
  * so two threads sharing one physical core do not collapse. One thread drives a pool. */
 #ifndef GPT2D_POOL_H
 #define GPT2D_POOL_H

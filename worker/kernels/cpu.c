@@ -15,9 +15,22 @@ void cpu_detect(cpu_features *f) {
     if (osxsave && avx) {
         unsigned lo, hi;
         __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-        f->os_ymm = (lo & 6) == 6; /* XMM and YMM state enabled by the OS */
+        f->os_ymm = (lo & 6) == 6;       /* XMM and YMM state enabled by the OS */
+        f->os_zmm = (lo & 0xe6) == 0xe6; /* and opmask, ZMM0-15 upper halves, ZMM16-31 */
     }
-    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) f->avx2 = (b >> 5) & 1;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        f->avx2 = (b >> 5) & 1;
+        f->avx512f = (b >> 16) & 1;
+        f->avx512bw = (b >> 30) & 1;
+        f->avx512vl = (b >> 31) & 1;
+        f->avx512vnni = (c >> 11) & 1;
+    }
+}
+
+int cpu_avx512_ok(const cpu_features *f) {
+    char err[8];
+    return cpu_missing(f, err, sizeof err) == 0 && f->avx512f && f->avx512bw && f->avx512vl && f->avx512vnni &&
+           f->os_zmm;
 }
 
 int cpu_missing(const cpu_features *f, char *err, size_t errlen) {

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cpu.h"
+
 static const char *const dtype_names[MM_N_DTYPES] = {"fp32", "bf16", "int8"};
 static const char *const dtype_tags[MM_N_DTYPES] = {"f32", "bf16", "i8"};
 
@@ -34,7 +36,7 @@ size_t mm_packed_bytes(int K, int N, mm_dtype t) {
 }
 
 size_t mm_scratch_bytes(int M, int K) {
-    return ((size_t)M * n_blocks(K) * (2 * MM_QK + sizeof(float)) + 63) / 64 * 64;
+    return ((size_t)M * MM_I8_ROW_BYTES(n_blocks(K)) + 63) / 64 * 64;
 }
 
 void mm_bind(mm_weight *w, const void *panels, int K, int N, const float *bias, mm_dtype t) {
@@ -129,13 +131,18 @@ float mm_at(const mm_weight *w, int k, int n) {
     return ((const float *)w->panels)[at];
 }
 
+/* What the families need, from cpu.c (cpuid, and xgetbv for the registers the OS saves). */
 static int cpu_has_avx2(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    cpu_features f;
+    char err[8];
+    cpu_detect(&f);
+    return cpu_missing(&f, err, sizeof err) == 0;
 }
 
 static int cpu_has_avx512(void) {
-    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    cpu_features f;
+    cpu_detect(&f);
+    return cpu_avx512_ok(&f);
 }
 
 const mm_kernels *mm_kernels_select(const char *isa, char *err, size_t errlen) {
@@ -147,12 +154,12 @@ const mm_kernels *mm_kernels_select(const char *isa, char *err, size_t errlen) {
     if (strcmp(isa, "scalar") == 0) return &mm_kernels_scalar;
     if (strcmp(isa, "avx2") == 0) {
         if (cpu_has_avx2()) return &mm_kernels_avx2;
-        snprintf(err, errlen, "kernels: avx2 asked for, but this CPU lacks AVX2 or FMA");
+        snprintf(err, errlen, "kernels: avx2 asked for, but this CPU lacks AVX2, FMA or F16C (or the OS the YMM state)");
         return NULL;
     }
     if (strcmp(isa, "avx512") == 0) {
         if (cpu_has_avx512()) return &mm_kernels_avx512;
-        snprintf(err, errlen, "kernels: avx512 asked for, but this CPU lacks AVX-512 F/BW/VL or AVX512-VNNI");
+        snprintf(err, errlen, "kernels: avx512 asked for, but this CPU lacks AVX-512 F/BW/VL or AVX512-VNNI (or the OS the ZMM state)");
         return NULL;
     }
     snprintf(err, errlen, "kernels: unknown instruction set '%s' (auto, avx512, avx2 or scalar)", isa);

@@ -21,9 +21,12 @@
  *
  * Then, for every format, the mode: MM_STORE out = r, MM_GELU out = gelu(r) (vmath.h), MM_ADD
  * out += r. matmul_scalar.c is this definition in plain C (the baseline every other family is tested
- * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for every format; the avx512
- * family has 512-bit fp32/bf16 kernels (matmul_f32_avx512.c: one zmm per 16-wide panel row, R rows
- * x 4 panels per micro-kernel) and AVX512-VNNI (vpdpbusd) int8 kernels (matmul_avx512.c).
+ * against, bit for bit); matmul_avx2.c has the AVX2+FMA micro-kernels for fp32/bf16 and
+ * matmul_i8_avx2.c for int8 (maddubs + madd); the avx512 family has 512-bit fp32/bf16 kernels
+ * (matmul_f32_avx512.c: one zmm per 16-wide panel row, R rows x 4 panels per micro-kernel) and
+ * 512-bit AVX512-VNNI int8 kernels (matmul_i8_avx512.c: one vpdpbusd per 16 outputs x 4 k, the
+ * weights made unsigned, the activations' sums from the quantizer correcting for it). Each SIMD family
+ * also has its own vectorized quantizer, writing mm_quantize_rows' bytes.
  * Bit-identical across families: every format, since none changes the order above (a wider vector
  * spans more outputs, never more k: no kernel splits K into partial sums; integer block sums are
  * exact whatever instruction forms them). The fingerprint (weights.h) still names the family.
@@ -124,17 +127,27 @@ float mm_at(const mm_weight *w, int k, int n);
 /* Scratch bytes a forward of M rows over K inputs needs (any format). */
 size_t mm_scratch_bytes(int M, int K);
 
-/* MM_I8 activations: rows m0 .. m1-1 of x into scratch (the layout mm_i8_row reads). Plain C, the
- * one definition every family uses (matmul_scalar.c). */
+/* MM_I8 activations: rows m0 .. m1-1 of x into scratch (the layout mm_i8_row reads). Plain C: the
+ * one definition (matmul_scalar.c); each SIMD family has a vectorized copy that writes the same bytes
+ * (mm_avx2_quantize_rows, mm_avx512_quantize_rows; tests/test_mm.c compares them byte for byte). */
 void mm_quantize_rows(const float *x, int ldx, int K, int m0, int m1, void *scratch);
-/* Row m of quantized activations in scratch: *dx its ceil(K/32) block scales, returns its int8s;
- * right after those, the same values + 128 as unsigned bytes (for vpdpbusd's u8 x s8, see
- * matmul_avx512.c). */
+void mm_avx2_quantize_rows(const float *x, int ldx, int K, int m0, int m1, void *scratch);
+void mm_avx512_quantize_rows(const float *x, int ldx, int K, int m0, int m1, void *scratch); /* AVX-512 CPUs only */
+
+/* Row m of quantized activations in scratch, nb = ceil(K/32) blocks: nb fp32 scales dx, then nb int32
+ * xc = -128 * (sum of the block's 32 int8s), then the nb * 32 int8s (zero past K). mm_i8_row returns
+ * the int8s and sets *dx; mm_i8_xc returns the xc. (xc is what a u8 x s8 dot needs when the weights
+ * are made unsigned, w + 128: sum (w + 128) x + xc = sum w x, exactly; see matmul_i8_avx512.c.) */
+#define MM_I8_ROW_BYTES(nb) ((size_t)(nb) * (MM_QK + 2 * sizeof(int32_t)))
 static inline const int8_t *mm_i8_row(const void *scratch, int K, int m, const float **dx) {
     size_t nb = (size_t)(K + MM_QK - 1) / MM_QK;
-    const char *row = (const char *)scratch + (size_t)m * nb * (2 * MM_QK + sizeof(float));
+    const char *row = (const char *)scratch + (size_t)m * MM_I8_ROW_BYTES(nb);
     *dx = (const float *)row;
-    return (const int8_t *)(row + nb * sizeof(float));
+    return (const int8_t *)(row + nb * 2 * sizeof(int32_t));
+}
+static inline const int32_t *mm_i8_xc(const void *scratch, int K, int m) {
+    size_t nb = (size_t)(K + MM_QK - 1) / MM_QK;
+    return (const int32_t *)((const char *)scratch + (size_t)m * MM_I8_ROW_BYTES(nb) + nb * sizeof(float));
 }
 
 /* fp16 <-> fp32 in plain C (round to nearest even; the conversion to fp32 is exact). */

@@ -1,17 +1,12 @@
 /* matmul_avx2.c — the "avx2" kernel family of matmul.h: AVX2 + FMA micro-kernels of R rows x 16
  * columns (R = 1..6) and a 1 x 64 kernel for single-row (decode) calls, for fp32 and bf16 panels
- * (bf16 widened to fp32 in registers: a shift), and the MM_I8 kernels of matmul_simd.h with the
- * block dot as maddubs (|x| x sign-moved w, pairs into int16: at most 2 x 127 x 127, no saturation)
- * then madd by ones (into int32); all of them compute each element in the same order as
- * matmul_scalar.c's definition. */
+ * (bf16 widened to fp32 in registers: a shift); MM_I8 runs matmul_i8_avx2.c's kernels (maddubs +
+ * madd). All of them compute each element in the same order as matmul_scalar.c's definition. */
 #include "matmul.h"
 
 #include <immintrin.h>
 #include <string.h>
 
-#define MM_I8_DOT(acc, xa, ws) \
-    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((xa), (ws)), _mm256_set1_epi16(1)))
-#define MM_I8_FN(name) avx2_i8_##name
 #include "matmul_simd.h"
 
 /* Row k of a panel (16 weights) as two fp32 vectors; dt is a constant at every call site. */
@@ -166,4 +161,4 @@ void mm_avx2_forward_bf16(pool *p, const mm_weight *w, const float *x, int ldx, 
 }
 
 const mm_kernels mm_kernels_avx2 = {
-    "avx2", {[MM_F32] = mm_avx2_forward_f32, [MM_BF16] = mm_avx2_forward_bf16, [MM_I8] = avx2_i8_forward}};
+    "avx2", {[MM_F32] = mm_avx2_forward_f32, [MM_BF16] = mm_avx2_forward_bf16, [MM_I8] = mm_avx2_forward_i8}};

@@ -79,19 +79,22 @@ void mm_quantize_rows(const float *x, int ldx, int K, int m0, int m1, void *scra
         const float *dxc;
         int8_t *q = (int8_t *)mm_i8_row(scratch, K, m, &dxc);
         float *dx = (float *)dxc;
+        int32_t *xc = (int32_t *)mm_i8_xc(scratch, K, m);
         for (int b = 0; b < nb; b++) {
             float amax = 0.0f;
             for (int i = 0; i < MM_QK && b * MM_QK + i < K; i++) amax = fmaxf(amax, fabsf(row[b * MM_QK + i]));
             float id = amax > 0.0f ? 127.0f / amax : 0.0f;
             dx[b] = amax / 127.0f;
+            int32_t sum = 0;
             for (int i = 0; i < MM_QK; i++) {
                 int k = b * MM_QK + i;
                 float v = k < K ? row[k] * id : 0.0f;
                 float r = (v + 12582912.0f) - 12582912.0f; /* round to nearest even (|v| < 2^22) */
                 r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
                 q[k] = (int8_t)(r == r ? r : 0.0f);
-                ((uint8_t *)q)[(size_t)nb * MM_QK + k] = (uint8_t)(q[k] + 128);
+                sum += q[k];
             }
+            xc[b] = -128 * sum;
         }
     }
 }

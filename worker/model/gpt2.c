@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 
+#include "attention.h"
 #include "matmul.h"
 #include "pool.h"
 #include "vmath.h"
@@ -38,7 +39,6 @@ struct gpt2_state {
     float *tmp;                     /* (B, C) projection output before the residual add */
     float *fc;                      /* (B, 4C) MLP hidden */
     float *scores;                  /* (threads, max_ctx) attention scores per thread */
-    float *kvrows;                  /* (threads, KV_PAGE * head_dim) a half-precision KV run widened */
     void *mm_scratch;               /* the matmuls' scratch (matmul.h: int8 activations), or NULL */
 };
 
@@ -75,10 +75,9 @@ static gpt2_state *state_new(const gpt2_weights *w, int max_tokens, int max_ctx,
     m->tmp = malloc(B * C * sizeof(float));
     m->fc = malloc(B * 4 * C * sizeof(float));
     m->scores = malloc((size_t)pool_threads(m->pool) * max_ctx * sizeof(float));
-    m->kvrows = malloc((size_t)pool_threads(m->pool) * KV_PAGE * (C / c->n_head) * sizeof(float));
     if (gpt2_weights_dtype(w) == MM_I8)
         m->mm_scratch = aligned_alloc(64, mm_scratch_bytes(max_tokens, 4 * c->n_embd));
-    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores || !m->kvrows ||
+    if (!m->x || !m->h || !m->qkv || !m->att || !m->tmp || !m->fc || !m->scores ||
         (gpt2_weights_dtype(w) == MM_I8 && !m->mm_scratch))
         goto oom;
     return m;
@@ -109,7 +108,6 @@ void gpt2_state_free(gpt2_state *m) {
     free(m->tmp);
     free(m->fc);
     free(m->scores);
-    free(m->kvrows);
     free(m->mm_scratch);
     free(m);
 }
@@ -158,7 +156,12 @@ static void layernorm_row(float *out, const float *x, const float *w, const floa
     for (; k < C; k++) var += (x[k] - mean) * (x[k] - mean);
     var /= C;
     float rstd = 1.0f / sqrtf(var + eps);
-    for (k = 0; k < C; k++) out[k] = (x[k] - mean) * rstd * w[k] + b[k];
+    __m256 rv = _mm256_set1_ps(rstd);
+    for (k = 0; k + 8 <= C; k += 8) {
+        __m256 d = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + k), mv), rv);
+        _mm256_storeu_ps(out + k, _mm256_add_ps(_mm256_mul_ps(d, _mm256_loadu_ps(w + k)), _mm256_loadu_ps(b + k)));
+    }
+    for (; k < C; k++) out[k] = (x[k] - mean) * rstd * w[k] + b[k];
 }
 
 /* out (n, C) = LN(x (n, C)). */
@@ -211,75 +214,26 @@ typedef struct {
     int layer;
 } attn_job;
 
-/* One run of K or V rows as floats: the arena's own (fp32), else widened into rows (KV_PAGE * hd). */
-static const float *run_rows(kv_dtype t, const void *src, size_t *stride, int n, int hd, float *rows) {
-    if (t == KV_F32) return src;
-    kv_widen(t, src, *stride, n, hd, rows);
-    *stride = (size_t)hd;
-    return rows;
-}
-
-/* One (token, head): causal attention over positions 0..pos of the token's sequence.
- * scores (pos + 1) and rows are this thread's scratch. The order of every sum is fixed by pos alone. */
-static void attention_head(const attn_job *j, int i, int h, float *scores, float *rows) {
-    const gpt2_config *c = &j->m->cfg;
-    int C = c->n_embd, hd = C / c->n_head, T = j->b->pos[i] + 1, slot = j->b->slot[i];
-    kv_dtype dt = kv_dtype_of(j->kv);
-    const float *q = j->m->qkv + (size_t)i * 3 * C + h * hd;
-    float *out = j->m->att + (size_t)i * C + h * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    const void *k, *v;
-    size_t stride;
-    for (int t = 0; t < T;) {
-        int n = kv_run(j->kv, slot, j->layer, h, t, T - t, &k, &v, &stride);
-        const float *kh = run_rows(dt, k, &stride, n, hd, rows);
-        int u = 0;
-        for (; u + 4 <= n; u += 4) {
-            float d[4];
-            vm_dot4(q, kh + u * stride, kh + (u + 1) * stride, kh + (u + 2) * stride,
-                    kh + (u + 3) * stride, hd, d);
-            for (int w = 0; w < 4; w++) scores[t + u + w] = d[w] * scale;
-        }
-        for (; u < n; u++) scores[t + u] = vm_dot(q, kh + u * stride, hd) * scale;
-        t += n;
-    }
-    float mx = scores[0];
-    for (int t = 1; t < T; t++) mx = scores[t] > mx ? scores[t] : mx;
-    int t = 0;
-    __m256 mv = _mm256_set1_ps(mx);
-    for (; t + 8 <= T; t += 8)
-        _mm256_storeu_ps(scores + t, vm_exp(_mm256_sub_ps(_mm256_loadu_ps(scores + t), mv)));
-    for (; t < T; t++) scores[t] = vm_exp1(scores[t] - mx);
-    float inv = 1.0f / vm_sum(scores, T);
-    for (int d = 0; d < hd; d++) out[d] = 0.0f;
-    for (int t0 = 0; t0 < T;) {
-        int n = kv_run(j->kv, slot, j->layer, h, t0, T - t0, &k, &v, &stride);
-        const float *vh = run_rows(dt, v, &stride, n, hd, rows);
-        for (int u = 0; u < n; u++) {
-            float p = scores[t0 + u] * inv;
-            const float *vr = vh + u * stride;
-            int d = 0;
-            __m256 pv = _mm256_set1_ps(p);
-            for (; d + 8 <= hd; d += 8)
-                _mm256_storeu_ps(out + d, _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(out + d)));
-            for (; d < hd; d++) out[d] = fmaf(p, vr[d], out[d]);
-        }
-        t0 += n;
-    }
-}
-
+/* Tasks [begin, end) = (token, head) pairs; scores is this thread's scratch (attention.h). */
 static void attention_task(void *ctx, int begin, int end, int tid) {
     const attn_job *j = ctx;
-    int H = j->m->cfg.n_head;
-    float *scores = j->m->scores + (size_t)tid * j->m->max_ctx;
-    float *rows = j->m->kvrows + (size_t)tid * KV_PAGE * (j->m->cfg.n_embd / H);
-    for (int t = begin; t < end; t++) attention_head(j, t / H, t % H, scores, rows);
+    const gpt2_state *m = j->m;
+    int H = m->cfg.n_head, C = m->cfg.n_embd, hd = C / H;
+    float *scores = m->scores + (size_t)tid * m->max_ctx;
+    for (int t = begin; t < end; t++) {
+        int i = t / H, h = t % H;
+        attn_head(j->kv, j->b->slot[i], j->layer, h, j->b->pos[i], m->qkv + (size_t)i * 3 * C + h * hd,
+                  m->att + (size_t)i * C + h * hd, scores);
+    }
 }
 
-/* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence. */
+/* att (n, C) = softmax(q k^T / sqrt(hd)) v per head, causal over each token's own sequence.
+ * Tasks go out up to 4 at a time, fewer when there are few (one token's 12 heads: one at a time,
+ * so two threads get 6 each rather than 8 and 4). */
 static void attention_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int layer) {
     attn_job j = {m, kv, b, layer};
-    pool_run(m->pool, attention_task, &j, b->n * m->cfg.n_head, 4);
+    int n_tasks = b->n * m->cfg.n_head, grain = n_tasks / (8 * pool_threads(m->pool));
+    pool_run(m->pool, attention_task, &j, n_tasks, grain < 1 ? 1 : grain > 4 ? 4 : grain);
 }
 
 /* out (n, ldo) = x (n, ldx) W + b through the panel kernels, or OpenBLAS in BLAS mode (n > 1):
