@@ -5,9 +5,10 @@
  *   order      an interactive request submitted while a bulk step is suspended gets its first token
  *              from an express step before that step completes (no bulk token in between); it
  *              decodes in a second express step when the step yields again (halfway through its
- *              logits, which it computes in pieces); a yield with no
- *              interactive work resumes the step at once; between steps, beside bulk work, an
- *              interactive prefill goes to express passes alternating with the bulk steps;
+ *              logits, which it computes in pieces); a yield with no interactive work resumes the
+ *              step at once; between steps, beside running bulk work, an interactive prefill goes
+ *              to express passes alternating with the bulk steps (and with none running, the step
+ *              prefills it first, as without preemption);
  *   cancel     a request inside the suspended step ends when the step completes (no token from it),
  *              an express request cancelled mid-prefill ends within the next call, a waiting one at once;
  *   prefix     an express request whose prompt a suspended bulk prefill is computing shares only
