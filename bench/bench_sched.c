@@ -1,9 +1,11 @@
 /* bench_sched — latency through the service: the batch-1 path, time to first token against the
  * prefill bound, and priorities. One run, figures against what the same run measured in-process.
  *
- * usage: bench_sched MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS (fp32)]
+ * usage: bench_sched MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS (fp32)] [--priorities-only LABEL]
  * The caller (bench/sched.sh) has started `gpt2d --workers 1 --slots 64 --ctx 512` on ENDPOINT with
- * the default step knobs. Parts:
+ * the default step knobs (preemption on); then again with --preempt=false, for part 3 alone
+ * (--priorities-only, its lines labelled LABEL; the idle pass runs twice, the first warming the
+ * prefix cache as part 2 does in a full run). Parts:
  *   1. one streamed request (email 0, 192 tokens, greedy): decode rate from the first token to the
  *      last, in-process (engine_step with the worker's settings) and through gpt2d, best of 3 each,
  *      alternated (target: gpt2d >= 90% of in-process);
@@ -223,9 +225,27 @@ static double priority_run(proto_client *ci, proto_client *bc, const batchfile *
     return end - t0;
 }
 
+/* Part 3 on cl (interactive) and bulk: prints its two lines, labelled. */
+static void priorities(proto_client *cl, proto_client *bulk, const batchfile *bf, const char *label, int warm) {
+    double idle[N_INTER], busy[N_INTER];
+    long bulk_with = 0, bulk_alone = 0;
+    if (warm) priority_run(cl, NULL, bf, 15000, idle, N_INTER, &bulk_with, 0);
+    priority_run(cl, NULL, bf, 20000, idle, N_INTER, &bulk_with, 0);
+    double win = priority_run(cl, bulk, bf, 30000, busy, N_INTER, &bulk_with, 0);
+    priority_run(NULL, bulk, bf, 40000, NULL, 0, &bulk_alone, win);
+    double idle_p50 = bench_quantile(idle, N_INTER, 0.5), idle_p99 = bench_quantile(idle, N_INTER, 0.99);
+    double busy_p50 = bench_quantile(busy, N_INTER, 0.5), busy_p99 = bench_quantile(busy, N_INTER, 0.99);
+    double tw = bulk_with / (win / 1e3), ta = bulk_alone / (win / 1e3);
+    printf("  priorities (%s): %d interactive requests one after another: TTFT idle p50 %.0f ms p99 %.0f ms; beside a "
+           "%d-email bulk batch p50 %.0f ms p99 %.0f ms = %.2fx the idle p50 (target <= 3x)\n",
+           label, N_INTER, idle_p50, idle_p99, N_BULK, busy_p50, busy_p99, idle_p50 > 0 ? busy_p99 / idle_p50 : 0);
+    printf("  the bulk batch (%s) over the same %.1f s from its start: %.1f tok/s alone, %.1f tok/s beside them: "
+           "%.1f%% drop (target < 10%%)\n", label, win / 1e3, ta, tw, ta > 0 ? 100 * (1 - tw / ta) : 0);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: bench_sched MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS]\n");
+        fprintf(stderr, "usage: bench_sched MODEL_DIR EMAILS.jsonl ENDPOINT [WEIGHTS] [--priorities-only LABEL]\n");
         return 2;
     }
     char err[512];
@@ -236,6 +256,19 @@ int main(int argc, char **argv) {
     }
     int n = bf->n < N_MAX ? bf->n : N_MAX;
     const char *fmt = argc > 4 ? argv[4] : "fp32";
+    if (argc > 6 && strcmp(argv[5], "--priorities-only") == 0) {
+        proto_client cl, bulk;
+        if (proto_client_open(&cl, argv[3], NULL, NULL) != PROTO_CLIENT_OK || bench_wait_ready(&cl) != 0 ||
+            proto_client_open(&bulk, argv[3], NULL, NULL) != PROTO_CLIENT_OK) {
+            fprintf(stderr, "bench_sched: no ready gpt2d\n");
+            return 1;
+        }
+        priorities(&cl, &bulk, bf, argv[6], 1);
+        proto_client_close(&bulk);
+        proto_client_close(&cl);
+        batchfile_free(bf);
+        return 0;
+    }
     /* the worker's settings: 64 slots, ctx 512, the default step knobs, all cores (one worker) */
     engine_config cfg = {.n_slots = 64, .n_ctx = 512};
     eng_obs eo;
@@ -306,19 +339,7 @@ int main(int argc, char **argv) {
            bench_quantile(itl, (int)n_itl, 0.99));
 
     /* 3. priorities */
-    double idle[N_INTER], busy[N_INTER];
-    long bulk_with = 0, bulk_alone = 0;
-    priority_run(&cl, NULL, bf, 20000, idle, N_INTER, &bulk_with, 0);
-    double win = priority_run(&cl, &bulk, bf, 30000, busy, N_INTER, &bulk_with, 0);
-    priority_run(NULL, &bulk, bf, 40000, NULL, 0, &bulk_alone, win);
-    double idle_p50 = bench_quantile(idle, N_INTER, 0.5), idle_p99 = bench_quantile(idle, N_INTER, 0.99);
-    double busy_p50 = bench_quantile(busy, N_INTER, 0.5), busy_p99 = bench_quantile(busy, N_INTER, 0.99);
-    double tw = bulk_with / (win / 1e3), ta = bulk_alone / (win / 1e3);
-    printf("  priorities: %d interactive requests one after another: TTFT idle p50 %.0f ms p99 %.0f ms; beside a "
-           "%d-email bulk batch p50 %.0f ms p99 %.0f ms = %.2fx the idle p50 (target <= 3x)\n",
-           N_INTER, idle_p50, idle_p99, N_BULK, busy_p50, busy_p99, idle_p50 > 0 ? busy_p99 / idle_p50 : 0);
-    printf("  the bulk batch over the same %.1f s from its start: %.1f tok/s alone, %.1f tok/s beside them: "
-           "%.1f%% drop (target < 10%%)\n", win / 1e3, ta, tw, ta > 0 ? 100 * (1 - tw / ta) : 0);
+    priorities(&cl, &bulk, bf, "preempt on, the default", 0);
     free(itl);
     proto_client_close(&bulk);
     proto_client_close(&cl);

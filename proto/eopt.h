@@ -25,6 +25,7 @@ typedef struct {
     const char *isa;        /* matmul kernel family: NULL / "auto", "avx512", "avx2", "scalar" */
     const char *weights;    /* weight format: "fp32" (default), "bf16", "int8" */
     int step_delay_ms;      /* testing only: sleep N ms per engine step */
+    int preempt;            /* a long step yields at layer boundaries to interactive work (default on) */
 } eopt_values;
 
 typedef enum { EOPT_STR, EOPT_INT, EOPT_BOOL } eopt_kind;
@@ -39,7 +40,7 @@ typedef struct {
     const char *help;
 } eopt;
 
-#define EOPT_COUNT 15             /* entries of eopt_table */
+#define EOPT_COUNT 16             /* entries of eopt_table */
 extern const eopt eopt_table[EOPT_COUNT]; /* the engine settings, fields of eopt_values */
 
 /* Stores val (a string that outlives base) into o's field of base. "" unsets a string. Booleans take

@@ -28,6 +28,8 @@ typedef struct request {
     int n_cached;               /* of those, taken from the prefix cache */
     int n_resume;               /* generated index of the first new token */
     int priority;               /* ENGINE_PRIORITY_*: waiting and prefill order */
+    int in_pass;                /* has rows in a pass under way (a suspended step): not reaped, not
+                                   batched again until that pass completes */
     uint64_t admit_seq;         /* admission order (prefill order within a priority) */
     int n_gen;                  /* generated tokens (resumed included) */
     int max_gen;                /* stop at this n_gen */
@@ -46,11 +48,24 @@ typedef struct request {
     struct request *next;       /* waiting queue link (priority, then arrival) */
 } request;
 
+/* One forward batch and the model state that runs it: the step's pass, and the express pass that
+ * runs interactive work while the step's is suspended between layers. */
+typedef struct {
+    gpt2_state *model;          /* the express pass's is a twin of the step's (gpt2_state_twin) */
+    int *token, *pos, *slot, *out;  /* (max_batch) the batch's rows */
+    request **req;              /* (max_batch) request of each logits row */
+    float *logits;              /* (n_run, V) its own: a suspended step's are half computed */
+    gpt2_batch b;               /* the batch over those arrays */
+    int n_out;                  /* logits rows */
+    int layer;                  /* units computed so far: blocks, then (yieldable) logits pieces */
+    int yieldable;              /* may stop between units (cfg.should_yield) */
+} engine_pass;
+
 struct engine {
     engine_config cfg;
     engine_callbacks cb;
     engine_top_fn on_top;       /* optional: top logprobs of want_top requests */
-    gpt2_state *model;
+    gpt2_state *model;          /* = step.model */
     const gpt2_weights *w;      /* borrowed */
     bpe_tokenizer *tok;         /* borrowed */
     kv_arena *kv;
@@ -62,11 +77,14 @@ struct engine {
     request *wait_head, *wait_tail;
     int n_waiting;
     uint64_t admitted;          /* requests admitted so far (admit_seq) */
+    int n_layer;
+    int n_logit_parts;          /* a yieldable step computes its logits in this many column ranges */
+    engine_pass step;           /* the step's pass */
+    engine_pass express;        /* interactive work while step is suspended (only with should_yield) */
+    int suspended;              /* step stopped between layers; engine_step resumes it */
+    int expressed;              /* an express pass ran since the step's last layer: the step goes next */
     /* step scratch, sized at start-up */
-    int *b_token, *b_pos, *b_slot, *b_out;   /* (max_batch) */
-    request **b_req;                          /* (max_batch) request of each logits row */
     request **prefill;                        /* (n_run) prefilling requests, admission order */
-    float *logits;                            /* (n_run, V) */
     char *sampler_scratch;                    /* (threads, scratch_size): one per compute thread */
     size_t scratch_size;
     int *s_token;                             /* (n_run) sampled token of each logits row */
@@ -117,6 +135,30 @@ static int engine_kv_pages(const engine *e, const gpt2_config *mc, int *n_pages,
     return 0;
 }
 
+/* The batch arrays of a pass for up to cap rows and n_out rows of V logits (its model is set by
+ * the caller). 0 or -1. */
+static int pass_alloc(engine_pass *p, int cap, int n_out, int V) {
+    p->token = malloc(sizeof(int) * cap);
+    p->pos = malloc(sizeof(int) * cap);
+    p->slot = malloc(sizeof(int) * cap);
+    p->out = malloc(sizeof(int) * cap);
+    p->req = malloc(sizeof(request *) * cap);
+    p->logits = malloc(sizeof(float) * (size_t)n_out * V);
+    p->b = (gpt2_batch){0, p->token, p->pos, p->slot, p->out};
+    return p->token && p->pos && p->slot && p->out && p->req && p->logits ? 0 : -1;
+}
+
+static void pass_free(engine_pass *p) {
+    gpt2_state_free(p->model);
+    free(p->token);
+    free(p->pos);
+    free(p->slot);
+    free(p->out);
+    free(p->req);
+    free(p->logits);
+    memset(p, 0, sizeof *p);
+}
+
 engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_config *cfg,
                    const engine_callbacks *cb, char *err, size_t errlen) {
     const gpt2_config *mc = gpt2_weights_config(w);
@@ -154,11 +196,22 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
                  bpe_vocab_size(e->tok), e->n_vocab);
         goto fail;
     }
-    e->model = gpt2_state_new(w, e->max_batch, e->n_ctx, cfg->n_threads, err, errlen);
+    e->model = e->step.model = gpt2_state_new(w, e->max_batch, e->n_ctx, cfg->n_threads, err, errlen);
     if (!e->model) goto fail;
     if (cfg->use_blas && gpt2_use_blas(e->model) != 0) {
         snprintf(err, errlen, "engine: OpenBLAS mode needs the weights loaded with their checkpoint kept");
         goto fail;
+    }
+    e->n_layer = mc->n_layer;
+    /* the lm_head is V / (12 C) layers' worth of work (a block: 12 C^2 per row): about one per piece */
+    e->n_logit_parts = (mc->n_vocab + 6 * mc->n_embd) / (12 * mc->n_embd);
+    if (e->n_logit_parts < 1) e->n_logit_parts = 1;
+    if (e->n_logit_parts > 8) e->n_logit_parts = 8;
+    if (pass_alloc(&e->step, e->max_batch, e->n_run, e->n_vocab) != 0) goto oom;
+    if (cfg->should_yield) { /* a second set of activations for the express pass, the same threads */
+        e->express.model = gpt2_state_twin(e->model, e->max_batch, err, errlen);
+        if (!e->express.model) goto fail;
+        if (pass_alloc(&e->express, e->max_batch, e->n_run, e->n_vocab) != 0) goto oom;
     }
     e->kv = kv_new(&kc, err, errlen);
     if (!e->kv) goto fail;
@@ -167,15 +220,9 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
         bpe_token_bytes(e->tok, id, &len);
         if (len > e->max_token_bytes) e->max_token_bytes = len;
     }
-    int S = e->n_run, B = e->max_batch;
+    int S = e->n_run;
     e->running = calloc(S, sizeof *e->running);
-    e->b_token = malloc(sizeof(int) * B);
-    e->b_pos = malloc(sizeof(int) * B);
-    e->b_slot = malloc(sizeof(int) * B);
-    e->b_out = malloc(sizeof(int) * B);
-    e->b_req = malloc(sizeof(request *) * B);
     e->prefill = malloc(sizeof(request *) * S);
-    e->logits = malloc(sizeof(float) * (size_t)S * e->n_vocab);
     e->scratch_size = (sampler_scratch_size(e->n_vocab) + 63) / 64 * 64;
     e->sampler_scratch = malloc(e->scratch_size * pool_threads(gpt2_pool(e->model)));
     e->s_token = malloc(sizeof(int) * S);
@@ -183,15 +230,14 @@ engine *engine_new(const gpt2_weights *w, bpe_tokenizer *tok, const engine_confi
     e->s_top_id = malloc(sizeof(int) * S * (1 + ENGINE_MAX_TOP));
     e->s_top_lp = malloc(sizeof(float) * S * (1 + ENGINE_MAX_TOP));
     e->s_top_n = malloc(sizeof(int) * S);
-    if (!e->running || !e->b_token || !e->b_pos || !e->b_slot || !e->b_out || !e->b_req || !e->prefill ||
-        !e->logits || !e->sampler_scratch || !e->s_token || !e->s_logprob || !e->s_top_id || !e->s_top_lp ||
-        !e->s_top_n) {
-        snprintf(err, errlen, "engine: out of memory");
-        goto fail;
-    }
+    if (!e->running || !e->prefill || !e->sampler_scratch || !e->s_token || !e->s_logprob ||
+        !e->s_top_id || !e->s_top_lp || !e->s_top_n)
+        goto oom;
     e->stats.n_slots = S;
     e->stats.kv_bytes = kv_bytes(e->kv);
     return e;
+oom:
+    snprintf(err, errlen, "engine: out of memory");
 fail:
     engine_free(e);
     return NULL;
@@ -207,14 +253,9 @@ void engine_free(engine *e) {
         for (int s = 0; s < e->n_run; s++) request_free(e->running[s]);
     free(e->running);
     kv_free(e->kv);
-    gpt2_state_free(e->model);
-    free(e->b_token);
-    free(e->b_pos);
-    free(e->b_slot);
-    free(e->b_out);
-    free(e->b_req);
+    pass_free(&e->express);
+    pass_free(&e->step); /* the twin first: it borrows the step's threads */
     free(e->prefill);
-    free(e->logits);
     free(e->sampler_scratch);
     free(e->s_token);
     free(e->s_logprob);
@@ -546,11 +587,16 @@ static int request_reach(const engine *e, const request *r) {
  * each) while a KV sequence and the pages they can reach
  * are available (kv.h); the head waits otherwise, and everything behind it. The head also waits
  * while a running request is computing the next page of the prefix it shares (a campaign's common
- * preamble): it is admitted a few steps later with those pages cached instead of computing them too. */
-static void admit_waiting(engine *e) {
+ * preamble): it is admitted a few steps later with those pages cached instead of computing them too.
+ * express (a step is suspended): interactive requests only, and without that wait: the page may be
+ * the suspended step's to compute, and waiting for it is waiting for the step; the request computes
+ * its own copy (kv_seq_publish keeps one), bit for bit the same. Admission never takes a page a
+ * sequence holds (kv.h), so the suspended step's pages are safe. */
+static void admit_waiting(engine *e, int express) {
     while (e->wait_head) {
         request *r = e->wait_head;
-        if (kv_prefix_pending(e->kv, r->ids, r->n_prompt)) return;
+        if (express ? r->priority != ENGINE_PRIORITY_INTERACTIVE : kv_prefix_pending(e->kv, r->ids, r->n_prompt))
+            return;
         int cached = 0, seq = kv_seq_open(e->kv, r->ids, r->n_prompt, request_reach(e, r), &cached);
         if (seq < 0) return;
         e->wait_head = r->next;
@@ -567,21 +613,29 @@ static void admit_waiting(engine *e) {
     }
 }
 
-/* Ends the running requests that were cancelled. */
+/* Ends the running requests that were cancelled, except those in a suspended step (it completes
+ * first: their sequences' pages are its to write). */
 static void reap_cancelled(engine *e) {
     for (int s = 0; s < e->n_run; s++) {
         request *r = e->running[s];
-        if (r && r->cancelled) request_finish(e, r, ENGINE_FINISH_CANCELLED, NULL);
+        if (r && r->cancelled && !r->in_pass) request_finish(e, r, ENGINE_FINISH_CANCELLED, NULL);
     }
 }
 
-static void batch_add(engine *e, int *n, int *n_out, request *r, int token, int pos, int logits) {
-    e->b_token[*n] = token;
-    e->b_pos[*n] = pos;
-    e->b_slot[*n] = r->slot;
-    e->b_out[*n] = logits ? *n_out : -1;
-    if (logits) e->b_req[(*n_out)++] = r;
-    (*n)++;
+static void batch_add(engine_pass *p, request *r, int token, int pos, int logits) {
+    int n = p->b.n++;
+    p->token[n] = token;
+    p->pos[n] = pos;
+    p->slot[n] = r->slot;
+    p->out[n] = logits ? p->n_out : -1;
+    if (logits) p->req[p->n_out++] = r;
+    r->in_pass = 1;
+}
+
+/* 1 if r may get rows in the pass being built: not in a pass already; in an express pass, only
+ * interactive requests. */
+static int batchable(const request *r, int express) {
+    return !r->in_pass && (!express || r->priority == ENGINE_PRIORITY_INTERACTIVE);
 }
 
 /* 1 if a prefills before b: interactive before bulk, then in admission order. */
@@ -589,11 +643,12 @@ static int prefill_before(const request *a, const request *b) {
     return a->priority != b->priority ? a->priority < b->priority : a->admit_seq < b->admit_seq;
 }
 
-/* Prefilling requests in prefill order (prefill_before). */
-static int prefill_order(engine *e, request **order) {
+/* Prefilling requests that may join the pass (batchable), in prefill order (prefill_before). */
+static int prefill_order(engine *e, request **order, int express) {
     int n = 0;
     for (int s = 0; s < e->n_run; s++)
-        if (e->running[s] && e->running[s]->state == REQ_PREFILL) order[n++] = e->running[s];
+        if (e->running[s] && e->running[s]->state == REQ_PREFILL && batchable(e->running[s], express))
+            order[n++] = e->running[s];
     for (int i = 1; i < n; i++) /* insertion sort: few prefill at once */
         for (int j = i; j > 0 && prefill_before(order[j], order[j - 1]); j--) {
             request *t = order[j];
@@ -613,38 +668,66 @@ int engine_prefill_budget(const engine_config *cfg, int d) {
     return p > lo ? (int)p : lo;
 }
 
-/* Fills the batch: every decoding request's next token, then prefill chunks within the budget
- * (engine_prefill_budget, capped by the step's room), with the KV pages they write. The number of
- * rows, or -1 if a page could not be had (a bug: admission reserved them). */
-static int build_batch(engine *e, int *n_out) {
-    int n = 0;
-    *n_out = 0;
+/* 1 if a bulk request is running (a step would carry its rows). */
+static int bulk_running(const engine *e) {
+    for (int s = 0; s < e->n_run; s++)
+        if (e->running[s] && e->running[s]->priority == ENGINE_PRIORITY_BULK) return 1;
+    return 0;
+}
+
+/* 1 if there is work for an express pass: an interactive request waiting, or running outside the
+ * step and still prefilling (while the step is suspended, or decoding). */
+static int express_work(const engine *e) {
+    if (e->wait_head && e->wait_head->priority == ENGINE_PRIORITY_INTERACTIVE) return 1;
+    for (int s = 0; s < e->n_run; s++) {
+        const request *r = e->running[s];
+        if (r && !r->in_pass && !r->cancelled && r->priority == ENGINE_PRIORITY_INTERACTIVE &&
+            (r->state == REQ_PREFILL || e->suspended))
+            return 1;
+    }
+    return 0;
+}
+
+/* Fills pass p: every batchable decoding request's next token, then prefill chunks within the
+ * budget (engine_prefill_budget, capped by the step's room), with the KV pages they write. hold: a
+ * step beside bulk work that was already running leaves interactive prefill to express passes (one
+ * ran just before it), so it can always yield; otherwise a step may yield if it prefills no
+ * interactive request. The number of rows, or -1 if a page could not be had (a bug: admission
+ * reserved them). */
+static int build_batch(engine *e, engine_pass *p, int express, int hold) {
+    p->b.n = p->n_out = p->layer = 0;
+    p->yieldable = e->cfg.should_yield != NULL && !express;
+    int hold_interactive = p->yieldable && hold;
     for (int s = 0; s < e->n_run; s++) {
         request *r = e->running[s];
-        if (!r || r->state != REQ_DECODE) continue;
+        if (!r || r->state != REQ_DECODE || !batchable(r, express)) continue;
         if (kv_seq_prepare(e->kv, r->slot, r->n_past + 1) != 0) return -1;
-        batch_add(e, &n, n_out, r, r->ids[r->n_past], r->n_past, 1);
+        batch_add(p, r, r->ids[r->n_past], r->n_past, 1);
     }
-    int n_decode = n;
-    int limit = n + engine_prefill_budget(&e->cfg, n_decode);
+    int n_decode = p->b.n;
+    int limit = n_decode + engine_prefill_budget(&e->cfg, n_decode);
     if (limit > e->max_batch) limit = e->max_batch;
     request **pre = e->prefill;
-    int n_pre = prefill_order(e, pre);
-    for (int i = 0; i < n_pre && n < limit; i++) {
+    int n_pre = prefill_order(e, pre, express);
+    int first = -1; /* the priority prefilled */
+    for (int i = 0; i < n_pre && p->b.n < limit; i++) {
         request *r = pre[i];
-        if (r->priority != pre[0]->priority) break; /* no bulk prefill beside an interactive one: a
-                                                       short step, its first token sooner */
+        if (hold_interactive && r->priority == ENGINE_PRIORITY_INTERACTIVE) continue; /* an express pass's */
+        if (first < 0) first = r->priority;
+        if (r->priority != first) break; /* no bulk prefill beside an interactive one: a short step,
+                                            its first token sooner */
+        if (r->priority == ENGINE_PRIORITY_INTERACTIVE) p->yieldable = 0; /* short already */
         int chunk = r->n_prompt - r->n_past;
-        if (chunk > limit - n) chunk = limit - n;
+        if (chunk > limit - p->b.n) chunk = limit - p->b.n;
         if (kv_seq_prepare(e->kv, r->slot, r->n_past + chunk) != 0) return -1;
         for (int c = 0; c < chunk; c++) {
             int pos = r->n_past + c;
-            batch_add(e, &n, n_out, r, r->ids[pos], pos, pos == r->n_prompt - 1);
+            batch_add(p, r, r->ids[pos], pos, pos == r->n_prompt - 1);
         }
     }
     e->stats.last_decode = n_decode;
-    e->stats.last_prefill = n - n_decode;
-    return n;
+    e->stats.last_prefill = p->b.n - n_decode;
+    return p->b.n;
 }
 
 /* Appends token's text to r, decides whether r ends, and emits the token's piece. Returns 1 if
@@ -690,16 +773,23 @@ static int emit_token(engine *e, request *r, int token, float logprob, const int
     return done;
 }
 
+typedef struct {
+    engine *e;
+    const engine_pass *p;
+} sample_job;
+
 /* Samples logits rows [begin, end) with thread tid's scratch. */
 static void sample_task(void *ctx, int begin, int end, int tid) {
-    engine *e = ctx;
+    const sample_job *j = ctx;
+    engine *e = j->e;
     void *scratch = e->sampler_scratch + (size_t)tid * e->scratch_size;
     for (int o = begin; o < end; o++) {
-        request *r = e->b_req[o];
+        request *r = j->p->req[o];
         e->s_logprob[o] = 0.0f;
-        e->s_token[o] = sampler_sample(&r->sampling, e->logits + (size_t)o * e->n_vocab, e->n_vocab,
+        float *logits = j->p->logits + (size_t)o * e->n_vocab; /* the sampler works in place */
+        e->s_token[o] = sampler_sample(&r->sampling, logits, e->n_vocab,
                                        r->ids, r->n_ids, (uint64_t)r->n_gen, scratch, &e->s_logprob[o]);
-        e->s_top_n[o] = r->want_top ? sampler_top_logprobs(e->logits + (size_t)o * e->n_vocab, e->n_vocab,
+        e->s_top_n[o] = r->want_top ? sampler_top_logprobs(logits, e->n_vocab,
                                                            e->s_token[o], r->top_n,
                                                            e->s_top_id + (size_t)o * (1 + ENGINE_MAX_TOP),
                                                            e->s_top_lp + (size_t)o * (1 + ENGINE_MAX_TOP))
@@ -707,45 +797,40 @@ static void sample_task(void *ctx, int begin, int end, int tid) {
     }
 }
 
-/* Ends every running request with an internal error. */
+/* Ends every running request with an internal error (a suspended step with them). */
 static void fail_running(engine *e, const char *why) {
+    e->suspended = 0;
     for (int s = 0; s < e->n_run; s++)
         if (e->running[s]) request_finish(e, e->running[s], ENGINE_FINISH_ERROR, why);
 }
 
-int engine_step(engine *e) {
-    reap_cancelled(e);
-    admit_waiting(e);
-    int n_out = 0, n = build_batch(e, &n_out);
-    if (n < 0) {
-        fail_running(e, "internal error: a KV page was not reserved");
-        return ENGINE_E_INTERNAL;
-    }
-    if (n == 0) return 0;
-    gpt2_batch b = {n, e->b_token, e->b_pos, e->b_slot, e->b_out};
-    if (gpt2_forward(e->model, e->kv, &b, e->logits) != 0) {
-        fail_running(e, "internal error: invalid batch");
-        return ENGINE_E_INTERNAL;
-    }
+/* The end of a pass whose logits are computed: KV positions, sampling, callbacks. Cancels that came
+ * while it was suspended take effect here: those requests get no token, they end. */
+static int pass_complete(engine *e, engine_pass *p) {
     e->stats.steps++;
     /* advance KV positions for every row; full prompt pages go to the prefix cache */
-    for (int i = 0; i < n; i++) {
-        request *r = e->running[e->b_slot[i]];
+    for (int i = 0; i < p->b.n; i++) {
+        request *r = e->running[p->slot[i]];
+        r->in_pass = 0;
         r->n_past++;
         if (r->state != REQ_PREFILL) continue;
         e->stats.tokens_prefilled++;
         if (r->n_past % KV_PAGE == 0 || r->n_past == r->n_prompt) kv_seq_publish(e->kv, r->slot, r->ids, r->n_past);
         if (r->n_past == r->n_prompt) r->state = REQ_DECODE;
     }
+    int n_out = p->n_out;
     if (e->cb.on_logits)
         for (int o = 0; o < n_out; o++)
-            e->cb.on_logits(e->cb.user, e->b_req[o]->id, e->b_req[o]->n_gen,
-                            e->logits + (size_t)o * e->n_vocab, e->n_vocab);
+            if (!p->req[o]->cancelled)
+                e->cb.on_logits(e->cb.user, p->req[o]->id, p->req[o]->n_gen, p->logits + (size_t)o * e->n_vocab,
+                                e->n_vocab);
     /* sample every row on the compute threads (a row's draw depends only on its own logits,
      * history and (seed, index)), then emit in batch order on this thread */
-    pool_run(gpt2_pool(e->model), sample_task, e, n_out, 1);
+    sample_job job = {e, p};
+    pool_run(gpt2_pool(e->model), sample_task, &job, n_out, 1);
     for (int o = 0; o < n_out; o++) {
-        request *r = e->b_req[o];
+        request *r = p->req[o];
+        if (r->cancelled) continue;
         if (e->s_token[o] < 0) {
             request_finish(e, r, ENGINE_FINISH_ERROR, "no token can be sampled: every logit is -inf or NaN");
             continue;
@@ -753,8 +838,76 @@ int engine_step(engine *e) {
         emit_token(e, r, e->s_token[o], e->s_logprob[o], e->s_top_id + (size_t)o * (1 + ENGINE_MAX_TOP),
                    e->s_top_lp + (size_t)o * (1 + ENGINE_MAX_TOP), e->s_top_n[o]);
     }
-    return n;
+    reap_cancelled(e);
+    return p->b.n;
 }
+
+/* Unit u of pass p: block u, then (a yieldable pass) piece u - n_layer of its logits, column ranges
+ * of whole panels (the first with the final layer norm). */
+static void pass_unit(engine *e, engine_pass *p, int u) {
+    if (u < e->n_layer) {
+        gpt2_forward_layers(p->model, e->kv, &p->b, u, u + 1);
+        return;
+    }
+    int k = u - e->n_layer, n = e->n_logit_parts, align = GPT2_LOGIT_ALIGN;
+    int per = ((e->n_vocab + align - 1) / align + n - 1) / n * align; /* columns per piece */
+    if (k == 0) gpt2_forward_norm(p->model, &p->b);
+    gpt2_forward_logits(p->model, &p->b, p->logits, k * per, (k + 1) * per);
+}
+
+/* Computes p from the unit it reached: its blocks, then its logits (in n_logit_parts pieces when it
+ * may yield: the lm_head of a large batch is several layers' worth). After each unit but the last, a
+ * yieldable pass asks cfg.should_yield and, when told to, stops there: the step is suspended (0).
+ * Else completes it: the rows it computed. */
+static int pass_run(engine *e, engine_pass *p) {
+    int units = e->n_layer + (p->yieldable ? e->n_logit_parts : 0);
+    while (p->layer < units) {
+        pass_unit(e, p, p->layer++);
+        if (p == &e->step) e->expressed = 0; /* the step went on: an express pass may run again */
+        if (p->yieldable && p->layer < units && e->cfg.should_yield(e->cfg.yield_user)) {
+            e->suspended = 1;
+            e->stats.suspends++;
+            return 0;
+        }
+    }
+    if (p == &e->step) e->suspended = 0;
+    if (!p->yieldable) gpt2_forward_end(p->model, &p->b, p->logits);
+    return pass_complete(e, p);
+}
+
+/* Builds pass p (express: interactive work outside the suspended step; hold: see build_batch) and
+ * starts it: rows (0 when there is nothing to batch) or ENGINE_E_INTERNAL. */
+static int pass_start(engine *e, engine_pass *p, int express, int hold) {
+    reap_cancelled(e);
+    admit_waiting(e, express);
+    int n = build_batch(e, p, express, hold);
+    if (n < 0) {
+        fail_running(e, "internal error: a KV page was not reserved");
+        return ENGINE_E_INTERNAL;
+    }
+    if (n == 0) return 0;
+    if (gpt2_forward_begin(p->model, e->kv, &p->b) != 0) {
+        fail_running(e, "internal error: invalid batch");
+        return ENGINE_E_INTERNAL;
+    }
+    if (express) e->stats.express_steps++;
+    return pass_run(e, p);
+}
+
+int engine_step(engine *e) {
+    /* preemption: interactive work first, in an express pass, while the step is suspended or before
+     * a step that would carry bulk rows; at most once between two layers of the step's, so bulk
+     * work always advances */
+    int bulk = e->cfg.should_yield && !e->suspended && bulk_running(e);
+    if (e->cfg.should_yield && !e->expressed && (e->suspended || bulk) && express_work(e)) {
+        e->expressed = 1;
+        int n = pass_start(e, &e->express, 1, 0);
+        if (n != 0) return n; /* else nothing could be admitted: the step goes on */
+    }
+    return e->suspended ? pass_run(e, &e->step) : pass_start(e, &e->step, 0, bulk);
+}
+
+int engine_suspended(const engine *e) { return e->suspended; }
 
 const char *engine_token_bytes(const engine *e, int id, size_t *len) {
     if (id < 0 || id >= bpe_vocab_size(e->tok)) return NULL;

@@ -22,6 +22,24 @@
  *     (piece: the newly complete UTF-8 text; stop-string candidates are held back);
  *   on_done(user, req_id, result)                                    exactly once per accepted request.
  * A request's tokens and logits are bit-for-bit the same whatever else is batched with it.
+ * Preemption (cfg.should_yield): a long step must not hold back a person. A step that prefills no
+ * interactive request runs in units: its layers, then its logits in a few pieces (the lm_head of a
+ * large batch is several layers' worth); after each unit but the last the engine asks should_yield
+ * (the worker: "is a message waiting?"). On 1, engine_step returns with the step SUSPENDED (its
+ * batch, the unit it reached, its half-computed logits, its requests' KV pages kept). The caller
+ * handles its input (engine_submit and engine_cancel work as usual) and calls engine_step again,
+ * which first runs one EXPRESS step if there is interactive work outside the suspended step (waiting
+ * interactive requests, admitted and prefilled; interactive requests running that are not in it),
+ * on a second set of activations, reporting its tokens; then (or at once when there is none) the
+ * suspended step resumes where it stopped. Between steps too, while bulk requests run, interactive
+ * prefill goes to an express step before the next step, which then carries none (so it can always
+ * yield). At most one express step runs between two units of the step's, so bulk work always
+ * advances. An express step touches only its own requests' KV pages (admission never takes a page a
+ * sequence holds, and pages are shared only once published, which the suspended step's are not
+ * yet); an express admission does not wait for a prefix page another request is computing: it
+ * computes its own copy. A cancel of a request in the suspended step takes effect when that step
+ * completes (no token, on_done "cancelled"). Every request's tokens and logits are bit-for-bit the
+ * same suspended, expressed or neither. Cost: the second activations (max_batch tokens) and logits.
  * engine_submit() refuses a request at once for invalid parameters or a prompt that cannot fit the
  * context, with a typed error (engine_error) naming the field at fault and a message. engine_cancel() ends a request within one step (on_done with
  * finish "cancelled"; a waiting request ends at once). Not thread-safe: one thread drives an engine,
@@ -65,6 +83,11 @@ typedef struct {
     int kv_dtype;          /* kv_dtype (kv.h): KV_F32 (0, the default), KV_F16, KV_BF16: half the KV bytes,
                               different numerics (in the fingerprint), invariant within the dtype;
                               -1: an unknown name (engine_new refuses it) */
+    int (*should_yield)(void *user); /* preemption (see "Preemption" above): asked after each layer
+                              (and logits piece) of a step that prefills no interactive request; 1
+                              suspends the step there. Keep it cheap (about n_layer + 4 calls a
+                              step). NULL: never */
+    void *yield_user;      /* should_yield's argument */
 } engine_config;
 
 /* Why engine_submit refused a request, or engine_step failed (0 = none). */
@@ -169,6 +192,7 @@ typedef struct {
     kv_stats kv;              /* pages used / free / cached / reserved, prefix-cache lookups and hits */
     uint64_t steps, tokens_generated, tokens_prefilled; /* tokens_prefilled: computed, not cached */
     int last_decode, last_prefill; /* the last step's decode rows and prefill tokens */
+    uint64_t suspends, express_steps; /* steps suspended by should_yield; express steps run */
 } engine_stats;
 
 typedef struct engine engine;
@@ -198,8 +222,12 @@ int engine_submit(engine *e, uint64_t req_id, const engine_request *r, engine_re
 int engine_cancel(engine *e, uint64_t req_id);
 
 /* Runs one batch. Returns the number of tokens processed (0 when idle), or ENGINE_E_INTERNAL (every
- * running request then ends with finish "error"). */
+ * running request then ends with finish "error"). With should_yield: runs an express step, or runs
+ * (resumes) the step until it completes or is suspended again; a call that suspends returns 0 (and
+ * engine_has_work stays 1): loop on engine_has_work, not on the return value. */
 int engine_step(engine *e);
+/* 1 while a step is suspended between layers (engine_step resumes it). */
+int engine_suspended(const engine *e);
 
 int engine_has_work(const engine *e);
 /* The numerics fingerprint: the weights' (weights.h), with "+blas" after the kernel family in

@@ -106,6 +106,18 @@ void mm_pack(mm_weight *w, void *dst, const float *W, int K, int N, int transpos
     }
 }
 
+void mm_view_panels(mm_weight *view, const mm_weight *w, int p0, int p1) {
+    size_t panel = w->dtype == MM_I8   ? n_blocks(w->K) * sizeof(mm_i8_block)
+                   : w->dtype == MM_BF16 ? (size_t)w->K * MM_PANEL * 2
+                                         : (size_t)w->K * MM_PANEL * 4;
+    int n1 = p1 * MM_PANEL < w->N ? p1 * MM_PANEL : w->N;
+    *view = *w;
+    view->N = n1 - p0 * MM_PANEL;
+    view->n_panels = p1 - p0;
+    view->panels = (const char *)w->panels + (size_t)p0 * panel;
+    view->bias = w->bias ? w->bias + (size_t)p0 * MM_PANEL : NULL;
+}
+
 float mm_at(const mm_weight *w, int k, int n) {
     size_t j = (size_t)(n / MM_PANEL);
     int c = n % MM_PANEL;

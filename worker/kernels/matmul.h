@@ -115,6 +115,11 @@ void mm_pack(mm_weight *w, void *dst, const float *W, int K, int N, int transpos
 /* Describes panels already packed (e.g. in a mapped image) without touching them. */
 void mm_bind(mm_weight *w, const void *panels, int K, int N, const float *bias, mm_dtype t);
 
+/* A view of w's output columns [16 p0, min(N, 16 p1)): its panels p0 .. p1-1 and the bias from there
+ * (0 <= p0 < p1 <= n_panels). Each output's operations depend on nothing else, so the view computes
+ * those columns bit for bit as w does (a large matmul can be run in pieces). */
+void mm_view_panels(mm_weight *view, const mm_weight *w, int p0, int p1);
+
 /* Element (k, n) of a packed weight as the kernels see it (dequantized: for MM_I8 q · fp32(d)), for
  * embedding lookups from a packed lm_head. */
 float mm_at(const mm_weight *w, int k, int n);

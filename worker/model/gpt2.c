@@ -25,6 +25,7 @@ struct gpt2_state {
     const mm_kernels *kern;         /* the weights' kernel family */
     int max_tokens, max_ctx;
     pool *pool;
+    int owns_pool;                  /* 0 for a twin (gpt2_state_twin): the pool is its parent's */
     const float *wpe;               /* (T, C) */
     const float *ln_f_w, *ln_f_b;   /* (C) */
     const float *wte;               /* (V, C) plain copy, only when lm_head is untied */
@@ -41,8 +42,9 @@ struct gpt2_state {
     void *mm_scratch;               /* the matmuls' scratch (matmul.h: int8 activations), or NULL */
 };
 
-gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
-                           size_t errlen) {
+/* gpt2_state_new, or with shared != NULL a state whose compute threads are shared's. */
+static gpt2_state *state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, pool *shared,
+                             char *err, size_t errlen) {
     const gpt2_config *c = gpt2_weights_config(w);
     if (cpu_check(err, errlen) < 0) return NULL;
     if (max_tokens < 1 || max_ctx < 1 || max_ctx > c->n_ctx) {
@@ -62,7 +64,8 @@ gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, i
     m->wte = gpt2_weights_wte(w);
     m->lm_head = gpt2_weights_lm_head(w);
     if (n_threads <= 0) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    m->pool = pool_new(n_threads);
+    m->owns_pool = !shared;
+    m->pool = shared ? shared : pool_new(n_threads);
     if (!m->pool) goto oom;
     size_t B = max_tokens, C = c->n_embd;
     m->x = malloc(B * C * sizeof(float));
@@ -84,9 +87,20 @@ oom:
     return NULL;
 }
 
+gpt2_state *gpt2_state_new(const gpt2_weights *w, int max_tokens, int max_ctx, int n_threads, char *err,
+                           size_t errlen) {
+    return state_new(w, max_tokens, max_ctx, n_threads, NULL, err, errlen);
+}
+
+gpt2_state *gpt2_state_twin(gpt2_state *m, int max_tokens, char *err, size_t errlen) {
+    gpt2_state *t = state_new(m->w, max_tokens, m->max_ctx, pool_threads(m->pool), m->pool, err, errlen);
+    if (t) t->blas = m->blas;
+    return t;
+}
+
 void gpt2_state_free(gpt2_state *m) {
     if (!m) return;
-    pool_free(m->pool);
+    if (m->owns_pool) pool_free(m->pool);
     free(m->x);
     free(m->h);
     free(m->qkv);
@@ -281,21 +295,59 @@ static int batch_valid(const gpt2_state *m, kv_arena *kv, const gpt2_batch *b) {
     return 1;
 }
 
-int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits) {
+int gpt2_forward_begin(gpt2_state *m, kv_arena *kv, const gpt2_batch *b) {
     if (!batch_valid(m, kv, b)) return -1;
-    int C = m->cfg.n_embd;
     embed_forward(m, b);
-    for (int l = 0; l < m->cfg.n_layer; l++) block_forward(m, kv, b, l);
-    /* final LN only for the rows that produce logits, gathered in out order */
+    return 0;
+}
+
+void gpt2_forward_layers(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, int l_from, int l_to) {
+    if (l_from < 0) l_from = 0;
+    if (l_to > m->cfg.n_layer) l_to = m->cfg.n_layer;
+    for (int l = l_from; l < l_to; l++) block_forward(m, kv, b, l);
+}
+
+_Static_assert(GPT2_LOGIT_ALIGN == MM_PANEL, "logits are computed in whole panels");
+
+/* Rows of logits the batch asks for. */
+static int batch_n_out(const gpt2_batch *b) {
     int n_out = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
+    return n_out;
+}
+
+void gpt2_forward_norm(gpt2_state *m, const gpt2_batch *b) {
+    int C = m->cfg.n_embd;
+    /* final LN only for the rows that produce logits, gathered in out order */
     for (int i = 0; i < b->n; i++) {
         if (b->out[i] < 0) continue;
         layernorm_row(m->h + (size_t)b->out[i] * C, m->x + (size_t)i * C, m->ln_f_w, m->ln_f_b, C,
                       m->cfg.ln_eps);
-        if (b->out[i] + 1 > n_out) n_out = b->out[i] + 1;
     }
-    if (n_out > 0)
-        linear_forward(m, m->lm_head, m->blas ? m->blas->lm_head : NULL, 1, m->h, C, logits,
-                       m->cfg.n_vocab, n_out);
+}
+
+void gpt2_forward_logits(gpt2_state *m, const gpt2_batch *b, float *logits, int c0, int c1) {
+    int C = m->cfg.n_embd, V = m->cfg.n_vocab, n_out = batch_n_out(b);
+    if (c1 > V) c1 = V;
+    if (n_out == 0 || c0 < 0 || c0 % MM_PANEL != 0 || c0 >= c1) return;
+    mm_weight part;
+    const mm_weight *w = m->lm_head;
+    if (c0 > 0 || c1 < V) { /* panels c0/16 .. ceil(c1/16): columns [c0, c1) */
+        mm_view_panels(&part, m->lm_head, c0 / MM_PANEL, (c1 + MM_PANEL - 1) / MM_PANEL);
+        w = &part;
+    }
+    linear_forward(m, w, m->blas ? m->blas->lm_head + (size_t)c0 * C : NULL, 1, m->h, C, logits + c0, V, n_out);
+}
+
+void gpt2_forward_end(gpt2_state *m, const gpt2_batch *b, float *logits) {
+    gpt2_forward_norm(m, b);
+    gpt2_forward_logits(m, b, logits, 0, m->cfg.n_vocab);
+}
+
+int gpt2_forward(gpt2_state *m, kv_arena *kv, const gpt2_batch *b, float *logits) {
+    if (gpt2_forward_begin(m, kv, b) != 0) return -1;
+    gpt2_forward_layers(m, kv, b, 0, m->cfg.n_layer);
+    gpt2_forward_end(m, b, logits);
     return 0;
 }
