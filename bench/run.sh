@@ -38,7 +38,8 @@ echo "== email workload, in-process engine, int8 weights (bench_batch --weights 
 # weight format (GPT2D_BENCH_FORMATS: WEIGHTS or WEIGHTS/KV_DTYPE, default fp32, int8 and int8 with
 # an fp16 KV cache), each against fp32 and against the earlier commit from this same run.
 FORMATS=${GPT2D_BENCH_FORMATS:-fp32 int8 int8/fp16}
-out=$(mktemp /tmp/gpt2d-bench-e2e.XXXXXX)
+out=$(mktemp /tmp/gpt2d-bench-e2e.XXXXXX) # mktemp template: the per-format results, removed on any exit
+trap 'rm -f "$out" "$out".*' EXIT INT TERM
 echo
 echo "== email workload through the gpt2d the speed issue was filed against (bench/baseline.sh)"
 BUILD="$BUILD" sh bench/baseline.sh "$MODEL" | tee "$out.base"

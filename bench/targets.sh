@@ -10,7 +10,8 @@ make -j2 all $(ls bench/*.c | sed "s|bench/\(.*\)\.c|build/bench/\1|") >/dev/nul
 echo "== single sequence vs machine limits (bench_core)"
 "$BUILD/bench/bench_core" "$MODEL" tests/data/emails.jsonl build/bench-cache
 FORMATS="fp32 int8 int8/fp16"
-out=$(mktemp /tmp/gpt2d-bench-e2e.XXXXXX)
+out=$(mktemp /tmp/gpt2d-bench-e2e.XXXXXX) # mktemp template: the per-format results, removed on any exit
+trap 'rm -f "$out" "$out".*' EXIT INT TERM
 echo "== email workload through the gpt2d the speed issue was filed against (bench/baseline.sh)"
 BUILD="$BUILD" sh bench/baseline.sh "$MODEL" | tee "$out.base"
 for f in $FORMATS; do
